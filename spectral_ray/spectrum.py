@@ -1,0 +1,296 @@
+"""Radial power spectra and the learning priority of a model (DESIGN.md §1, the paper's Eq. 1).
+
+Conventions used throughout the project:
+
+* An image or gradient map is a real array ``(..., N, N)`` with N even.
+* Its spectrum is binned into rings k = 0 … K, K = N/2 (Nyquist). Ring k holds the frequencies
+  (u, v) (in cycles per image, centred spectrum) with k − ½ ≤ √(u² + v²) < k + ½. Corners beyond
+  the Nyquist ring are left out. A radial PSD is the *mean* power over each ring, shape
+  ``(..., K + 1)``.
+* The normalised radial frequency of bin k is ω̄_k = k / K ∈ [0, 1] (``frequency_axis``).
+* A unit-sum spectrum is a distribution over frequency (centroid, band mass, entropy,
+  alignment); a unit-max spectrum is what the paper plots.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+Normalize = Literal[None, "sum", "max"]
+Measure = Literal["power", "lin2022"]
+
+__all__ = [
+    "radial_psd",
+    "learning_priority",
+    "normalize_spectrum",
+    "frequency_axis",
+    "summarize",
+    "value_at",
+    "band_mass",
+    "alignment",
+    "cosine",
+    "spectral_slope",
+]
+
+
+# ----------------------------------------------------------------------------- ring binning
+
+
+@lru_cache(maxsize=32)
+def _rings(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ring index, per-coefficient weight and ring counts for a real FFT of an n×n image.
+
+    ``torch.fft.rfft2`` keeps the half plane v ≥ 0; every column but v = 0 and v = n/2 stands for
+    itself and its mirror (−u, −v), which has the same power for a real input, so it counts twice.
+    Weighted ring means over the half plane therefore equal ring means over the full centred
+    spectrum, at half the FFT cost. Coefficients beyond Nyquist go to a discard bin K + 1.
+    """
+    if n % 2:
+        raise ValueError(f"image size must be even, got N={n}")
+    k_max = n // 2
+    u = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64)  # -n/2 … n/2-1 cycles per image
+    v = torch.fft.rfftfreq(n, d=1.0 / n, dtype=torch.float64)  # 0 … n/2
+    radius = torch.sqrt(u[:, None] ** 2 + v[None, :] ** 2)
+    ring = torch.floor(radius + 0.5).long()
+    ring[ring > k_max] = k_max + 1
+    weight = torch.full((n, k_max + 1), 2.0, dtype=torch.float64)
+    weight[:, 0] = 1.0
+    weight[:, -1] = 1.0
+    counts = torch.zeros(k_max + 2, dtype=torch.float64).index_add_(0, ring.flatten(), weight.flatten())
+    return (
+        ring.flatten().to(device),
+        weight.flatten().to(device=device, dtype=torch.float32),
+        counts[: k_max + 1].to(device=device, dtype=torch.float32),
+    )
+
+
+def ring_counts(n: int) -> np.ndarray:
+    """Number of full-plane frequencies in each ring k = 0 … n/2 (float64, for Parseval checks)."""
+    return _rings(n, "cpu")[2].double().numpy()
+
+
+def normalize_spectrum(p, normalize: Normalize):
+    """Scale a spectrum (last axis = frequency) to unit sum or unit maximum; None leaves it."""
+    if normalize is None:
+        return p
+    tensor = isinstance(p, torch.Tensor)
+    if normalize == "sum":
+        return p / (p.sum(-1, keepdim=True) if tensor else p.sum(-1, keepdims=True))
+    if normalize == "max":
+        return p / (p.amax(-1, keepdim=True) if tensor else p.max(-1, keepdims=True))
+    raise ValueError(f"normalize must be one of None, 'sum', 'max'; got {normalize!r}")
+
+
+def radial_psd(x, normalize: Normalize = None, *, magnitude: bool = False):
+    """Ring-averaged power spectrum of real images.
+
+    Args:
+        x: real tensor or numpy array ``(..., N, N)``, N even. Computed in float32 at least
+            (float64 input stays float64).
+        normalize: None, ``"sum"`` (unit sum per spectrum) or ``"max"`` (unit maximum).
+        magnitude: average |FFT| instead of |FFT|² (the prior art's amplitude spectrum).
+
+    Returns:
+        ``(..., N//2 + 1)`` mean power |FFT2(x)|² over each ring k = 0 … N/2, same type (tensor or
+        numpy) as the input. Unnormalised values are in (sum of pixel values)² units: bin 0 is
+        (Σ x)², as ``torch.fft`` applies no scaling on the forward transform.
+    """
+    as_numpy = isinstance(x, np.ndarray)
+    t = torch.from_numpy(x) if as_numpy else x
+    if t.ndim < 2 or t.shape[-1] != t.shape[-2]:
+        raise ValueError(f"expected (..., N, N) images, got shape {tuple(t.shape)}")
+    if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    n = t.shape[-1]
+    ring, weight, counts = _rings(n, str(t.device))
+    spec = torch.fft.rfft2(t)
+    power = spec.abs() if magnitude else spec.real.square() + spec.imag.square()
+    power = power.flatten(-2) * weight.to(power.dtype)
+    lead = power.shape[:-1]
+    sums = torch.zeros(*lead, n // 2 + 2, dtype=power.dtype, device=power.device)
+    sums.index_add_(-1, ring, power)
+    psd = normalize_spectrum(sums[..., :-1] / counts.to(power.dtype), normalize)
+    return psd.numpy() if as_numpy else psd
+
+
+# ------------------------------------------------------------------------- learning priority
+
+
+def _input_gradients(model, x, y, loss_fn) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    out = model(x)
+    # Sum (not mean) over the batch: each image's gradient is then independent of batch size.
+    loss = loss_fn(out.float(), y)
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad.float().sum(dim=1)  # channels summed -> (B, N, N), fp32 even under bf16
+
+
+def _lin2022_profile(g: torch.Tensor) -> torch.Tensor:
+    """Prior art (Lin et al., IJCAI 2022): per image |FFT| ring means, DC and outermost bins
+    dropped (set to 0) and the rest min–max scaled to [0, 1] per image."""
+    amp = radial_psd(g, magnitude=True)
+    inner = amp[..., 1:-1]
+    lo = inner.min(-1, keepdim=True)[0]
+    hi = inner.max(-1, keepdim=True)[0]
+    out = torch.zeros_like(amp)
+    out[..., 1:-1] = (inner - lo) / (hi - lo).clamp_min(torch.finfo(amp.dtype).tiny)
+    return out
+
+
+def learning_priority(
+    model: torch.nn.Module,
+    images,
+    labels,
+    *,
+    batch_size: int = 64,
+    normalize: Normalize = "sum",
+    loss: Callable | None = None,
+    per_class: bool = False,
+    measure: Measure = "power",
+    autocast_dtype: torch.dtype | None = None,
+):
+    """The model's learning priority: radial PSD of its input gradients (the paper's Eq. 1).
+
+    For each image x with label y: g = ∂L(f(x), y)/∂x with the model in eval mode (batch-norm
+    statistics frozen), summed over channels to an N×N map; its ring-averaged power spectrum is
+    averaged over all images and normalised. The model's train/eval mode is restored afterwards
+    and its parameter gradients are left untouched.
+
+    Args:
+        model: classifier taking ``(B, C, N, N)`` and returning logits ``(B, classes)``.
+        images: ``(n, C, N, N)`` float tensor or numpy array; moved to the model's device.
+        labels: ``(n,)`` integer class labels.
+        batch_size: images per backward pass; the result does not depend on it.
+        normalize: ``"sum"`` (a distribution over frequency), ``"max"`` (the paper's plots) or None.
+        loss: ``loss(logits, labels) -> scalar`` summed over the batch; cross-entropy by default.
+        per_class: return ``{label: spectrum}`` over the images of each class instead.
+        measure: ``"power"`` (|FFT|², this project's definition) or ``"lin2022"`` (the prior art's
+            per-image min–max scaled |FFT| with DC and outermost bins zeroed, for comparison).
+        autocast_dtype: run the forward pass under ``torch.autocast`` (e.g. ``torch.bfloat16``);
+            gradients and spectra are still accumulated in fp32.
+
+    Returns:
+        float32 CPU tensor ``(N//2 + 1,)`` (or a dict of them with ``per_class``).
+    """
+    loss_fn = loss or (lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+    device = next(model.parameters()).device
+    x_all = torch.as_tensor(images)
+    y_all = torch.as_tensor(labels).long()
+    if x_all.ndim != 4 or x_all.shape[0] != y_all.shape[0]:
+        raise ValueError(f"images must be (n, C, N, N) with one label each; got {tuple(x_all.shape)}, {tuple(y_all.shape)}")
+    was_training = model.training
+    model.eval()
+    sums: dict[int, torch.Tensor] = {}
+    counts: dict[int, int] = {}
+    try:
+        for start in range(0, x_all.shape[0], batch_size):
+            x = x_all[start : start + batch_size].to(device, torch.float32)
+            y = y_all[start : start + batch_size].to(device)
+            if autocast_dtype is not None:
+                with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+                    g = _input_gradients(model, x, y, loss_fn)
+            else:
+                g = _input_gradients(model, x, y, loss_fn)
+            spectra = (_lin2022_profile(g) if measure == "lin2022" else radial_psd(g)).double().cpu()
+            keys = y.cpu().tolist() if per_class else [0] * len(y)
+            for key in set(keys):
+                rows = spectra[torch.tensor(keys) == key]
+                sums[key] = sums.get(key, 0) + rows.sum(0)
+                counts[key] = counts.get(key, 0) + rows.shape[0]
+    finally:
+        model.train(was_training)
+    result = {k: normalize_spectrum(sums[k] / counts[k], normalize).float() for k in sorted(sums)}
+    return result if per_class else result[0]
+
+
+# ------------------------------------------------------------------------------- summaries
+
+
+def _as_numpy(p) -> np.ndarray:
+    return p.detach().cpu().double().numpy() if isinstance(p, torch.Tensor) else np.asarray(p, dtype=np.float64)
+
+
+def frequency_axis(n_bins: int) -> np.ndarray:
+    """Normalised radial frequency ω̄_k = k/K for a spectrum of K + 1 bins."""
+    return np.arange(n_bins) / (n_bins - 1)
+
+
+def _unit_sum(p: np.ndarray) -> np.ndarray:
+    total = p.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise ValueError("spectrum must be non-negative with a positive, finite sum")
+    return p / total
+
+
+def summarize(p, exclude_dc: bool = False) -> dict[str, float]:
+    """Scalar summaries of a spectrum (renormalised to unit sum first).
+
+    Returns a dict with ``centroid`` (Σ ω̄_k p_k), ``low``/``mid``/``high`` (mass with ω̄ in
+    [0, ⅓), [⅓, ⅔), [⅔, 1]), ``entropy`` (nats) and ``peak`` (ω̄ of the largest bin). With
+    ``exclude_dc`` the DC bin is dropped and the rest renormalised (the DC bin alone can hold
+    close to half of a model's priority).
+    """
+    p = _as_numpy(p)
+    omega = frequency_axis(p.shape[-1])
+    if exclude_dc:
+        p, omega = p[1:], omega[1:]
+    p = _unit_sum(p)
+    nz = p[p > 0]
+    return {
+        "centroid": float((omega * p).sum()),
+        "low": float(p[omega < 1 / 3].sum()),
+        "mid": float(p[(omega >= 1 / 3) & (omega < 2 / 3)].sum()),
+        "high": float(p[omega >= 2 / 3].sum()),
+        "entropy": float(-(nz * np.log(nz)).sum()),
+        "peak": float(omega[int(np.argmax(p))]),
+    }
+
+
+def value_at(p, omega: float) -> float:
+    """The spectrum's value at the bin nearest normalised frequency ``omega`` ∈ [0, 1]."""
+    if not 0.0 <= omega <= 1.0:
+        raise ValueError(f"omega must be in [0, 1], got {omega}")
+    p = _as_numpy(p)
+    return float(p[int(round(omega * (p.shape[-1] - 1)))])
+
+
+def band_mass(p, omega: float, bandwidth: float) -> float:
+    """Unit-sum mass of ``p`` within ±bandwidth/2 of normalised frequency ``omega`` (≥ 1 bin).
+
+    Integrating over the band is steadier than ``value_at``, which reads one noisy ring.
+    """
+    p = _unit_sum(_as_numpy(p))
+    w = frequency_axis(p.shape[-1])
+    half = max(bandwidth / 2, 0.5 / (p.shape[-1] - 1))
+    return float(p[np.abs(w - omega) <= half + 1e-12].sum())
+
+
+def alignment(p, a) -> float:
+    """A(p, a) = Σ_k p_k a_k of two spectra, each renormalised to unit sum."""
+    p, a = _unit_sum(_as_numpy(p)), _unit_sum(_as_numpy(a))
+    if p.shape != a.shape:
+        raise ValueError(f"spectra must have the same bins, got {p.shape} and {a.shape}")
+    return float(p @ a)
+
+
+def cosine(p, a) -> float:
+    """Cosine similarity of two spectra."""
+    p, a = _as_numpy(p), _as_numpy(a)
+    if p.shape != a.shape:
+        raise ValueError(f"spectra must have the same bins, got {p.shape} and {a.shape}")
+    return float(p @ a / (np.linalg.norm(p) * np.linalg.norm(a)))
+
+
+def spectral_slope(psd, k_min: int = 1, k_max: int | None = None) -> float:
+    """Least-squares slope of log PSD vs log k over bins k_min … k_max (a 1/f^α field gives −α)."""
+    p = _as_numpy(psd)
+    k_max = p.shape[-1] - 1 if k_max is None else k_max
+    k = np.arange(k_min, k_max + 1)
+    if len(k) < 2 or np.any(p[k] <= 0):
+        raise ValueError("need at least two positive bins to fit a slope")
+    return float(np.polyfit(np.log(k), np.log(p[k]), 1)[0])
+
