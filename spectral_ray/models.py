@@ -1,0 +1,359 @@
+"""Models: a timm factory, backbone checkpoints, head replacement, stage freezing, lr groups.
+
+Every architecture comes from timm by name. A *backbone* is a model's state dict without its
+classifier head; it is what the pretrain-once store keeps and what fine-tuning starts from.
+
+Backbone files are written atomically (temporary file + ``os.replace``) and carry a sha256 of
+their tensors and metadata inside, so a partial or corrupt file is detected
+(:class:`CorruptCheckpoint`) instead of loaded. They are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "create_model",
+    "head_prefixes",
+    "is_head_param",
+    "backbone_state",
+    "save_backbone",
+    "load_backbone",
+    "read_backbone",
+    "replace_head",
+    "model_stages",
+    "freeze_stages",
+    "param_groups",
+    "CorruptCheckpoint",
+    "BackboneMismatch",
+]
+
+FORMAT = "spectral-ray-backbone/1"
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A backbone file is partial, unreadable or fails its checksum."""
+
+
+class BackboneMismatch(ValueError):
+    """A backbone file does not fit the model (missing/unexpected keys or different shapes)."""
+
+
+# --------------------------------------------------------------------------------- factory
+
+
+def create_model(name: str, *, in_chans: int = 1, num_classes: int, pretrained_file=None, **timm_kwargs) -> nn.Module:
+    """A timm model ``name`` with ``in_chans`` input channels and a ``num_classes`` head.
+
+    Weights are random (``pretrained=False``) unless ``pretrained_file`` is given: a backbone
+    written by :func:`save_backbone` is loaded with :func:`load_backbone` (the head stays fresh);
+    any other file (a timm/torchvision state dict, ``.safetensors``, a converted RadImageNet
+    checkpoint) goes through timm's ``pretrained_cfg_overlay=dict(file=...)``, which adapts the
+    input convolution to ``in_chans`` and drops a classifier of a different size. Hub weights are
+    never downloaded. An unknown ``name`` raises ``ValueError`` listing close matches.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        candidates = timm.list_models(f"*{name}*")[:10]
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
+        suggest = list(dict.fromkeys(close + candidates))[:12]
+        raise ValueError(
+            f"unknown timm model {name!r}; close matches: {', '.join(suggest) if suggest else '(none)'}"
+            " — see timm.list_models(pattern)"
+        )
+    timm_kwargs.pop("pretrained", None)
+    if pretrained_file is not None:
+        path = Path(pretrained_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained file not found: {path}")
+        if _is_backbone_file(path):
+            model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **timm_kwargs)
+            load_backbone(model, path)
+            return model
+        return timm.create_model(
+            name,
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(path)),
+            in_chans=in_chans,
+            num_classes=num_classes,
+            **timm_kwargs,
+        )
+    return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **timm_kwargs)
+
+
+# ------------------------------------------------------------------------------------ head
+
+
+def head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Module names of the classifier head(s), from timm's ``pretrained_cfg['classifier']``.
+
+    Falls back to the module returned by ``get_classifier()`` (or a final ``fc``/``head``/
+    ``classifier``) for non-timm models.
+    """
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    cls = cfg.get("classifier")
+    if cls:
+        names = (cls,) if isinstance(cls, str) else tuple(cls)
+        modules = dict(model.named_modules())
+        names = tuple(n for n in names if n in modules)
+        if names:
+            return names
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        for n, m in model.named_modules():
+            if m is head and n:
+                return (n,)
+    for n in ("fc", "head", "classifier"):
+        if isinstance(getattr(model, n, None), nn.Module):
+            return (n,)
+    raise ValueError(f"cannot find the classifier head of {type(model).__name__}")
+
+
+def is_head_param(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """A fresh classifier with ``num_classes`` outputs (timm's ``reset_classifier``); in place."""
+    if not hasattr(model, "reset_classifier"):
+        raise TypeError(f"{type(model).__name__} has no reset_classifier (not a timm model)")
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    model.reset_classifier(num_classes)
+    return model.to(device)
+
+
+# ------------------------------------------------------------------------- backbone files
+
+
+def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict without the classifier head (CPU, detached copies)."""
+    prefixes = head_prefixes(model)
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not is_head_param(k, prefixes)}
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().cpu().contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def _checksum(state: dict[str, torch.Tensor], meta: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k]
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(_tensor_bytes(t))
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def save_backbone(model: nn.Module, path, meta: dict | None = None) -> Path:
+    """Write the backbone (state dict minus head) with ``meta`` and a sha256 to ``path`` atomically.
+
+    ``meta`` must be JSON-able (it is stored as a JSON string). Returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = backbone_state(model)
+    meta = dict(meta or {})
+    meta.setdefault("model", getattr(model, "default_cfg", {}).get("architecture", type(model).__name__))
+    meta.setdefault("head", list(head_prefixes(model)))
+    meta_json = json.dumps(meta, sort_keys=True, default=str)
+    payload = {
+        "format": FORMAT,
+        "state_dict": state,
+        "meta": meta_json,
+        "sha256": _checksum(state, json.loads(meta_json)),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _is_backbone_file(path: Path) -> bool:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def read_backbone(path) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state_dict, meta)`` from a backbone file, verified against its checksum.
+
+    Raises ``FileNotFoundError`` when absent and :class:`CorruptCheckpoint` when the file is
+    partial, unreadable, not a backbone file, or its checksum does not match.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"backbone file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a truncated/garbled zip
+        raise CorruptCheckpoint(f"cannot read backbone file {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CorruptCheckpoint(f"{path} is not a spectral-ray backbone file (format {FORMAT})")
+    try:
+        state, meta = obj["state_dict"], json.loads(obj["meta"])
+        expected = obj["sha256"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptCheckpoint(f"backbone file {path} is incomplete: {e}") from e
+    actual = _checksum(state, meta)
+    if actual != expected:
+        raise CorruptCheckpoint(f"checksum mismatch in {path}: stored {expected[:12]}…, computed {actual[:12]}…")
+    return state, meta
+
+
+def load_backbone(model: nn.Module, path) -> dict:
+    """Load a backbone file into ``model`` (head untouched); returns the file's meta.
+
+    Every backbone key of the model must be in the file with the same shape and vice versa;
+    otherwise :class:`BackboneMismatch` lists the missing, unexpected and mis-shaped keys.
+    """
+    state, meta = read_backbone(path)
+    prefixes = head_prefixes(model)
+    own = {k: v for k, v in model.state_dict().items() if not is_head_param(k, prefixes)}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    if missing or unexpected or shapes:
+
+        def show(xs):
+            return ", ".join(xs[:20]) + (f", … ({len(xs)} in all)" if len(xs) > 20 else "") if xs else "none"
+
+        raise BackboneMismatch(
+            f"backbone {path} (model {meta.get('model')!r}) does not fit {type(model).__name__}: "
+            f"missing keys: {show(missing)}; unexpected keys: {show(unexpected)}; shape mismatches: {show(shapes)}"
+        )
+    result = model.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
+    return meta
+
+
+# ---------------------------------------------------------------------------------- stages
+
+
+def _module_params(model: nn.Module) -> list[str]:
+    return [n for n, _ in model.named_parameters()]
+
+
+def model_stages(model: nn.Module) -> list[str]:
+    """Module names of the model's stages in forward order (timm ``feature_info``, entries that
+    own parameters), e.g. ``['layer1', 'layer2', 'layer3', 'layer4']`` for a ResNet.
+
+    Falls back to timm's ``group_matcher`` block groups when there is no ``feature_info``.
+    """
+    modules = dict(model.named_modules())
+    names: list[str] = []
+    for info in getattr(model, "feature_info", None) or []:
+        mod = info["module"] if isinstance(info, dict) else getattr(info, "module", None)
+        mod = mod.replace("_", ".") if mod not in modules and mod and mod.replace("_", ".") in modules else mod
+        if mod in modules and any(True for _ in modules[mod].parameters()):
+            names.append(mod)
+    if names:
+        return names
+    if hasattr(model, "group_matcher"):
+        from timm.models import group_parameters
+
+        groups = group_parameters(model, model.group_matcher(coarse=True))
+        prefixes = head_prefixes(model)
+        out = []
+        for gid, params in sorted(groups.items()):
+            if gid == 0 or all(is_head_param(p, prefixes) for p in params):
+                continue  # stem or head
+            out.append(os.path.commonprefix(params).rstrip("."))
+        if out:
+            return out
+    raise ValueError(f"cannot find the stages of {type(model).__name__} (no feature_info or group_matcher)")
+
+
+def freeze_stages(model: nn.Module, n: int | str) -> list[str]:
+    """Freeze the stem and the first ``n`` stages (``requires_grad=False``); returns frozen names.
+
+    ``n = 0`` freezes nothing; ``n = "all"`` (or ``n`` ≥ number of stages) freezes the whole
+    backbone — everything but the head. Stages are :func:`model_stages`; the stem is every
+    parameter registered before the first stage. All parameters registered up to the end of
+    stage ``n`` are frozen (timm registers modules in forward order). :func:`spectral_ray.training.fit`
+    keeps the batch-norm layers of fully frozen modules in eval mode, so their running statistics
+    do not move either.
+    """
+    params = list(model.named_parameters())
+    prefixes = head_prefixes(model)
+    if n == "all":
+        frozen = [name for name, _ in params if not is_head_param(name, prefixes)]
+    else:
+        n = int(n)
+        if n < 0:
+            raise ValueError(f"freeze_stages needs n >= 0 or 'all', got {n}")
+        if n == 0:
+            return []
+        stages = model_stages(model)
+        if n >= len(stages):
+            frozen = [name for name, _ in params if not is_head_param(name, prefixes)]
+        else:
+            last_stage = stages[n - 1]
+            idx = [i for i, (name, _) in enumerate(params) if name.startswith(last_stage + ".")]
+            end = max(idx) + 1
+            frozen = [name for name, _ in params[:end] if not is_head_param(name, prefixes)]
+    frozen_set = set(frozen)
+    for name, p in params:
+        if name in frozen_set:
+            p.requires_grad_(False)
+    return frozen
+
+
+# ----------------------------------------------------------------------------- lr groups
+
+
+def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0, weight_decay: float = 0.0) -> list[dict]:
+    """Optimizer parameter groups: head at ``lr``, backbone at ``lr * backbone_lr_mult``.
+
+    Only parameters with ``requires_grad`` are included. Biases and other 1-d parameters (norm
+    weights) get no weight decay. Each group has a ``name`` (``head``, ``head_no_decay``,
+    ``backbone``, ``backbone_no_decay``); empty groups are left out.
+    """
+    prefixes = head_prefixes(model)
+    buckets: dict[str, list] = {"head": [], "head_no_decay": [], "backbone": [], "backbone_no_decay": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "head" if is_head_param(name, prefixes) else "backbone"
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or re.search(r"(pos_embed|cls_token|reg_token)", name)
+        buckets[part + ("_no_decay" if no_decay else "")].append(p)
+    groups = []
+    for key, ps in buckets.items():
+        if not ps:
+            continue
+        groups.append(
+            {
+                "name": key,
+                "params": ps,
+                "lr": lr * (backbone_lr_mult if key.startswith("backbone") else 1.0),
+                "weight_decay": 0.0 if key.endswith("no_decay") else weight_decay,
+            }
+        )
+    return groups

@@ -1,0 +1,402 @@
+"""Train and evaluate loops: a JSON-able :class:`Recipe`, :func:`fit`, :func:`evaluate`.
+
+Data live in memory: images ``(n, C, N, N)`` float32 in [0, 1] and int labels, converted to
+tensors once (and moved to the device once); batches are index slices, so there are no
+DataLoader workers and little per-step Python. On CPU, given a seed, a run is deterministic
+(model init is the caller's: seed before :func:`spectral_ray.models.create_model`).
+
+Gentle fine-tuning recipes (DESIGN.md, finding F2): ``freeze_stages`` (stem + first stages
+frozen, their batch-norm statistics too), ``backbone_lr_mult`` (smaller backbone lr than head
+lr) and ``linear_probe_epochs`` (head only, then the rest of the schedule with the unfrozen
+backbone).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spectral_ray import models as _models
+
+__all__ = ["Recipe", "fit", "evaluate", "predict_proba", "auc_score", "DivergenceError", "as_arrays"]
+
+
+class DivergenceError(FloatingPointError):
+    """The loss became NaN or infinite. ``epoch`` (1-based) and ``step`` (0-based within the
+    epoch; None for a validation loss) say where."""
+
+    def __init__(self, message: str, *, epoch: int, step: int | None, phase: str = "train"):
+        super().__init__(message)
+        self.epoch, self.step, self.phase = epoch, step, phase
+
+
+@dataclass
+class Recipe:
+    """How to train. Plain data: ``dataclasses.asdict`` is JSON-able, :meth:`from_dict` reads it back."""
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    backbone_lr_mult: float = 1.0  # backbone lr = lr * backbone_lr_mult; 1.0 = same as head
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd only
+    epochs: int = 5
+    batch_size: int = 32
+    scheduler: Literal["none", "cosine"] = "none"  # cosine: per step, over all epochs
+    augment: bool = False  # random horizontal flips + shifts of up to size/8 (reflect padding)
+    early_stopping_patience: int | None = None  # None = off; when on, the best weights by val loss are restored
+    freeze_stages: int = 0  # stem + first n stages frozen for the whole run (0 = none, -1 = whole backbone)
+    linear_probe_epochs: int = 0  # head-only epochs (counted within ``epochs``) before unfreezing
+    label_smoothing: float = 0.0
+    bf16: bool = False  # autocast bfloat16 for forward passes
+    channels_last: bool = False
+    num_threads: int | None = None  # torch.set_num_threads inside fit (restored after)
+    eval_batch_size: int = 256
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.scheduler not in ("none", "cosine"):
+            raise ValueError(f"scheduler must be 'none' or 'cosine', got {self.scheduler!r}")
+        if not (self.lr > 0 and self.backbone_lr_mult >= 0 and self.weight_decay >= 0):
+            raise ValueError("lr must be > 0, backbone_lr_mult and weight_decay >= 0")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError("epochs must be >= 0 and batch_size >= 1")
+        if self.linear_probe_epochs < 0 or self.linear_probe_epochs > self.epochs:
+            raise ValueError(f"linear_probe_epochs must be in [0, epochs={self.epochs}], got {self.linear_probe_epochs}")
+        if self.freeze_stages < -1:
+            raise ValueError("freeze_stages must be >= -1 (-1 = whole backbone)")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("early_stopping_patience must be >= 1 or None")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | "Recipe" | None) -> "Recipe":
+        """A Recipe from a dict (unknown keys raise ``TypeError`` naming them)."""
+        if d is None:
+            return cls()
+        if isinstance(d, cls):
+            return d
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise TypeError(f"unknown recipe key(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def as_arrays(data) -> tuple[Any, Any]:
+    """``(images, labels)`` from a pair or an object with ``.images`` / ``.labels``."""
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        return data.images, data.labels
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    raise TypeError(f"expected (images, labels) or an object with .images/.labels, got {type(data).__name__}")
+
+
+def _to_tensors(data, device) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = as_arrays(data)
+    x = torch.as_tensor(images).to(device=device, dtype=torch.float32)
+    y = torch.as_tensor(labels).to(device=device, dtype=torch.long)
+    if x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"images must be (n, C, N, N) with one label each; got {tuple(x.shape)}, {tuple(y.shape)}")
+    return x.contiguous(), y
+
+
+def _device(device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def auc_score(labels: np.ndarray, proba: np.ndarray) -> float:
+    """ROC AUC: binary → on ``proba[:, 1]``; multi-class → macro one-vs-rest over the classes
+    present. NaN when undefined (a single class in ``labels``)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    proba = np.asarray(proba, dtype=np.float64)
+    present = np.unique(labels)
+    if present.size < 2:
+        return float("nan")
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(labels, proba[:, 1]))
+    # macro OvR over present classes (a class absent from labels has no AUC)
+    aucs = [roc_auc_score(labels == c, proba[:, c]) for c in present]
+    return float(np.mean(aucs))
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int, bf16: bool, channels_last: bool) -> torch.Tensor:
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        for s in range(0, x.shape[0], batch_size):
+            xb = x[s : s + batch_size].to(device, torch.float32, non_blocking=True)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, bf16):
+                outs.append(model(xb).float())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0, 0, device=device)
+
+
+def predict_proba(model: nn.Module, images, *, batch_size: int = 256, bf16: bool = False, channels_last: bool = False) -> np.ndarray:
+    """Softmax probabilities ``(n, classes)`` (float64 numpy), model in eval mode."""
+    x = torch.as_tensor(images, dtype=torch.float32)
+    return torch.softmax(_logits(model, x, batch_size, bf16, channels_last), 1).double().cpu().numpy()
+
+
+def _metrics_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    loss = float(F.cross_entropy(logits, y))
+    proba = torch.softmax(logits, 1).double().cpu().numpy()
+    labels = y.cpu().numpy()
+    acc = float((proba.argmax(1) == labels).mean()) if len(labels) else float("nan")
+    auc = auc_score(labels, proba) if np.isfinite(proba).all() else float("nan")
+    return {"loss": loss, "auc": auc, "accuracy": acc}
+
+
+def evaluate(model: nn.Module, images, labels, *, batch_size: int = 256, bf16: bool = False, channels_last: bool = False) -> dict[str, float]:
+    """``{"loss", "auc", "accuracy"}`` of the model on (images, labels): mean cross-entropy
+    (no label smoothing), ROC AUC (see :func:`auc_score`; NaN when undefined), accuracy."""
+    device = next(model.parameters()).device
+    x, y = _to_tensors((images, labels), device)
+    return _metrics_from_logits(_logits(model, x, batch_size, bf16, channels_last), y)
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def _set_train_mode(model: nn.Module) -> None:
+    """Train mode, except batch-norm layers whose parameters are all frozen stay in eval mode
+    (a frozen stage keeps its running statistics)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            ps = list(m.parameters(recurse=False))
+            if ps and not any(p.requires_grad for p in ps):
+                m.eval()
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:
+    """Per-image random horizontal flip and integer shift up to ``max_shift`` (reflect padding)."""
+    b, _, h, w = x.shape
+    flip = torch.rand(b, generator=gen, device=gen.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if max_shift <= 0:
+        return x
+    s = max_shift
+    xp = F.pad(x, (s, s, s, s), mode="reflect")
+    dy = torch.randint(0, 2 * s + 1, (b,), generator=gen, device=gen.device)
+    dx = torch.randint(0, 2 * s + 1, (b,), generator=gen, device=gen.device)
+    rows = (torch.arange(h, device=x.device)[None, :] + dy.to(x.device)[:, None])  # (b, h)
+    cols = (torch.arange(w, device=x.device)[None, :] + dx.to(x.device)[:, None])  # (b, w)
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (b, h, w, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _epoch_metrics(model, sets, recipe) -> dict[str, float]:
+    out = {}
+    for name, (x, y) in sets.items():
+        m = _metrics_from_logits(_logits(model, x, recipe.eval_batch_size, recipe.bf16, recipe.channels_last), y)
+        out.update({f"{name}_{k}": v for k, v in m.items()})
+    return out
+
+
+def fit(
+    model: nn.Module,
+    train,
+    val=None,
+    recipe: Recipe | dict | None = None,
+    *,
+    seed: int = 0,
+    eval_sets: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    device=None,
+) -> dict:
+    """Train ``model`` on ``train`` with ``recipe``; returns the history.
+
+    ``train``/``val``/each of ``eval_sets`` are ``(images, labels)`` or objects with ``.images``
+    and ``.labels``. Each epoch computes ``train_loss`` (mean over steps, with label smoothing as
+    trained), ``val_loss``/``val_auc``/``val_accuracy`` and ``{name}_loss``/``{name}_auc``/
+    ``{name}_accuracy`` for every eval set (e.g. ``iid_auc``, ``ood_auc``), then calls
+    ``on_epoch(metrics)`` (metrics has ``epoch``, 1-based, plus ``lr``, ``linear_probe``,
+    ``epoch_time_s``, ``images_per_s``).
+
+    The model is moved to ``device`` (default CUDA when available) and left there. With early
+    stopping the best weights by ``val_loss`` are restored at the end. A NaN/inf loss raises
+    :class:`DivergenceError`. ``freeze_stages`` changes the model's ``requires_grad`` flags for
+    good (the caller's model stays frozen as trained); the linear-probe freeze is undone.
+
+    Returns ``{"epochs": [metrics, …], "best_epoch", "best_val_loss", "stopped_early",
+    "train_time_s", "images_per_s", "recipe", "seed", "device"}``.
+    """
+    recipe = Recipe.from_dict(recipe)
+    dev = _device(device)
+    old_threads = torch.get_num_threads()
+    if recipe.num_threads:
+        torch.set_num_threads(int(recipe.num_threads))
+    try:
+        return _fit(model, train, val, recipe, seed, eval_sets or {}, on_epoch, dev)
+    finally:
+        if recipe.num_threads:
+            torch.set_num_threads(old_threads)
+
+
+def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch, dev: torch.device) -> dict:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    gen = torch.Generator(device="cpu").manual_seed(seed)  # data order (CPU: the same order on any device)
+
+    model.to(dev)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    x_tr, y_tr = _to_tensors(train, dev)
+    n = x_tr.shape[0]
+    if n < 2:
+        raise ValueError("need at least 2 training images")
+    sets = {}
+    if val is not None:
+        sets["val"] = _to_tensors(val, dev)
+    for name, data in eval_sets.items():
+        if name == "val" or name == "train":
+            raise ValueError(f"eval set name {name!r} is reserved")
+        sets[name] = _to_tensors(data, dev)
+
+    # Permanent freeze (recipe), then the trainable set for the optimizer.
+    if recipe.freeze_stages:
+        _models.freeze_stages(model, "all" if recipe.freeze_stages == -1 else recipe.freeze_stages)
+    groups = _models.param_groups(model, recipe.lr, recipe.backbone_lr_mult, recipe.weight_decay)
+    if not groups:
+        raise ValueError("no trainable parameters")
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    if recipe.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    else:
+        opt = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    head = _models.head_prefixes(model)
+    backbone_trainable = [p for name, p in model.named_parameters() if p.requires_grad and not _models.is_head_param(name, head)]
+
+    bs = min(recipe.batch_size, n)
+    steps_per_epoch = n // bs + (1 if n % bs > 1 else 0)  # a last batch of 1 is skipped (batch norm)
+    total_steps = max(1, steps_per_epoch * recipe.epochs)
+    max_shift = max(1, x_tr.shape[-1] // 8) if recipe.augment else 0
+    aug_gen = torch.Generator(device=dev).manual_seed(seed + 1) if recipe.augment else None
+    check_every = 1 if dev.type == "cpu" else 32  # avoid a device sync per step on GPUs
+
+    history: dict = {"epochs": [], "best_epoch": None, "best_val_loss": None, "stopped_early": False}
+    best_state, best_loss, bad_epochs = None, math.inf, 0
+    step_global = 0
+    t_start = time.perf_counter()
+    images_seen = 0
+    try:
+        for epoch in range(1, recipe.epochs + 1):
+            probe = epoch <= recipe.linear_probe_epochs
+            for p in backbone_trainable:
+                p.requires_grad_(not probe)
+            _set_train_mode(model)
+            t0 = time.perf_counter()
+            order = torch.randperm(n, generator=gen).to(dev)
+            losses = torch.zeros(steps_per_epoch, device=dev)
+            for step in range(steps_per_epoch):
+                idx = order[step * bs : (step + 1) * bs]
+                xb, yb = x_tr[idx], y_tr[idx]
+                if max_shift:
+                    xb = _augment(xb, aug_gen, max_shift)
+                if recipe.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                if recipe.scheduler == "cosine":
+                    f = 0.5 * (1 + math.cos(math.pi * step_global / total_steps))
+                    for g in opt.param_groups:
+                        g["lr"] = g["initial_lr"] * f
+                with _autocast(dev, recipe.bf16):
+                    out = model(xb)
+                loss = F.cross_entropy(out.float(), yb, label_smoothing=recipe.label_smoothing)
+                losses[step] = loss.detach()
+                if (step + 1) % check_every == 0 or step == steps_per_epoch - 1:
+                    window = losses[max(0, step + 1 - check_every) : step + 1]
+                    if not bool(torch.isfinite(window).all()):
+                        bad = int((~torch.isfinite(losses[: step + 1])).nonzero()[0])
+                        raise DivergenceError(
+                            f"training loss became {float(losses[bad])} at epoch {epoch}, step {bad} "
+                            f"(lr {recipe.lr}, optimizer {recipe.optimizer})",
+                            epoch=epoch,
+                            step=bad,
+                        )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step_global += 1
+                images_seen += idx.numel()
+            train_time = time.perf_counter() - t0
+            metrics = {
+                "epoch": epoch,
+                "train_loss": float(losses.mean()),
+                "lr": opt.param_groups[0]["lr"],
+                "linear_probe": probe,
+            }
+            metrics.update(_epoch_metrics(model, sets, recipe))
+            for k in [k for k in metrics if k.endswith("_loss")]:
+                if not math.isfinite(metrics[k]):
+                    raise DivergenceError(f"{k} became {metrics[k]} at epoch {epoch}", epoch=epoch, step=None, phase=k)
+            metrics["epoch_time_s"] = time.perf_counter() - t0
+            metrics["images_per_s"] = steps_per_epoch * bs / train_time if train_time > 0 else float("nan")
+            history["epochs"].append(metrics)
+
+            stop = False
+            if "val_loss" in metrics:
+                if metrics["val_loss"] < best_loss:
+                    best_loss, bad_epochs = metrics["val_loss"], 0
+                    history["best_epoch"], history["best_val_loss"] = epoch, best_loss
+                    if recipe.early_stopping_patience is not None:
+                        best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad_epochs += 1
+                    if recipe.early_stopping_patience is not None and bad_epochs >= recipe.early_stopping_patience:
+                        stop = True
+            if on_epoch is not None:
+                on_epoch(dict(metrics))
+            if stop:
+                history["stopped_early"] = True
+                break
+    finally:
+        for p in backbone_trainable:
+            p.requires_grad_(True)
+        model.eval()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elapsed = time.perf_counter() - t_start
+    history.update(
+        train_time_s=elapsed,
+        images_per_s=images_seen / elapsed if elapsed > 0 else float("nan"),
+        recipe=recipe.to_dict(),
+        seed=seed,
+        device=str(dev),
+    )
+    return history
