@@ -1,0 +1,252 @@
+"""Known-answer tests for the spectrum core (DESIGN.md §1, Eq. 1)."""
+
+import numpy as np
+import pytest
+import torch
+
+from spectral_ray import spectrum as S
+
+
+def sinusoid(n, kx, ky, phase=0.3):
+    y, x = np.mgrid[0:n, 0:n]
+    return np.cos(2 * np.pi * (kx * x + ky * y) / n + phase)
+
+
+def power_law_field(n, alpha, rng, batch=16):
+    """Gaussian random field with radial power ∝ 1/f^alpha (random phases)."""
+    u = np.fft.fftfreq(n) * n
+    r = np.sqrt(u[:, None] ** 2 + u[None, :] ** 2)
+    r[0, 0] = 1.0
+    amp = r ** (-alpha / 2)
+    amp[0, 0] = 0.0
+    noise = rng.standard_normal((batch, n, n)) + 1j * rng.standard_normal((batch, n, n))
+    return np.real(np.fft.ifft2(noise * amp))
+
+
+@pytest.mark.parametrize("n", [32, 64])
+@pytest.mark.parametrize("k,angle", [(1, 0), (3, 0), (5, 90), (8, 45), (12, 30), (15, 60)])
+def test_sinusoid_peak_at_its_bin(n, k, angle):
+    kx = round(k * np.cos(np.deg2rad(angle)))
+    ky = round(k * np.sin(np.deg2rad(angle)))
+    radius_bin = int(np.floor(np.hypot(kx, ky) + 0.5))
+    psd = S.radial_psd(sinusoid(n, kx, ky))
+    assert psd.shape == (n // 2 + 1,)
+    assert int(np.argmax(psd)) == radius_bin
+    # all the (non-DC) power is in that one ring
+    assert psd[radius_bin] * S.ring_counts(n)[radius_bin] == pytest.approx(
+        (psd * S.ring_counts(n)).sum(), rel=1e-6
+    )
+
+
+def test_nyquist_sinusoid_lands_in_last_bin():
+    n = 32
+    x = sinusoid(n, n // 2, 0, phase=0.0)  # alternating +1/-1 columns
+    psd = S.radial_psd(x)
+    assert int(np.argmax(psd)) == n // 2
+
+
+def test_white_noise_is_flat():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1024, 64, 64))  # ring 1 holds only 8 coefficients
+    psd = S.radial_psd(x).mean(0)
+    inner = psd[1:-1]
+    # expected power per coefficient for unit-variance white noise is N²
+    assert np.allclose(inner / (64 * 64), 1.0, rtol=0.05)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 3.0])
+def test_power_law_slope(alpha):
+    rng = np.random.default_rng(1)
+    psd = S.radial_psd(power_law_field(64, alpha, rng)).mean(0)
+    assert S.spectral_slope(psd, 2, 30) == pytest.approx(-alpha, abs=0.15)
+
+
+def test_parseval_over_kept_bins():
+    rng = np.random.default_rng(2)
+    n = 32
+    x = rng.standard_normal((n, n))
+    psd = S.radial_psd(x)
+    full = np.abs(np.fft.fftshift(np.fft.fft2(x))) ** 2
+    u = np.arange(n) - n // 2
+    r = np.sqrt(u[:, None] ** 2 + u[None, :] ** 2)
+    kept = r < n // 2 + 0.5
+    assert (psd * S.ring_counts(n)).sum() == pytest.approx(full[kept].sum(), rel=1e-6)
+    # and all of the energy when corners are included (Parseval: Σ|F|² = N² Σ x²)
+    assert full.sum() == pytest.approx(n * n * (x**2).sum(), rel=1e-9)
+
+
+def test_matches_naive_full_plane_ring_means():
+    rng = np.random.default_rng(3)
+    x = rng.random((3, 2, 16, 16)).astype(np.float32)
+    got = S.radial_psd(torch.from_numpy(x)).numpy()
+    u = np.arange(16) - 8
+    ring = np.floor(np.sqrt(u[:, None] ** 2 + u[None, :] ** 2) + 0.5)
+    for idx in np.ndindex(3, 2):
+        p = np.abs(np.fft.fftshift(np.fft.fft2(x[idx].astype(np.float64)))) ** 2
+        want = [p[ring == k].mean() for k in range(9)]
+        np.testing.assert_allclose(got[idx], want, rtol=1e-4)
+
+
+def test_normalisations_and_types():
+    x = torch.rand(4, 32, 32)
+    s = S.radial_psd(x, normalize="sum")
+    m = S.radial_psd(x, normalize="max")
+    assert isinstance(s, torch.Tensor)
+    assert torch.allclose(s.sum(-1), torch.ones(4))
+    assert torch.allclose(m.amax(-1), torch.ones(4))
+    assert isinstance(S.radial_psd(x.numpy(), normalize="sum"), np.ndarray)
+    with pytest.raises(ValueError, match="normalize"):
+        S.radial_psd(x, normalize="l2")
+    with pytest.raises(ValueError, match="even"):
+        S.radial_psd(torch.rand(31, 31))
+
+
+# ----------------------------------------------------------------------- learning priority
+
+
+class LinearModel(torch.nn.Module):
+    """logits = [0, <w, x>]: the input gradient of the loss is a scalar multiple of w."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        z = (x * self.w).flatten(1).sum(1)
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def test_linear_model_priority_is_psd_of_its_weights():
+    torch.manual_seed(0)
+    w = torch.randn(1, 32, 32)
+    model = LinearModel(w)
+    x = torch.randn(10, 1, 32, 32)
+    y = torch.randint(0, 2, (10,))
+    got = S.learning_priority(model, x, y, batch_size=4)
+    want = S.radial_psd(w[0].detach(), normalize="sum")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+def _small_cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 3),
+    )
+
+
+def test_batched_equals_per_image_and_batch_size_invariant():
+    model = _small_cnn()
+    x = torch.rand(12, 3, 32, 32)
+    y = torch.randint(0, 3, (12,))
+    full = S.learning_priority(model, x, y, batch_size=12, normalize=None)
+    for bs in (1, 5):
+        torch.testing.assert_close(S.learning_priority(model, x, y, batch_size=bs, normalize=None), full, rtol=1e-4, atol=0)
+    # per image, by hand: gradient → sum channels → radial PSD, then the mean
+    model.eval()
+    per = []
+    for i in range(12):
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(xi), y[i : i + 1]).backward()
+        per.append(S.radial_psd(xi.grad.sum(1))[0])
+    torch.testing.assert_close(torch.stack(per).mean(0), full, rtol=1e-4, atol=0)
+
+
+def test_mode_restored_and_param_grads_untouched():
+    model = _small_cnn().train()
+    x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 3, (4,))
+    S.learning_priority(model, x, y)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    model.eval()
+    S.learning_priority(model, x, y)
+    assert not model.training
+
+
+def test_eval_mode_freezes_batchnorm_statistics():
+    model = _small_cnn().train()
+    bn = model[1]
+    before = bn.running_mean.clone()
+    S.learning_priority(model, torch.rand(8, 3, 32, 32) * 5, torch.randint(0, 3, (8,)))
+    torch.testing.assert_close(bn.running_mean, before)
+
+
+def test_per_class_and_numpy_input():
+    model = _small_cnn()
+    x = np.random.default_rng(0).random((9, 3, 32, 32)).astype(np.float32)
+    y = np.array([0, 1, 2] * 3)
+    per = S.learning_priority(model, x, y, per_class=True)
+    assert sorted(per) == [0, 1, 2]
+    for p in per.values():
+        assert p.shape == (17,) and p.dtype == torch.float32
+        assert float(p.sum()) == pytest.approx(1.0, rel=1e-5)
+    pooled = S.learning_priority(model, x, y, normalize=None)
+    by_class = S.learning_priority(model, x, y, normalize=None, per_class=True)
+    torch.testing.assert_close(sum(by_class.values()) / 3, pooled, rtol=1e-4, atol=0)
+
+
+def test_lin2022_measure():
+    model = _small_cnn()
+    x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 3, (6,))
+    p = S.learning_priority(model, x, y, measure="lin2022", normalize="max")
+    assert p.shape == (17,)
+    assert p[0] == 0 and p[-1] == 0  # DC and outermost bins dropped
+    assert float(p.max()) == pytest.approx(1.0)
+
+
+def test_bf16_autocast_keeps_fp32_spectra():
+    model = _small_cnn()
+    x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 3, (6,))
+    p32 = S.learning_priority(model, x, y)
+    p16 = S.learning_priority(model, x, y, autocast_dtype=torch.bfloat16)
+    assert p16.dtype == torch.float32
+    assert S.cosine(p16, p32) > 0.98
+
+
+# ------------------------------------------------------------------------------- summaries
+
+
+def test_summaries_of_known_spectra():
+    p = np.zeros(33)
+    p[16] = 1.0
+    s = S.summarize(p)
+    assert s["centroid"] == pytest.approx(0.5)
+    assert s["peak"] == pytest.approx(0.5)
+    assert s["mid"] == pytest.approx(1.0) and s["low"] == 0 and s["high"] == 0
+    assert s["entropy"] == pytest.approx(0.0)
+
+    flat = np.ones(33)
+    s = S.summarize(flat)
+    assert s["centroid"] == pytest.approx(0.5)
+    assert s["entropy"] == pytest.approx(np.log(33))
+    assert s["low"] + s["mid"] + s["high"] == pytest.approx(1.0)
+
+    dc_heavy = np.ones(33)
+    dc_heavy[0] = 32.0  # half of the mass at DC
+    assert S.summarize(dc_heavy)["low"] > 0.5
+    nodc = S.summarize(dc_heavy, exclude_dc=True)
+    assert nodc["centroid"] == pytest.approx(np.arange(1, 33).mean() / 32)
+
+
+def test_value_at_band_mass_alignment_cosine():
+    p = np.arange(17, dtype=float)
+    assert S.value_at(p, 0.5) == 8.0
+    assert S.value_at(p, 1.0) == 16.0
+    with pytest.raises(ValueError):
+        S.value_at(p, 1.5)
+    u = np.ones(17) / 17
+    assert S.band_mass(u, 0.5, 0.25) == pytest.approx(5 / 17)
+    a = np.zeros(17)
+    a[8] = 1
+    assert S.alignment(p, a) == pytest.approx(8 / p.sum())
+    assert S.alignment(u, u) == pytest.approx(1 / 17)
+    assert S.cosine(p, 3 * p) == pytest.approx(1.0)
+    assert S.cosine(a, np.roll(a, 1)) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        S.alignment(p, np.ones(5))
