@@ -1,0 +1,200 @@
+"""The degradation protocol (DESIGN.md §1, docs/SHORTCUTS.md): plant an artifact into a fraction d
+of the positive-class training and validation images, test on a clean set (I.I.D.) and on a set
+with the correlation flipped (O.O.D.: the artifact on every negative test image).
+
+Splits, all grouped by patient (``dataset.groups``; a dataset without groups is treated as one
+image per patient):
+
+* **test** — a fraction ``test_fraction`` of the patients, chosen by ``GroupShuffleSplit`` with
+  ``test_seed`` (default 0). It depends on neither ``fold`` nor ``seed``: every fold and every
+  seed of a sweep is scored on the same patients.
+* **train / val** — the other patients, split by ``GroupShuffleSplit(n_splits=n_folds,
+  test_size=val_fraction, random_state=1000 + test_seed)``; fold f takes the f-th split. So
+  ``val_fraction`` is a fraction of the non-test *patients* (≈ of the images when patients have
+  similar slice counts).
+* **artifact** — exactly ``round(d × n_pos)`` positive (label 1) images of train, and of val, each
+  drawn without replacement by a generator seeded with (seed, fold); Python's ``round``
+  (half to even). ``test_iid`` is clean; ``test_ood`` has the artifact on every negative
+  (label 0) test image, its noise drawn from a generator seeded with (seed, test_seed) only, so
+  test_ood is identical across folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit
+
+from spectral_ray.artifacts import Artifact, get_artifact
+from spectral_ray.data.registry import ImageDataset
+
+__all__ = ["Splits", "make_splits", "fixed_test_split", "artifact_count", "DEGRADATIONS"]
+
+DEGRADATIONS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
+
+# Stream ids keep the generators of the different random choices independent.
+_PICK_TRAIN, _PICK_VAL, _NOISE_TRAIN, _NOISE_VAL, _NOISE_TEST = range(5)
+
+
+@dataclass
+class Splits:
+    """The four evaluation sets of one (dataset, artifact, d, fold, seed).
+
+    ``index[name]`` are row indices into the original dataset (test_iid and test_ood share
+    ``index["test"]``); ``artifact_mask[name]`` marks, per row of that split, the images that
+    carry the artifact; ``artifact_index[name]`` the same as dataset indices.
+    """
+
+    train: ImageDataset
+    val: ImageDataset
+    test_iid: ImageDataset
+    test_ood: ImageDataset
+    index: dict[str, np.ndarray]
+    artifact_mask: dict[str, np.ndarray]
+    degradation: float
+    fold: int
+    seed: int
+    artifact: Artifact
+    info: dict = field(default_factory=dict)
+
+    @property
+    def artifact_index(self) -> dict[str, np.ndarray]:
+        return {
+            name: self.index["test" if name.startswith("test") else name][mask]
+            for name, mask in self.artifact_mask.items()
+        }
+
+    def summary(self) -> dict:
+        """Counts per split: images, positives, artifact images (positive / negative)."""
+        out = {}
+        for name in ("train", "val", "test_iid", "test_ood"):
+            ds, mask = getattr(self, name), self.artifact_mask[name]
+            out[name] = {
+                "n": len(ds),
+                "n_pos": int((ds.labels == 1).sum()),
+                "artifact_pos": int((mask & (ds.labels == 1)).sum()),
+                "artifact_neg": int((mask & (ds.labels == 0)).sum()),
+                "patients": int(len(np.unique(ds.groups))) if ds.groups is not None else len(ds),
+            }
+        return out
+
+
+def artifact_count(degradation: float, n_pos: int) -> int:
+    """Number of positive images that get the artifact: round(d × n_pos)."""
+    return int(round(degradation * n_pos))
+
+
+def _groups(dataset: ImageDataset) -> np.ndarray:
+    if dataset.groups is None:
+        return np.arange(len(dataset))
+    g = np.asarray(dataset.groups)
+    if g.shape != (len(dataset),):
+        raise ValueError(f"groups must have shape ({len(dataset)},), got {g.shape}")
+    return g
+
+
+def fixed_test_split(dataset: ImageDataset, test_fraction: float = 0.2, test_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, test) dataset indices: the fixed, patient-grouped test set and everything else."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    idx = np.arange(len(dataset))
+    gss = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=test_seed)
+    pool, test = next(gss.split(idx, groups=_groups(dataset)))
+    return np.sort(pool), np.sort(test)
+
+
+def _with_artifact(ds: ImageDataset, mask: np.ndarray, artifact: Artifact, rng: np.random.Generator) -> ImageDataset:
+    if mask.any() and artifact.family != "none":
+        ds.images[mask] = artifact(ds.images[mask], rng)
+    return ds
+
+
+def _subset(dataset: ImageDataset, index: np.ndarray) -> ImageDataset:
+    ds = dataset.subset(index)  # fancy indexing: a copy, safe to modify
+    ds.images = np.ascontiguousarray(ds.images)
+    return ds
+
+
+def make_splits(
+    dataset: ImageDataset,
+    artifact: Artifact | str | None,
+    degradation: float,
+    fold: int,
+    seed: int,
+    *,
+    n_folds: int = 5,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    test_seed: int = 0,
+) -> Splits:
+    """Train / val / test_iid / test_ood for one cell of the degradation grid.
+
+    Args:
+        dataset: a binary target (labels 0/1) with patient ``groups``.
+        artifact: an :class:`Artifact`, a family name (default parameters) or None (clean).
+        degradation: d ∈ [0, 1], the fraction of positive train/val images given the artifact.
+        fold: 0 … n_folds − 1, which patient-grouped train/val split.
+        seed: seeds which positives get the artifact and the artifact's own noise.
+
+    Deterministic in (dataset, artifact params, degradation, fold, seed, fractions, test_seed).
+    """
+    if isinstance(degradation, bool) or not isinstance(degradation, (int, float, np.integer, np.floating)) or not 0.0 <= float(degradation) <= 1.0:
+        raise ValueError(f"degradation must be in [0, 1], got {degradation!r}")
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 1:
+        raise ValueError(f"n_folds must be an integer >= 1, got {n_folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be an integer in [0, {n_folds}), got {fold!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    labels = np.asarray(dataset.labels)
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"make_splits needs a binary target with labels 0/1, got labels {np.unique(labels)}")
+    if artifact is None:
+        artifact = get_artifact("none")
+    elif isinstance(artifact, str):
+        artifact = get_artifact(artifact)
+    degradation, fold, seed = float(degradation), int(fold), int(seed)
+
+    groups = _groups(dataset)
+    pool, test = fixed_test_split(dataset, test_fraction, test_seed)
+    gss = GroupShuffleSplit(n_splits=n_folds, test_size=val_fraction, random_state=1000 + test_seed)
+    for f, (tr, va) in enumerate(gss.split(pool, groups=groups[pool])):
+        if f == fold:
+            break
+    index = {"train": np.sort(pool[tr]), "val": np.sort(pool[va]), "test": test}
+
+    def rng(stream: int, *extra: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([seed, *extra, stream]))
+
+    parts, masks = {}, {}
+    for name, pick, noise in (("train", _PICK_TRAIN, _NOISE_TRAIN), ("val", _PICK_VAL, _NOISE_VAL)):
+        ds = _subset(dataset, index[name])
+        pos = np.flatnonzero(ds.labels == 1)
+        k = artifact_count(degradation, len(pos))
+        chosen = rng(pick, fold).choice(pos, size=k, replace=False) if k else np.empty(0, int)
+        mask = np.zeros(len(ds), bool)
+        mask[chosen] = True
+        parts[name] = _with_artifact(ds, mask, artifact, rng(noise, fold))
+        masks[name] = mask
+    test_iid = _subset(dataset, test)
+    masks["test_iid"] = np.zeros(len(test), bool)
+    test_ood = _subset(dataset, test)
+    masks["test_ood"] = test_ood.labels == 0
+    test_ood = _with_artifact(test_ood, masks["test_ood"], artifact, rng(_NOISE_TEST, 10_000 + test_seed))
+
+    return Splits(
+        train=parts["train"],
+        val=parts["val"],
+        test_iid=test_iid,
+        test_ood=test_ood,
+        index=index,
+        artifact_mask=masks,
+        degradation=degradation,
+        fold=fold,
+        seed=seed,
+        artifact=artifact,
+        info={"n_folds": n_folds, "val_fraction": val_fraction, "test_fraction": test_fraction, "test_seed": test_seed},
+    )
