@@ -1,0 +1,195 @@
+"""Source data editing (DESIGN.md §1, docs/SHORTCUTS.md): move a pretraining source's spectrum, and
+with it the learning priority of the models pretrained on it.
+
+``get_edit(family, strength, **params)`` returns an :class:`Edit`; ``edit(images, rng)`` returns
+edited float32 images clipped to [0, 1] (the clip is part of every edit: a gain can push pixels out
+of range). ``strength == 0`` is the identity: a bit-identical copy, no FFT round trip.
+
+Families:
+
+* ``none`` — identity at any strength.
+* ``band_gain`` — x' = F⁻¹(F(x)·(1 + s·B(ω))), B a Gaussian bump in normalised radial frequency
+  centred on ``omega`` with full width at half maximum ``bandwidth`` (peak 1). s ∈ [−1, 10];
+  s < 0 attenuates the band, s = −1 removes its centre.
+* ``blend_lowpass`` — x' = (1 − s)·x + s·LP(x), LP a Butterworth low-pass (``order``) at cutoff
+  ``omega``; s ∈ [0, 1].
+* ``blend_highpass`` — x' = (1 − s)·x + s·HP(x), HP(x) = x − LP(x) + mean(x): the high-pass keeps
+  each image's mean so the blend stays in range; s ∈ [0, 1].
+* ``inoculate`` — each image independently, with probability s ∈ [0, 1] and regardless of its
+  label, gets the artifact ``artifact`` (a family of :mod:`spectral_ray.artifacts`) with the
+  remaining params as the artifact's parameters.
+
+``edit_dataset(dataset, edit, seed)`` edits a whole dataset; ``get_edited_dataset(name, …)`` does
+so through the dataset registry and caches the edited arrays on disk.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from spectral_ray.artifacts import Param, _check_images, apply_filter, check_params, get_artifact, lowpass_transfer, radius_grid
+from spectral_ray.data import cache
+from spectral_ray.data.registry import ImageDataset, get_dataset
+
+__all__ = ["Edit", "get_edit", "list_edits", "edit_dataset", "get_edited_dataset", "EDITS"]
+
+_CHUNK = 512
+
+
+class Edit:
+    """A source-data edit: ``edit(images, rng) -> images``."""
+
+    def __init__(self, family: str, strength: float, params: dict, fn: Callable):
+        self.family = family
+        self.strength = strength
+        self.params = dict(params)
+        self._fn = fn
+
+    def __repr__(self) -> str:
+        args = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        return f"Edit({self.family!r}, strength={self.strength!r}{args})"
+
+    @property
+    def is_identity(self) -> bool:
+        return self.family == "none" or self.strength == 0
+
+    def config(self) -> dict:
+        """A JSON-able description (family, strength, params) for cache keys and reports."""
+        return {"family": self.family, "strength": self.strength, "params": dict(self.params)}
+
+    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        x = _check_images(images)
+        if self.is_identity or len(x) == 0:
+            return np.array(x, dtype=np.float32, copy=True)
+        out = self._fn(x.astype(np.float32, copy=False), rng, self.strength, self.params)
+        return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def band_gain_transfer(size: int, omega: float, bandwidth: float) -> np.ndarray:
+    """B(ω) on the rfft2 grid: Gaussian bump at ``omega``, FWHM ``bandwidth``, peak 1."""
+    sigma = bandwidth / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    return np.exp(-0.5 * ((radius_grid(size) - omega) / sigma) ** 2)
+
+
+def _band_gain(x, rng, s, p):
+    return apply_filter(x, 1.0 + s * band_gain_transfer(x.shape[-1], p["omega"], p["bandwidth"]))
+
+
+def _lowpassed(x, p):
+    return apply_filter(x, lowpass_transfer(x.shape[-1], p["omega"], "butterworth", p["order"]))
+
+
+def _blend_lowpass(x, rng, s, p):
+    return (1.0 - s) * x + s * _lowpassed(x, p)
+
+
+def _blend_highpass(x, rng, s, p):
+    high = x - _lowpassed(x, p) + x.mean(axis=(-2, -1), keepdims=True)
+    return (1.0 - s) * x + s * high
+
+
+def _inoculate(x, rng, s, p):
+    art = get_artifact(p["artifact"], **p["artifact_params"])
+    hit = rng.random(len(x)) < s
+    out = x.copy()
+    if hit.any():
+        out[hit] = art(x[hit], rng)
+    return out
+
+
+_FILTER = {"omega": Param(0.25, 0.0, 1.0, lo_open=True), "order": Param(2, 1, 16, integer=True)}
+
+# family -> (strength range, param spec, function)
+EDITS: dict[str, tuple[Param, dict[str, Param], Callable]] = {
+    "none": (Param(0.0, -math.inf, math.inf), {}, lambda x, rng, s, p: x),
+    "band_gain": (
+        Param(0.0, -1.0, 10.0),
+        {"omega": Param(0.25, 0.0, 1.0), "bandwidth": Param(0.1, 0.0, 2.0, lo_open=True)},
+        _band_gain,
+    ),
+    "blend_lowpass": (Param(0.0, 0.0, 1.0), dict(_FILTER), _blend_lowpass),
+    "blend_highpass": (Param(0.0, 0.0, 1.0), dict(_FILTER), _blend_highpass),
+    "inoculate": (Param(0.0, 0.0, 1.0), {}, _inoculate),
+}
+
+
+def list_edits() -> list[str]:
+    return list(EDITS)
+
+
+def get_edit(family: str, strength: float = 0.0, **params) -> Edit:
+    """The edit ``family`` at ``strength`` with ``params`` (defaults filled in, all validated).
+
+    ``inoculate`` takes ``artifact`` (family name, default ``"band"``) and that artifact's own
+    parameters. Unknown family/parameter or a value out of range → ValueError naming it.
+    """
+    if family not in EDITS:
+        raise ValueError(f"unknown edit family {family!r}; families: {', '.join(EDITS)}")
+    s_spec, spec, fn = EDITS[family]
+    if family != "none":
+        strength = s_spec.check(family, "strength", strength)
+    if family == "inoculate":
+        art_family = params.pop("artifact", "band")
+        art = get_artifact(art_family, **params)  # validates the artifact's parameters
+        checked = {"artifact": art.family, "artifact_params": art.params}
+    else:
+        checked = check_params(family, spec, params)
+    return Edit(family, float(strength), checked, fn)
+
+
+def edit_dataset(dataset: ImageDataset, edit: Edit, seed: int) -> ImageDataset:
+    """``dataset`` with every image edited (in chunks, one generator seeded with ``seed``);
+    labels, groups and classes are kept; ``params`` gains an ``edit`` entry."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xED17]))
+    if edit.is_identity:
+        images = dataset.images.copy()
+    else:
+        images = np.empty(dataset.images.shape, np.float32)
+        for start in range(0, len(dataset), _CHUNK):
+            images[start : start + _CHUNK] = edit(dataset.images[start : start + _CHUNK], rng)
+    return ImageDataset(
+        images=images,
+        labels=dataset.labels.copy(),
+        classes=list(dataset.classes),
+        groups=None if dataset.groups is None else dataset.groups.copy(),
+        name=dataset.name,
+        params=dict(dataset.params, edit=dict(edit.config(), seed=int(seed))),
+    )
+
+
+def get_edited_dataset(
+    name: str,
+    edit_family: str,
+    strength: float,
+    edit_params: dict | None = None,
+    seed: int = 0,
+    *,
+    use_cache: bool = True,
+    **dataset_params,
+) -> ImageDataset:
+    """Registry dataset ``name`` (built with ``dataset_params``) edited by
+    ``get_edit(edit_family, strength, **edit_params)`` with ``seed``, cached on disk.
+
+    The cache key is the dataset's full parameters + the edit's family, strength, params and seed
+    (+ the cache's code version), so trials load the edited arrays instead of recomputing them.
+    An identity edit returns the registry dataset itself (no second copy on disk).
+    """
+    edit = get_edit(edit_family, strength, **dict(edit_params or {}))
+    base = get_dataset(name, use_cache=use_cache, **dataset_params)
+    if edit.is_identity:
+        return base
+    key_params = dict(base.params, edit=dict(edit.config(), seed=int(seed)))
+
+    def build() -> ImageDataset:
+        ds = edit_dataset(base, edit, seed)
+        ds.params = key_params
+        return ds
+
+    if not use_cache:
+        return build()
+    ds = cache.load_or_build(f"{name}+edit", key_params, build)
+    ds.name = name
+    return ds
