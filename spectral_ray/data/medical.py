@@ -1,1 +1,239 @@
-"""(being written)"""
+"""The ``medical`` source: simulated radiology, modality × anatomy classes (RadImageNet-like).
+
+Each image is a random anatomical phantom (body outline, fat/muscle layers, organs, vessels,
+bones, lesions; the head follows the Shepp–Logan layout of skull, brain, ventricles) drawn on a
+2× supersampled grid and passed through a CT acquisition (radon → Poisson → FBP → window) or an
+MR acquisition (k-space truncation / undersampling → complex Gaussian noise → magnitude), see
+:mod:`spectral_ray.data.phantoms`.
+
+Classes are ``{ct,mr}_{head,chest,abdomen,pelvis}`` (8). They are made to overlap, so that
+pretraining on them is not trivial: pose (rotation, scale, shift, mirror), body size and aspect,
+dose, display window, MR weighting (T1/T2/PD, fat saturation), truncation and noise are all
+jittered; chest slices sometimes catch the liver dome, abdominal slices the lung bases, and
+abdomen and pelvis share body outline and bowel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spectral_ray.data import phantoms as ph
+from spectral_ray.data.registry import ImageDataset, register_dataset
+
+MODALITIES = ("ct", "mr")
+ANATOMIES = ("head", "chest", "abdomen", "pelvis")
+CLASSES = [f"{m}_{a}" for m in MODALITIES for a in ANATOMIES]
+SUPERSAMPLE = 2
+
+
+def _u(rng, lo, hi):
+    return float(rng.uniform(lo, hi))
+
+
+def _layers(cv, rng, a, b, *, visceral_fat: bool):
+    """Body outline: subcutaneous fat, muscle wall and (abdomen/pelvis) visceral fat."""
+    cv.paint(ph.ellipse(cv, 0, 0, a, b), "fat")
+    f = _u(rng, 0.03, 0.09)
+    m = _u(rng, 0.03, 0.07)
+    cv.paint(ph.ellipse(cv, 0, 0, a - f, b - f), "muscle")
+    if visceral_fat:
+        cv.paint(ph.ellipse(cv, 0, 0, a - f - m, b - f - m), "fat")
+    return a - f - m, b - f - m
+
+
+def _spine(cv, rng, y):
+    r = _u(rng, 0.065, 0.095)
+    cv.paint(ph.ellipse(cv, _u(rng, -0.02, 0.02), y, r, r * _u(rng, 0.85, 1.1)), "bone")
+    cv.paint(ph.ellipse(cv, 0, y, r * 0.72, r * 0.68), "marrow")
+    cv.paint(ph.ellipse(cv, 0, y + r * 1.35, r * 0.35, r * 0.3), "csf")  # spinal canal
+
+
+def _lesions(cv, rng, k, region_mask=None, extent=(0.6, 0.5)):
+    for _ in range(k):
+        r = _u(rng, 0.025, 0.09)
+        cx, cy = _u(rng, -extent[0], extent[0]), _u(rng, -extent[1], extent[1])
+        mask = ph.ellipse(cv, cx, cy, r, r * _u(rng, 0.7, 1.3), _u(rng, 0, np.pi))
+        if region_mask is not None:
+            mask &= region_mask
+        cv.paint(mask, "lesion" if rng.random() < 0.7 else "edema")
+
+
+def _bowel(cv, rng, k, inside):
+    for _ in range(k):
+        r = _u(rng, 0.04, 0.11)
+        mask = ph.ellipse(cv, _u(rng, -0.5, 0.5), _u(rng, -0.45, 0.2), r, r * _u(rng, 0.6, 1.4), _u(rng, 0, np.pi)) & inside
+        cv.paint(mask, str(rng.choice(["bowel", "bowel", "fluid", "air", "fat"])))
+
+
+def head(cv, rng):
+    a, b = _u(rng, 0.6, 0.78), _u(rng, 0.74, 0.9)
+    cv.paint(ph.ellipse(cv, 0, 0, a, b), "fat")
+    skull = _u(rng, 0.035, 0.08)
+    a1, b1 = a - 0.025, b - 0.025
+    cv.paint(ph.ellipse(cv, 0, 0, a1, b1), "bone")
+    a2, b2 = a1 - skull, b1 - skull
+    brain = ph.ellipse(cv, 0, 0.02, a2, b2)
+    cv.paint(brain, "grey")
+    cv.paint(ph.ellipse(cv, 0, 0.04, a2 * _u(rng, 0.55, 0.75), b2 * _u(rng, 0.55, 0.78)), "white")
+    if rng.random() < 0.3:  # skull base level: orbits/sinuses (air) and smaller brain
+        for s in (-1, 1):
+            cv.paint(ph.ellipse(cv, s * _u(rng, 0.15, 0.3), -b2 * _u(rng, 0.6, 0.85), _u(rng, 0.06, 0.12), _u(rng, 0.05, 0.1)), "air")
+    vx, vy = _u(rng, 0.05, 0.12), _u(rng, -0.12, 0.05)
+    for s in (-1, 1):  # lateral ventricles (Shepp–Logan's inner ellipses)
+        cv.paint(ph.ellipse(cv, s * vx, vy, _u(rng, 0.03, 0.08), _u(rng, 0.1, 0.24), s * _u(rng, 0.1, 0.4)), "csf")
+    _lesions(cv, rng, int(rng.integers(0, 3)), brain, (a2 * 0.7, b2 * 0.7))
+
+
+def chest(cv, rng):
+    a, b = _u(rng, 0.74, 0.9), _u(rng, 0.5, 0.7)
+    ai, bi = _layers(cv, rng, a, b, visceral_fat=False)
+    inside = ph.ellipse(cv, 0, 0, ai, bi)
+    lungs = np.zeros_like(inside)
+    for s in (-1, 1):
+        lungs |= ph.ellipse(cv, s * _u(rng, 0.3, 0.45), _u(rng, -0.06, 0.06), _u(rng, 0.2, 0.32), bi * _u(rng, 0.55, 0.85), s * _u(rng, 0, 0.25))
+    lungs &= inside
+    cv.paint(lungs, "lung")
+    if rng.random() < 0.3:  # liver dome
+        cv.paint(ph.ellipse(cv, -_u(rng, 0.25, 0.4), _u(rng, 0.0, 0.2), _u(rng, 0.15, 0.3), _u(rng, 0.12, 0.25)) & inside, "liver")
+    cv.paint(ph.ellipse(cv, _u(rng, -0.05, 0.12), _u(rng, -0.15, 0.05), _u(rng, 0.14, 0.25), _u(rng, 0.12, 0.2), _u(rng, -0.5, 0.5)), "muscle")
+    cv.paint(ph.ellipse(cv, _u(rng, -0.02, 0.06), _u(rng, -0.1, 0.05), _u(rng, 0.05, 0.1), _u(rng, 0.05, 0.09)), "blood")
+    r = _u(rng, 0.035, 0.055)
+    cv.paint(ph.ellipse(cv, _u(rng, 0.04, 0.12), bi * _u(rng, 0.4, 0.6), r, r), "blood")  # aorta
+    _spine(cv, rng, bi * _u(rng, 0.7, 0.85))
+    for t in np.linspace(0, 2 * np.pi, int(rng.integers(6, 12)), endpoint=False) + _u(rng, 0, 1):  # ribs
+        cv.paint(ph.ellipse(cv, (ai + 0.01) * np.cos(t), (bi + 0.01) * np.sin(t), _u(rng, 0.02, 0.04), _u(rng, 0.015, 0.03), t), "bone")
+    for _ in range(int(rng.integers(5, 16))):  # pulmonary vessels
+        r = _u(rng, 0.01, 0.03)
+        cv.paint(ph.ellipse(cv, _u(rng, -0.7, 0.7), _u(rng, -0.5, 0.5), r, r * _u(rng, 1, 2.5), _u(rng, 0, np.pi)) & lungs, "blood")
+    _lesions(cv, rng, int(rng.integers(0, 3)), lungs)
+
+
+def abdomen(cv, rng):
+    a, b = _u(rng, 0.72, 0.9), _u(rng, 0.55, 0.75)
+    ai, bi = _layers(cv, rng, a, b, visceral_fat=True)
+    inside = ph.ellipse(cv, 0, 0, ai, bi)
+    if rng.random() < 0.25:  # lung bases
+        for s in (-1, 1):
+            cv.paint(ph.ellipse(cv, s * _u(rng, 0.3, 0.4), bi * _u(rng, 0.35, 0.55), _u(rng, 0.1, 0.18), _u(rng, 0.06, 0.12)) & inside, "lung")
+    _bowel(cv, rng, int(rng.integers(3, 12)), inside)
+    liver = ph.ellipse(cv, -_u(rng, 0.22, 0.4), _u(rng, -0.15, 0.05), _u(rng, 0.25, 0.45), _u(rng, 0.22, 0.4), _u(rng, -0.3, 0.3)) & inside
+    cv.paint(liver, "liver")
+    if rng.random() < 0.7:
+        cv.paint(ph.ellipse(cv, _u(rng, 0.4, 0.55), _u(rng, 0.0, 0.2), _u(rng, 0.1, 0.18), _u(rng, 0.07, 0.12), _u(rng, -0.8, -0.2)) & inside, "spleen")
+    if rng.random() < 0.8:
+        ky = bi * _u(rng, 0.35, 0.55)
+        for s in (-1, 1):
+            cv.paint(ph.ellipse(cv, s * _u(rng, 0.22, 0.33), ky, _u(rng, 0.07, 0.11), _u(rng, 0.1, 0.16), s * _u(rng, 0.2, 0.6)), "kidney")
+    for x in (_u(rng, 0.03, 0.09), -_u(rng, 0.06, 0.12)):  # aorta, IVC
+        r = _u(rng, 0.03, 0.05)
+        cv.paint(ph.ellipse(cv, x, bi * _u(rng, 0.4, 0.55), r, r), "blood")
+    _spine(cv, rng, bi * _u(rng, 0.72, 0.85))
+    _lesions(cv, rng, int(rng.integers(0, 3)), liver)
+
+
+def pelvis(cv, rng):
+    a, b = _u(rng, 0.76, 0.92), _u(rng, 0.55, 0.72)
+    ai, bi = _layers(cv, rng, a, b, visceral_fat=True)
+    inside = ph.ellipse(cv, 0, 0, ai, bi)
+    _bowel(cv, rng, int(rng.integers(0, 7)), inside)
+    for s in (-1, 1):
+        cv.paint(ph.ellipse(cv, s * _u(rng, 0.35, 0.5), bi * _u(rng, 0.3, 0.5), _u(rng, 0.2, 0.3), _u(rng, 0.14, 0.22), s * _u(rng, 0, 0.4)) & inside, "muscle")
+    for s in (-1, 1):  # femoral heads / iliac bones
+        cx, cy, r = s * _u(rng, 0.42, 0.56), _u(rng, -0.05, 0.15), _u(rng, 0.1, 0.17)
+        e = _u(rng, 0.8, 1.25)
+        cv.paint(ph.ellipse(cv, cx, cy, r, r * e) & inside, "bone")
+        cv.paint(ph.ellipse(cv, cx, cy, r - 0.03, (r - 0.03) * e) & inside, "marrow")
+    if rng.random() < 0.85:
+        cv.paint(ph.ellipse(cv, _u(rng, -0.05, 0.05), _u(rng, -0.28, -0.05), _u(rng, 0.1, 0.25), _u(rng, 0.08, 0.2)), "fluid")  # bladder
+    cv.paint(ph.ellipse(cv, _u(rng, -0.04, 0.04), bi * _u(rng, 0.3, 0.5), _u(rng, 0.04, 0.08), _u(rng, 0.04, 0.07)), "bowel")  # rectum
+    y = bi * _u(rng, 0.7, 0.85)
+    cv.paint(ph.ellipse(cv, 0, y, _u(rng, 0.14, 0.24), _u(rng, 0.05, 0.08)), "bone")  # sacrum
+    cv.paint(ph.ellipse(cv, 0, y, _u(rng, 0.1, 0.18), _u(rng, 0.025, 0.045)), "marrow")
+    _lesions(cv, rng, int(rng.integers(0, 2)), inside)
+
+
+DRAW = {"head": head, "chest": chest, "abdomen": abdomen, "pelvis": pelvis}
+FOV_MM = {"head": (200, 260), "chest": (320, 420), "abdomen": (320, 440), "pelvis": (340, 460)}
+
+
+def _window(anatomy: str, rng) -> tuple[float, float]:
+    u = rng.random()
+    if anatomy == "head":
+        lw = (40, 100) if u < 0.6 else (40, 400) if u < 0.85 else (500, 2000)
+    elif anatomy == "chest":
+        lw = (-600, 1500) if u < 0.4 else (40, 400) if u < 0.9 else (500, 2000)
+    else:
+        lw = (50, 400) if u < 0.85 else (500, 2000)
+    return lw[0] + 0.1 * abs(lw[1]) * rng.standard_normal() * 0.5, lw[1] * float(np.exp(0.15 * rng.standard_normal()))
+
+
+def draw_phantom(anatomy: str, r: int, rng: np.random.Generator) -> np.ndarray:
+    """A posed random phantom of ``anatomy`` as an r×r tissue label map."""
+    cv = ph.canvas(
+        r,
+        angle=_u(rng, -0.3, 0.3),
+        scale=_u(rng, 0.8, 1.08),
+        shift=(_u(rng, -0.07, 0.07), _u(rng, -0.07, 0.07)),
+        flip=rng.random() < 0.2,
+    )
+    DRAW[anatomy](cv, rng)
+    return cv.labels
+
+
+def ct_image(labels: np.ndarray, anatomy: str, size: int, rng) -> np.ndarray:
+    blood = None if anatomy == "head" or rng.random() < 0.5 else _u(rng, 120, 300)
+    hu = ph.downsample(ph.hu_map(labels, rng, contrast_blood=blood), labels.shape[-1] // size)
+    return ph.ct_acquire(
+        hu,
+        rng,
+        n0=10 ** _u(rng, 4.5, 6.0),
+        fov_mm=_u(rng, *FOV_MM[anatomy]),
+        window=_window(anatomy, rng),
+        n_angles=int(rng.integers(48, 97)),
+    )
+
+
+@register_dataset("medical", kind="source")
+def medical(size: int = 64, channels: int = 1, n: int = 5000, seed: int = 0, progress: bool = True) -> ImageDataset:
+    """Simulated radiology (CT/MR × head/chest/abdomen/pelvis phantoms), 8 overlapping classes."""
+    from tqdm.auto import tqdm
+
+    _check(size, channels, n)
+    labels = np.random.default_rng([seed, 0]).permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
+    images = np.zeros((n, size, size), np.float32)
+    r = size * SUPERSAMPLE
+    mr_batch: list[tuple[int, np.ndarray, np.random.Generator]] = []
+
+    def flush():
+        if mr_batch:
+            idx = [i for i, _, _ in mr_batch]
+            images[idx] = ph.mr_acquire(np.stack([s for _, s, _ in mr_batch]), size, [g for _, _, g in mr_batch])
+            mr_batch.clear()
+
+    for i in tqdm(range(n), desc="medical", disable=not progress, leave=False):
+        rng = np.random.default_rng([seed, 1, i])
+        modality, anatomy = CLASSES[labels[i]].split("_")
+        lab = draw_phantom(anatomy, r, rng)
+        if modality == "ct":
+            images[i] = ct_image(lab, anatomy, size, rng)
+        else:
+            mr_batch.append((i, ph.mr_signal(lab, rng, fat_sat=rng.random() < 0.25), rng))
+            if len(mr_batch) >= 128:
+                flush()
+    flush()
+    return ImageDataset(images=_channels(images, channels), labels=labels, classes=list(CLASSES))
+
+
+def _check(size: int, channels: int, n: int) -> None:
+    if size < 16 or size % 2:
+        raise ValueError(f"size must be an even number >= 16, got {size}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+
+
+def _channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """(n, H, W) gray → (n, C, H, W) float32, gray replicated for C = 3."""
+    x = images.astype(np.float32)[:, None]
+    return np.ascontiguousarray(np.repeat(x, channels, axis=1)) if channels > 1 else x
