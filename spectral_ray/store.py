@@ -1,0 +1,435 @@
+"""Pretrain-once backbone store, content-addressed by the pretraining config.
+
+A pretrained backbone is identified by :meth:`PretrainConfig.key` — the sha256 of the config's
+canonical JSON (source dataset and its parameters, edit, architecture, recipe, seed, code
+version). :func:`get_or_train` returns its checkpoint path, training it first when absent:
+
+* training happens under an inter-process ``filelock.FileLock`` per key, so concurrent callers
+  (Ray trials on one machine or on nodes sharing the store's filesystem) wait and then reuse;
+* the checkpoint is written atomically with a sha256 inside (:func:`spectral_ray.models.save_backbone`),
+  then ``meta.json`` — the done marker — atomically after it; an entry without a valid
+  ``meta.json`` or whose checkpoint fails its checksum is deleted and rebuilt;
+* every training appends a line to ``trainings.jsonl`` at the root, so :func:`stats` can show
+  that each config was pretrained once.
+
+Layout: ``<root>/<key[:24]>/{backbone.pt, meta.json, .lock}`` and ``<root>/trainings.jsonl``.
+The root is ``root=`` or ``$SPECTRAL_RAY_STORE`` or ``~/.cache/spectral-ray/backbones``
+(``$XDG_CACHE_HOME`` honoured). On a cluster point it at a shared filesystem whose locks work
+across nodes (``flock``; most NFSv4 and Lustre mounts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from filelock import FileLock
+
+from spectral_ray.models import CorruptCheckpoint, read_backbone, save_backbone
+from spectral_ray.training import Recipe
+
+__all__ = [
+    "PretrainConfig",
+    "get_or_train",
+    "default_pretrain",
+    "store_root",
+    "entry_dir",
+    "load_meta",
+    "stats",
+    "STORE_VERSION",
+    "ENV_VAR",
+]
+
+STORE_VERSION = "1"  # bump when pretraining itself changes (default_pretrain, fit) so old backbones are not reused
+ENV_VAR = "SPECTRAL_RAY_STORE"
+CHECKPOINT = "backbone.pt"
+META = "meta.json"
+LOG = "trainings.jsonl"
+
+# Recipe fields that do not change what is learned (only speed/memory); left out of the key.
+_RECIPE_KEY_EXCLUDE = ("num_threads", "eval_batch_size")
+
+
+def _code_version() -> str:
+    # Imported here, not at module level: spectral_ray.data registers (imports) every dataset
+    # generator, which worker processes that only look up the store do not need.
+    from spectral_ray.data.cache import CODE_VERSION
+
+    return f"store{STORE_VERSION}-data{CODE_VERSION}"
+
+
+def _canonical(obj):
+    """JSON-ready canonical form: integral floats become ints (so 0 and 0.0 hash alike), numpy
+    scalars/arrays become Python, tuples become lists, dict keys strings."""
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _canonical(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _canonical(obj.item())
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        if math.isfinite(obj) and obj.is_integer():
+            return int(obj)
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-able in a pretraining config: {obj!r} ({type(obj).__name__})")
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that determines a pretrained backbone (JSON-able; see :meth:`key`).
+
+    ``source_params`` are passed to ``get_dataset(source, **source_params)`` — give them
+    explicitly (size, channels, n, seed): the key hashes what is written, not the dataset's
+    defaults. An edit with ``edit_family == "none"`` or ``edit_strength == 0`` is the unedited
+    source (strength 0 is the identity), so all of those share one key.
+    """
+
+    source: str
+    source_params: dict = field(default_factory=dict)
+    edit_family: str = "none"
+    edit_strength: float = 0.0
+    edit_params: dict = field(default_factory=dict)
+    model: str = "resnet18"
+    model_kwargs: dict = field(default_factory=dict)
+    recipe: Recipe = field(default_factory=Recipe)
+    seed: int = 0
+    val_fraction: float = 0.1
+    code_version: str = field(default_factory=_code_version)
+
+    def __post_init__(self):
+        self.recipe = Recipe.from_dict(self.recipe)
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    @property
+    def edited(self) -> bool:
+        return self.edit_family != "none" and self.edit_strength != 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["recipe"] = self.recipe.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise TypeError(f"unknown pretraining config key(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
+
+    def canonical(self) -> dict:
+        """The hashed form: canonical numbers, speed-only recipe knobs dropped, a no-op edit
+        written as ``none``."""
+        d = self.to_dict()
+        for k in _RECIPE_KEY_EXCLUDE:
+            d["recipe"].pop(k, None)
+        if not self.edited:
+            d["edit_family"], d["edit_strength"], d["edit_params"] = "none", 0, {}
+        return _canonical(d)
+
+    def key(self) -> str:
+        """sha256 (hex) of the canonical JSON (sorted keys, no whitespace)."""
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------- paths
+
+
+def store_root(root=None) -> Path:
+    if root is not None:
+        return Path(root).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "spectral-ray" / "backbones"
+
+
+def entry_dir(config: PretrainConfig, root=None) -> Path:
+    return store_root(root) / config.key()[:24]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def load_meta(path) -> dict:
+    """The ``meta.json`` of an entry, given its checkpoint path or its directory."""
+    path = Path(path)
+    d = path if path.is_dir() else path.parent
+    meta = _read_json(d / META)
+    if meta is None:
+        raise FileNotFoundError(f"no valid {META} in {d}")
+    return meta
+
+
+def _valid(d: Path, key: str, verify: bool) -> bool:
+    meta = _read_json(d / META)
+    if meta is None or meta.get("key") != key or not (d / CHECKPOINT).is_file():
+        return False
+    if verify:
+        try:
+            _, ck_meta = read_backbone(d / CHECKPOINT)
+        except (CorruptCheckpoint, FileNotFoundError):
+            return False
+        if ck_meta.get("key") != key:
+            return False
+    return True
+
+
+def _log_lines(root: Path) -> list[dict]:
+    out = []
+    try:
+        with open(root / LOG) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue  # a torn line from a crash
+    except OSError:
+        pass
+    return out
+
+
+def _jsonable(obj):
+    """Best-effort JSON conversion for histories (NaN → None)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+# ------------------------------------------------------------------------------ get/train
+
+
+def get_or_train(
+    config: PretrainConfig | dict,
+    *,
+    root=None,
+    train_fn: Callable | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    verify: bool = True,
+    lock_timeout: float = -1,
+) -> Path:
+    """Path of the pretrained backbone for ``config``, training it first if the store lacks it.
+
+    ``train_fn(config) -> (model, history)`` (default :func:`default_pretrain`) runs at most once
+    per key across processes: callers serialise on a per-key file lock and reuse the result.
+    ``on_epoch`` is passed to ``train_fn`` (as ``on_epoch=``) only when this call trains.
+    ``verify`` re-checks the checkpoint's sha256 on a hit (a corrupt or partial entry is
+    rebuilt). ``lock_timeout`` seconds (−1 = wait forever) raises ``filelock.Timeout``.
+    """
+    if isinstance(config, dict):
+        config = PretrainConfig.from_dict(config)
+    key = config.key()
+    root_path = store_root(root)
+    d = entry_dir(config, root_path)
+    ckpt = d / CHECKPOINT
+    if _valid(d, key, verify):
+        return ckpt
+    d.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(d / ".lock"), timeout=lock_timeout):
+        if _valid(d, key, verify):  # another process finished it while we waited
+            return ckpt
+        (d / META).unlink(missing_ok=True)  # done marker first: a half-rebuilt entry never looks done
+        ckpt.unlink(missing_ok=True)
+        for tmp in d.glob("*.tmp"):  # left by a writer that crashed
+            tmp.unlink(missing_ok=True)
+        previous = sum(1 for e in _log_lines(root_path) if e.get("key") == key)
+        fn = train_fn or default_pretrain
+        t0 = time.time()
+        model, history = fn(config, on_epoch=on_epoch) if on_epoch is not None else fn(config)
+        elapsed = time.time() - t0
+        save_backbone(model, ckpt, meta={"key": key, "config": config.canonical()})
+        meta = {
+            "key": key,
+            "config": config.to_dict(),
+            "canonical_config": config.canonical(),
+            "history": _jsonable(history),
+            "train_time_s": elapsed,
+            "trainings": previous + 1,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "checkpoint": CHECKPOINT,
+        }
+        _atomic_write_text(d / META, json.dumps(meta, indent=1, allow_nan=False))
+        line = json.dumps(
+            {"key": key, "model": config.model, "source": config.source, "time_s": round(elapsed, 3),
+             "created": meta["created"], "host": meta["host"], "pid": meta["pid"]}
+        )
+        with open(root_path / LOG, "a") as f:  # one short O_APPEND write: atomic on POSIX
+            f.write(line + "\n")
+    return ckpt
+
+
+def stats(root=None) -> dict:
+    """Trainings and entries in the store: ``{"root", "entries", "backbones", "trainings",
+    "per_key", "retrained"}`` — ``retrained`` lists keys trained more than once (corrupt
+    entries rebuilt, or a broken lock)."""
+    root_path = store_root(root)
+    per_key: dict[str, int] = {}
+    for e in _log_lines(root_path):
+        if "key" in e:
+            per_key[e["key"]] = per_key.get(e["key"], 0) + 1
+    entries = []
+    if root_path.is_dir():
+        for d in sorted(p for p in root_path.iterdir() if p.is_dir()):
+            meta = _read_json(d / META)
+            if meta is None or "key" not in meta:
+                continue
+            cfg = meta.get("config", {})
+            entries.append(
+                {
+                    "key": meta["key"],
+                    "path": str(d / CHECKPOINT),
+                    "model": cfg.get("model"),
+                    "source": cfg.get("source"),
+                    "edit_family": cfg.get("edit_family"),
+                    "edit_strength": cfg.get("edit_strength"),
+                    "seed": cfg.get("seed"),
+                    "train_time_s": meta.get("train_time_s"),
+                    "trainings": per_key.get(meta["key"], meta.get("trainings", 1)),
+                }
+            )
+    return {
+        "root": str(root_path),
+        "entries": entries,
+        "backbones": len(entries),
+        "trainings": sum(per_key.values()),
+        "per_key": per_key,
+        "retrained": sorted(k for k, v in per_key.items() if v > 1),
+    }
+
+
+# ------------------------------------------------------------------------ default pretrain
+
+
+def _source_dataset(config: PretrainConfig):
+    from spectral_ray.data import get_dataset
+
+    if not config.edited:
+        return get_dataset(config.source, **config.source_params)
+    from spectral_ray.editing import get_edited_dataset  # lazy: only edited sources need it
+
+    # The edit's randomness follows the source data's seed (not the pretraining seed), so
+    # pretraining seeds share one edited dataset on disk and differ only in init and data order.
+    # get_edited_dataset's positional ``seed`` is the edit's seed and its **dataset_params cannot
+    # carry the dataset's own ``seed``; pass it as ``dataset_seed`` where supported, and refuse a
+    # non-default one otherwise rather than silently pretraining on other data.
+    params = dict(config.source_params)
+    data_seed = params.pop("seed", None)
+    extra = {}
+    if data_seed is not None:
+        if "dataset_seed" in inspect.signature(get_edited_dataset).parameters:
+            extra["dataset_seed"] = data_seed
+        else:
+            from spectral_ray.data import dataset_info
+
+            default = dataset_info(config.source)["defaults"].get("seed")
+            if data_seed != default:
+                raise NotImplementedError(
+                    f"an edited source with source seed {data_seed} (default {default}): "
+                    "spectral_ray.editing.get_edited_dataset cannot set the dataset's seed yet"
+                )
+    edit_seed = int(data_seed if data_seed is not None else 0)
+    return get_edited_dataset(
+        config.source, config.edit_family, config.edit_strength, dict(config.edit_params), edit_seed, **extra, **params
+    )
+
+
+def _split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    _, counts = np.unique(labels, return_counts=True)
+    stratify = labels if counts.min() >= 2 and round(val_fraction * len(labels)) >= len(counts) else None
+    tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=stratify)
+    return np.sort(tr), np.sort(va)
+
+
+def default_pretrain(config: PretrainConfig, *, on_epoch=None, device=None, priority_images: int = 256):
+    """Pretrain ``config.model`` on the (optionally edited) source; returns ``(model, history)``.
+
+    The source is split into train / validation (``val_fraction``, stratified, by ``seed``); the
+    model has one output per source class and ``in_chans`` = the images' channels. ``history`` is
+    :func:`spectral_ray.training.fit`'s plus ``learning_priority`` (unit-sum list, on up to
+    ``priority_images`` validation images), ``priority_summary``, ``priority_summary_nodc``,
+    ``n_train``, ``n_val`` and ``classes``.
+    """
+    import torch
+
+    from spectral_ray import spectrum
+    from spectral_ray.models import create_model
+    from spectral_ray.training import fit
+
+    ds = _source_dataset(config)
+    tr, va = _split(np.asarray(ds.labels), config.val_fraction, config.seed)
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, in_chans=ds.images.shape[1], num_classes=len(ds.classes), **config.model_kwargs)
+    history = fit(
+        model,
+        (ds.images[tr], ds.labels[tr]),
+        (ds.images[va], ds.labels[va]),
+        config.recipe,
+        seed=config.seed,
+        on_epoch=on_epoch,
+        device=device,
+    )
+    sel = va[:priority_images]
+    p = spectrum.learning_priority(model, ds.images[sel], ds.labels[sel], normalize="sum")
+    history.update(
+        learning_priority=p.tolist(),
+        priority_summary=spectrum.summarize(p),
+        priority_summary_nodc=spectrum.summarize(p, exclude_dc=True),
+        n_train=int(len(tr)),
+        n_val=int(len(va)),
+        classes=list(ds.classes),
+    )
+    model.cpu()
+    return model, history
