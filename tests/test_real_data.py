@@ -463,3 +463,13 @@ def test_finetune_knee_mri(knee_root):
 
 def test_finetune_csv_target(csv_folder):
     _finetune_steps(get_dataset("csv_target", csv=str(csv_folder / "labels.csv"), size=32, cache=False))
+
+
+def test_npy_files_in_class_folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    np.save(tmp_path / "a" / "x.npy", np.full((20, 20), 1000, np.uint16))
+    np.save(tmp_path / "b" / "y.npy", np.full((3, 20, 20), 0.25, np.float32))
+    ds = get_dataset("image_folder", root=str(tmp_path), size=8, channels=1)
+    np.testing.assert_allclose(ds.images[0], 1000 / 65535, atol=1e-6)
+    np.testing.assert_allclose(ds.images[1], 0.25, atol=1e-6)

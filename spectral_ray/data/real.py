@@ -48,7 +48,7 @@ __all__ = [
     "csv_target",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".webp", ".npy")
 # In-memory limit for the registry builders: n * C * size**2 * 4 bytes. 2048 MB holds e.g.
 # 10 000 grayscale images at 224 px, or 130 000 at 64 px. Larger sets: FolderImageDataset.
 MAX_MEMORY_MB = 2048
