@@ -16,7 +16,6 @@ Untrusted inputs: KneeMRI pickles load only through :mod:`spectral_ray.safe_pick
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
