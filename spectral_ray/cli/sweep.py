@@ -1,0 +1,117 @@
+"""``spectral-ray validate FILE`` and ``spectral-ray sweep FILE``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    v = sub.add_parser("validate", help="check a sweep file without starting Ray",
+                       description="Check a sweep file (keys, types, ranges, names, storage) without starting Ray.")
+    v.add_argument("file", type=Path)
+    _common(v)
+    v.set_defaults(func=validate)
+
+    s = sub.add_parser("sweep", help="run a sweep file as Ray Tune trials",
+                       description="Run a sweep file as Ray Tune trials. Re-running the same command resumes "
+                       "an interrupted experiment: finished trials are kept, the rest run.")
+    s.add_argument("file", type=Path)
+    _common(s)
+    s.add_argument("--resume", action="store_true", help="resume the existing experiment (error if there is none)")
+    s.set_defaults(func=sweep)
+
+
+def _common(p) -> None:
+    p.add_argument("--storage", help="results folder or URI (overrides the file's `storage`)")
+    p.add_argument("--name", help="experiment name (overrides the file's `name`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter, e.g. --set size=32 --set finetune.epochs=1 "
+                        "(VALUE is YAML: a list or {grid: [...]} works too); repeatable")
+
+
+def _load(args, check_storage: bool = True):
+    import yaml
+
+    from spectral_ray.cli import UserError
+    from spectral_ray.config import SweepError, load_sweep
+
+    overrides = {"storage": args.storage, "name": args.name}
+    params = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            params[key.removeprefix("params.")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {key}: {value!r} is not a YAML value") from None
+    try:
+        sweep = load_sweep(args.file, overrides=overrides, check_storage=False)
+        if params:
+            from spectral_ray.config import parse_sweep
+
+            raw = sweep.model_dump(mode="json")
+            raw["params"] = {**raw["params"], **params}
+            sweep = parse_sweep(raw, f"{args.file} (with --set)", check_storage=False)
+        if check_storage:
+            from spectral_ray.config import _check_storage
+
+            _check_storage(sweep.storage, str(args.file))
+    except SweepError as e:
+        raise UserError(str(e)) from None
+    return sweep
+
+
+def validate(args) -> int:
+    sweep = _load(args)
+    print(f"{args.file}: ok — trainable `{sweep.trainable}`, {sweep.num_trials()} trial(s) "
+          f"({sweep.search.algorithm} search), results in {sweep.storage}/{sweep.name}")
+    return 0
+
+
+def sweep(args) -> int:
+    from spectral_ray.cli import UserError
+
+    sweep = _load(args)
+    from trainables import launcher
+
+    from spectral_ray import store
+
+    launcher.init_ray()
+    if launcher.experiment_exists(sweep):
+        changed = launcher.check_same_sweep(sweep)
+        if changed:
+            raise UserError(f"an experiment named {sweep.name!r} already exists at {launcher.experiment_path(sweep)} "
+                            f"and {changed}. Use --name NEW_NAME for a new experiment, or restore the old file.")
+        print(f"resuming the existing experiment at {launcher.experiment_path(sweep)} (finished trials are kept)")
+        resume = True
+    else:
+        if args.resume:
+            raise UserError(f"--resume: no experiment to resume at {launcher.experiment_path(sweep)}")
+        resume = False
+    store_root = launcher.param_space(sweep).get("store")
+    before = store.stats(store_root)["trainings"] if store_root else 0
+    results = launcher.run_sweep(sweep, resume=resume)
+    statuses = {}
+    for r in results:
+        status = "ERROR" if r.error else "TERMINATED"
+        statuses[status] = statuses.get(status, 0) + 1
+    path = launcher.experiment_path(sweep)
+    print()
+    print(f"experiment: {path}")
+    print("trials: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+    if store_root:
+        st = store.stats(store_root)
+        print(f"backbone store: {store_root} — {st['backbones']} backbone(s); pretrainings in this run: "
+              f"{st['trainings'] - before}; retrained keys: {len(st['retrained'])}")
+    if sweep.search.algorithm == "optuna" and sweep.search.metric:
+        try:
+            best = results.get_best_result(metric=sweep.search.metric, mode=sweep.search.mode)
+            shown = {k: v for k, v in best.config.items() if k not in ("store", "threads")}
+            print(f"best {sweep.search.metric} = {best.metrics.get(sweep.search.metric):.4f} with {shown}")
+        except (RuntimeError, KeyError, ValueError) as e:  # no trial reported the metric
+            print(f"no best trial: {e}", file=sys.stderr)
+    print(f"TensorBoard: tensorboard --logdir {path}   (binds to localhost)")
+    print(f"report:      spectral-ray report {path}")
+    return 0

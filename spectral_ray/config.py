@@ -1,0 +1,446 @@
+"""Typed configuration: one trial (:class:`TrialConfig`) and one sweep file (:class:`SweepFile`).
+
+A sweep file is YAML::
+
+    name: embedded-quick
+    trainable: finetune            # pretrain | finetune | robustness
+    storage: results               # local folder or a URI Ray can write (s3://, gs://)
+    resources: {cpu: 1, gpu: 0}    # per trial; fractional GPUs allowed
+    search: {algorithm: grid}      # or {algorithm: optuna, metric: robustness, mode: max, num_samples: 20}
+    params:                        # TrialConfig keys: a fixed value or one of
+      source: {grid: [natural, medical]}      #   {grid: [...]}, {choice: [...]},
+      degradation: {grid: [0, 0.5, 1]}        #   {uniform: [lo, hi]}, {loguniform: [lo, hi]}
+      finetune.lr: 0.001                      # dotted keys reach into the recipes
+
+:func:`load_sweep` checks everything without starting Ray and raises :class:`SweepError` with a
+one-paragraph message naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from spectral_ray.training import Recipe
+
+__all__ = ["TrialConfig", "SweepFile", "SweepError", "load_sweep", "parse_sweep", "DEFAULT_PRETRAIN", "DEFAULT_FINETUNE"]
+
+# Pretraining on an embedded source: enough to give a backbone its own priority, quick on 2 cores.
+DEFAULT_PRETRAIN = {"epochs": 3, "lr": 2e-3, "batch_size": 64, "weight_decay": 0.05, "augment": True}
+# Fine-tuning: a gentle recipe (smaller backbone lr) so the pretrained priority can survive (F2).
+DEFAULT_FINETUNE = {"epochs": 5, "lr": 1e-3, "backbone_lr_mult": 0.3, "batch_size": 32, "weight_decay": 0.05}
+
+
+DEFAULT_RECIPES = {"pretrain": DEFAULT_PRETRAIN, "finetune": DEFAULT_FINETUNE}
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot run; the message says which key is wrong and how to fix it."""
+
+
+def _recipe(overrides: dict, base: dict, key: str) -> dict:
+    fields = Recipe.__dataclass_fields__
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {key} recipe key(s) {unknown}; allowed: {sorted(fields)}")
+    merged = {**base, **overrides}
+    defaults = Recipe()
+    for name, value in merged.items():
+        default = getattr(defaults, name)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{key}.{name} must be true or false, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not number:
+            raise ValueError(f"{key}.{name} must be a number, got {value!r}")
+    try:
+        Recipe.from_dict(merged)  # validates ranges
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{key}: {e}") from None
+    return merged
+
+
+class TrialConfig(BaseModel):
+    """Everything one trial needs. All keys can be fixed or swept in a sweep file's ``params``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # pretraining source (a registered source dataset, or "none" for a random-init backbone)
+    source: str = "natural"
+    source_n: int = Field(3000, gt=0)
+    source_params: dict[str, Any] = {}
+    edit: str = "none"
+    edit_strength: float = 0.0
+    edit_omega: float | None = None  # None = the edit family's default
+    edit_params: dict[str, Any] = {}
+    seed: int = Field(0, ge=0, description="pretraining seed (model init, data order, edit draws)")
+    pretrain: dict[str, Any] = {}
+    # fine-tuning target and its shortcut
+    target: str = "ct_lesion"
+    target_n: int | None = Field(None, gt=0)
+    target_params: dict[str, Any] = {}
+    artifact: str = "band"
+    artifact_omega: float | None = Field(None, gt=0, le=1)
+    artifact_amplitude: float | None = Field(None, ge=0)
+    artifact_params: dict[str, Any] = {}
+    degradation: float = Field(0.0, ge=0, le=1)
+    fold: int = Field(0, ge=0)
+    n_folds: int = Field(5, ge=2)
+    finetune_seed: int | None = Field(None, ge=0, description="defaults to seed")
+    finetune: dict[str, Any] = {}
+    # shared
+    data_seed: int = Field(0, ge=0, description="seed of the embedded data generators")
+    model: str = "resnet10t"
+    size: int = Field(64, ge=8)
+    channels: int = Field(1, ge=1, le=4)
+    psd_images: int = Field(256, gt=0, description="images used to measure a learning priority")
+    threads: int = Field(1, ge=1, description="torch threads per trial (match resources.cpu)")
+    store: str | None = Field(None, description="backbone store root (shared storage on a cluster)")
+    # robustness objective
+    degradations: list[float] = [0.0, 0.1, 0.2, 0.5, 0.8, 1.0]
+    folds: list[int] = [0]
+    iid_floor: float | None = Field(None, ge=0, le=1)
+
+    @field_validator("size")
+    @classmethod
+    def _even(cls, v):
+        if v % 2:
+            raise ValueError(f"size must be an even number of pixels, got {v}")
+        return v
+
+    @field_validator("degradations")
+    @classmethod
+    def _degradations(cls, v):
+        if not v or any(not 0 <= d <= 1 for d in v):
+            raise ValueError(f"degradations must be a non-empty list of values in [0, 1], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_names(self):
+        """Cross-field checks; each error starts with ``[field]`` so the sweep validator can
+        name the key at fault."""
+        from spectral_ray.artifacts import get_artifact
+        from spectral_ray.data import list_datasets
+        from spectral_ray.editing import get_edit
+
+        sources = list_datasets("source")
+        if self.source != "none" and self.source not in sources:
+            raise ValueError("[source] " + _unknown("source", self.source, sources + ["none"]))
+        targets = list_datasets("target")
+        if self.target not in targets:
+            raise ValueError("[target] " + _unknown("target", self.target, targets))
+        if self.fold >= self.n_folds:
+            raise ValueError(f"[fold] fold must be in [0, n_folds={self.n_folds}), got {self.fold}")
+        if any(not 0 <= f < self.n_folds for f in self.folds):
+            raise ValueError(f"[folds] folds must be in [0, n_folds={self.n_folds}), got {self.folds}")
+        try:
+            get_artifact(self.artifact, **self.artifact_kwargs())
+        except ValueError as e:
+            raise ValueError(f"[{_culprit(str(e), 'artifact', self.artifact_omega, self.artifact_amplitude)}] {e}") from None
+        try:
+            get_edit(self.edit, self.edit_strength, **self.edit_kwargs())
+        except ValueError as e:
+            raise ValueError(f"[{_culprit(str(e), 'edit', self.edit_omega, None)}] {e}") from None
+        for name in ("pretrain", "finetune"):
+            try:
+                setattr(self, name, _recipe(getattr(self, name), DEFAULT_RECIPES[name], name))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"[{name}] {e}") from None
+        if not _is_model(self.model):
+            raise ValueError("[model] " + _unknown("model", self.model, sorted(_timm_models()), show=0))
+        return self
+
+    def artifact_kwargs(self) -> dict:
+        from spectral_ray.artifacts import FAMILIES
+
+        spec = FAMILIES[self.artifact][0] if self.artifact in FAMILIES else {}
+        kw = dict(self.artifact_params)
+        if self.artifact_omega is not None and "omega" in spec:
+            kw["omega"] = self.artifact_omega
+        if self.artifact_amplitude is not None and "amplitude" in spec:
+            kw["amplitude"] = self.artifact_amplitude
+        return kw
+
+    def edit_kwargs(self) -> dict:
+        kw = dict(self.edit_params)
+        if self.edit_omega is not None and self.edit in ("band_gain", "blend_lowpass", "blend_highpass"):
+            kw["omega"] = self.edit_omega
+        return kw
+
+    @property
+    def effective_finetune_seed(self) -> int:
+        return self.seed if self.finetune_seed is None else self.finetune_seed
+
+
+@lru_cache(maxsize=1)
+def _timm_models() -> frozenset[str]:
+    import timm
+
+    return frozenset(timm.list_models())
+
+
+def _is_model(name: str) -> bool:
+    return name in _timm_models()
+
+
+def _culprit(message: str, prefix: str, omega, amplitude) -> str:
+    """Which TrialConfig key an artifact/edit error is about, from the parameter it names."""
+    if message.startswith("unknown"):
+        return prefix
+    for param, value in (("'strength'", True), ("'omega'", omega), ("'amplitude'", amplitude)):
+        if param in message and value is not None:
+            return f"{prefix}_{param.strip(chr(39))}"
+    return f"{prefix}_params"
+
+
+def _unknown(key: str, value, allowed: list[str], show: int = 20) -> str:
+    close = difflib.get_close_matches(str(value), allowed, n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    listing = f" Allowed: {', '.join(map(repr, allowed[:show]))}{' …' if len(allowed) > show else ''}." if show else ""
+    return f"unknown {key} {value!r}.{hint}{listing}"
+
+
+# -------------------------------------------------------------------------------- sweep files
+
+SPACE_KINDS = ("grid", "choice", "uniform", "loguniform")
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
+class Scheduler(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["asha"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    max_t: int = Field(10, ge=1)
+    reduction_factor: float = Field(2, gt=1)
+
+
+class Search(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    algorithm: Literal["grid", "optuna"] = "grid"
+    metric: str | None = None
+    mode: Literal["min", "max"] = "max"
+    num_samples: int = Field(1, ge=1)
+    seed: int = 0
+    scheduler: Scheduler | None = None
+
+
+class SweepFile(BaseModel):
+    """A validated sweep file. ``params`` keeps the raw search-space spec per TrialConfig key."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    trainable: Literal["pretrain", "finetune", "robustness"] = "finetune"
+    storage: str = "results"
+    resources: Resources = Resources()
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(0, ge=-1, description="retries per trial (-1 = unlimited)")
+    search: Search = Search()
+    params: dict[str, Any] = {}
+
+    def axes(self) -> dict[str, tuple[str, Any]]:
+        """{key: (kind, value)} with kind ∈ fixed, grid, choice, uniform, loguniform."""
+        return {k: _space(v) for k, v in self.params.items()}
+
+    def variants(self) -> list[dict]:
+        """The grid's flat configs (choice/uniform axes at their first value / lower bound)."""
+        axes = self.axes()
+        keys = list(axes)
+        values = [v if kind in ("grid", "choice") else ([v[0]] if kind in ("uniform", "loguniform") else [v])
+                  for kind, v in axes.values()]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+    def num_trials(self) -> int:
+        axes = self.axes()
+        grid = math.prod(len(v) for kind, v in axes.values() if kind == "grid")
+        return grid * self.search.num_samples
+
+
+def _space(value) -> tuple[str, Any]:
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SPACE_KINDS:
+        kind, v = next(iter(value.items()))
+        return kind, v
+    return "fixed", value
+
+
+def nest(flat: dict) -> dict:
+    """{'finetune.lr': x} -> {'finetune': {'lr': x}} (the shape TrialConfig takes)."""
+    out: dict = {}
+    for key, value in flat.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            out.setdefault(head, {})[rest] = value
+        else:
+            out[head] = value
+    return out
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def _fmt_loc(loc) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _pydantic_message(err: ValidationError, prefix: str = "") -> str:
+    e = err.errors()[0]
+    loc = prefix + _fmt_loc(e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        top = e["loc"][:-1]
+        model = {"": SweepFile, "resources": Resources, "search": Search, "search.scheduler": Scheduler}.get(_fmt_loc(top), SweepFile)
+        allowed = list(model.model_fields)
+        close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"unknown key `{loc}`.{hint} Allowed keys here: {', '.join(allowed)}."
+    if "input" in e and e["type"] != "missing":
+        return f"key `{loc}`: {msg} (got {e['input']!r})."
+    return f"key `{loc}`: {msg}."
+
+
+def _check_axis(key: str, kind: str, value) -> list:
+    """The concrete values to validate for one axis, or SweepError."""
+    if kind in ("grid", "choice"):
+        if not isinstance(value, list) or not value:
+            raise SweepError(f"key `params.{key}`: `{kind}` needs a non-empty list of values, got {value!r}. "
+                             f"Write e.g. `{key}: {{{kind}: [a, b]}}`, or a plain value to fix it.")
+        return value
+    if kind in ("uniform", "loguniform"):
+        ok = (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+              and value[0] < value[1] and (kind == "uniform" or value[0] > 0))
+        if not ok:
+            need = "0 < lo < hi" if kind == "loguniform" else "lo < hi"
+            raise SweepError(f"key `params.{key}`: `{kind}` needs two numbers [lo, hi] with {need}, got {value!r}.")
+        return list(value)
+    return [value]
+
+
+def _allowed_keys() -> list[str]:
+    recipe = sorted(Recipe.__dataclass_fields__)
+    return list(TrialConfig.model_fields) + [f"pretrain.{k}" for k in recipe] + [f"finetune.{k}" for k in recipe]
+
+
+def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = True) -> SweepFile:
+    """Validate a parsed YAML document; raise SweepError naming the key, value and fix."""
+    if not isinstance(raw, dict):
+        raise SweepError(f"{source}: the file must be a YAML mapping with keys like `name`, `trainable`, `params`; "
+                         f"got {type(raw).__name__}.")
+    try:
+        sweep = SweepFile.model_validate(raw)
+    except ValidationError as e:
+        raise SweepError(f"{source}: {_pydantic_message(e)}") from None
+    if sweep.search.algorithm == "optuna" and not sweep.search.metric:
+        raise SweepError(f"{source}: key `search.metric` is required with `search.algorithm: optuna` "
+                         f"(e.g. `metric: robustness` for the robustness trainable, `ood_auc` for finetune).")
+    allowed = _allowed_keys()
+    axes = {}
+    for key, spec in sweep.params.items():
+        head, dot, rest = key.partition(".")
+        if dot and head in ("pretrain", "finetune") and key not in allowed:
+            names = sorted(Recipe.__dataclass_fields__)
+            aliases = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "n_epochs": "epochs"}
+            close = [aliases[rest]] if rest in aliases else difflib.get_close_matches(rest, names, n=1, cutoff=0.75)
+            hint = f" Did you mean {head + '.' + close[0]!r}?" if close else ""
+            raise SweepError(f"{source}: unknown recipe key `params.{key}`.{hint} Recipe keys: {', '.join(names)}.")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise SweepError(f"{source}: unknown parameter `params.{key}`.{hint} Allowed parameters: "
+                             f"{', '.join(TrialConfig.model_fields)} (and pretrain.<recipe key>, finetune.<recipe key>).")
+        kind, value = _space(spec)
+        if isinstance(spec, dict) and kind == "fixed" and key not in ("source_params", "edit_params", "target_params",
+                                                                       "artifact_params", "pretrain", "finetune"):
+            raise SweepError(f"{source}: key `params.{key}`: {spec!r} is not a value or a search space; "
+                             f"use one of {', '.join('{' + k + ': ...}' for k in SPACE_KINDS)}.")
+        if kind == "grid" and sweep.search.algorithm == "optuna":
+            raise SweepError(f"{source}: key `params.{key}` uses `grid`, which Optuna cannot sample; "
+                             f"use `choice` with the same list instead.")
+        axes[key] = _check_axis(key, kind, value)
+    # each value on its own (clear messages), then the whole grid (combinations)
+    fixed = {k: v[0] for k, v in axes.items()}
+    for key, values in axes.items():
+        for v in values:
+            _validate_trial({**fixed, key: v}, source, key, v)
+    combos = itertools.product(*axes.values())
+    for combo in itertools.islice(combos, 20000):
+        _validate_trial(dict(zip(axes, combo)), source, None, None)
+    if check_storage:
+        _check_storage(sweep.storage, source)
+        store = fixed.get("store")
+        if store:
+            _check_storage(store, source, key="params.store")
+    return sweep
+
+
+def _validate_trial(flat: dict, source: str, key: str | None, value) -> TrialConfig:
+    try:
+        return TrialConfig.model_validate(nest(flat))
+    except ValidationError as e:
+        err = e.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        field = _fmt_loc(err["loc"])
+        if msg.startswith("["):
+            field, _, msg = msg[1:].partition("] ")
+        if field in ("pretrain", "finetune"):
+            bad = [k for k in flat if k.startswith(field + ".")]
+            field = bad[0] if len(bad) == 1 else field
+        shown = flat.get(field, value if key == field else None)
+        got = f" (value {shown!r})" if field in flat else ""
+        if key is None:
+            got += f" in the combination {flat}"
+        raise SweepError(f"{source}: key `params.{field or key}`{got}: {msg}") from None
+
+
+def _check_storage(storage: str, source: str, key: str = "storage") -> None:
+    if "://" in storage and not storage.startswith("file://"):
+        return  # remote storage: Ray checks credentials when it starts
+    path = Path(storage.removeprefix("file://")).expanduser()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    writable = probe.is_dir()
+    if writable:
+        try:  # os.access says yes to root everywhere; a real file creation is the honest test
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError:
+            writable = False
+    if not writable:
+        raise SweepError(f"{source}: key `{key}`: cannot write results under {str(path)!r} "
+                         f"({str(probe)!r} is not a writable folder). Choose a folder you can write, "
+                         f"or pass --storage DIR.")
+
+
+def load_sweep(path: str | os.PathLike, *, check_storage: bool = True, overrides: dict | None = None) -> SweepFile:
+    """Read and validate a sweep file. ``overrides`` replace top-level keys (e.g. storage, name)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SweepError(f"sweep file {str(path)!r} does not exist.") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise SweepError(f"cannot read sweep file {str(path)!r}: {e.__class__.__name__}.") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SweepError(f"{path}: YAML syntax error{where}: {problem}. Check indentation and that lists use "
+                         f"[a, b] or '- ' items.") from None
+    if isinstance(raw, dict) and overrides:
+        raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    return parse_sweep(raw, str(path), check_storage=check_storage)

@@ -1,0 +1,238 @@
+"""What one trial does, without Ray: pretrain (through the store), fine-tune on a target with a
+planted shortcut, measure learning priorities, and the robustness objective for searches.
+
+Each ``run_*`` takes a :class:`~spectral_ray.config.TrialConfig` and a ``report(metrics)``
+callback (``tune.report`` in a trainable, a list's ``append`` in a script or test) and returns
+its final metrics. The keys are the contract with ``analysis/`` (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from spectral_ray import spectrum
+from spectral_ray.config import TrialConfig
+from spectral_ray.training import Recipe
+
+Report = Callable[[dict], None]
+
+
+def _noop(_: dict) -> None:
+    pass
+
+
+def pretrain_config(cfg: TrialConfig):
+    """The store's :class:`~spectral_ray.store.PretrainConfig` for a trial (what its backbone is)."""
+    from spectral_ray.store import PretrainConfig
+
+    return PretrainConfig(
+        source=cfg.source,
+        source_params={"size": cfg.size, "channels": cfg.channels, "n": cfg.source_n, "seed": cfg.data_seed,
+                       **cfg.source_params},
+        edit_family=cfg.edit,
+        edit_strength=cfg.edit_strength,
+        edit_params=cfg.edit_kwargs(),
+        model=cfg.model,
+        recipe=Recipe.from_dict({**cfg.pretrain, "num_threads": cfg.threads}),
+        seed=cfg.seed,
+    )
+
+
+def get_backbone(cfg: TrialConfig, on_epoch: Report | None = None) -> tuple[Path | None, dict]:
+    """(checkpoint path, store metadata) for the trial's pretrained backbone, training it once
+    if the store lacks it. ``source: none`` means a random-init backbone: (None, {})."""
+    from spectral_ray import store
+
+    if cfg.source == "none":
+        return None, {}
+    t0 = time.time()
+    path = store.get_or_train(pretrain_config(cfg), root=cfg.store, on_epoch=on_epoch)
+    meta = store.load_meta(path)
+    meta["wait_or_train_s"] = time.time() - t0
+    return path, meta
+
+
+def _priority_summaries(prefix: str, p) -> dict:
+    out = {f"psd_{prefix}": [float(v) for v in p]}
+    for k, v in spectrum.summarize(p).items():
+        out[f"{k}_{prefix}"] = v
+    for k, v in spectrum.summarize(p, exclude_dc=True).items():
+        out[f"{k}_{prefix}_nodc"] = v
+    return out
+
+
+def artifact_band_mass(p, signature) -> float:
+    """Mass of the unit-sum priority ``p`` in the artifact's band: the bins where the artifact's
+    signature reaches ≥ 10 % of its peak. Integrates over the band instead of one noisy ring."""
+    p = np.asarray(p, dtype=float)
+    a = np.asarray(signature, dtype=float)
+    return float((p / p.sum())[a >= 0.1 * a.max()].sum())
+
+
+def run_pretrain(cfg: TrialConfig, report: Report = _noop) -> dict:
+    """Pretrain the trial's backbone via the store; report per-epoch loss/accuracy (when this
+    call trains) and the pretrained learning priority with its summaries."""
+    epochs: list[dict] = []
+
+    def on_epoch(m: dict) -> None:
+        epochs.append(m)
+        report({k: v for k, v in m.items() if isinstance(v, (int, float, bool))})
+
+    path, meta = get_backbone(cfg, on_epoch)
+    hist = meta.get("history", {})
+    final = {
+        "pretrain_key": meta.get("key"),
+        "trained_here": bool(epochs),
+        "pretrain_time_s": meta.get("train_time_s"),
+        "val_accuracy": (hist.get("epochs") or [{}])[-1].get("val_accuracy"),
+        **_priority_summaries("pretrained", hist["learning_priority"]),
+        "done": True,
+    }
+    report(final)
+    return final
+
+
+def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: str | Path | None = None,
+                 checkpoint_path: str | Path | None = None) -> dict:
+    """Fine-tune on (target, artifact, degradation, fold) and measure what the paper measures.
+
+    Reports per epoch ``epoch, train_loss, val_loss, val_auc, iid_auc, ood_auc`` (plus accuracies,
+    losses and timing); the final report adds the learning priorities before (``psd_pretrained``:
+    the backbone on its source, from the store; ``psd_before``: the backbone with a fresh head on
+    the clean target test set) and after fine-tuning (``psd_finetuned``, same images), their
+    summaries (``_nodc`` variants drop the DC bin), the artifact's signature ``psd_artifact`` and
+    the alignment of each priority with it.
+    """
+    from spectral_ray.artifacts import get_artifact
+    from spectral_ray.data import get_dataset
+    from spectral_ray.models import create_model, load_backbone, replace_head
+    from spectral_ray.protocol import make_splits
+    from spectral_ray.training import fit
+
+    torch.set_num_threads(cfg.threads)
+    t_start = time.time()
+    ckpt, meta = get_backbone(cfg)
+    t_backbone = time.time() - t_start
+
+    params = {"size": cfg.size, "channels": cfg.channels, "seed": cfg.data_seed, **cfg.target_params}
+    if cfg.target_n is not None:
+        params["n"] = cfg.target_n
+    target = get_dataset(cfg.target, **params)
+    artifact = get_artifact(cfg.artifact, **cfg.artifact_kwargs())
+    seed = cfg.effective_finetune_seed
+    splits = make_splits(target, artifact, cfg.degradation, cfg.fold, seed, n_folds=cfg.n_folds)
+
+    torch.manual_seed(seed)
+    if ckpt is None:
+        model = create_model(cfg.model, in_chans=cfg.channels, num_classes=2)
+        psd_pretrained = None
+    else:
+        n_source_classes = len(meta["history"]["classes"])
+        model = create_model(cfg.model, in_chans=cfg.channels, num_classes=n_source_classes)
+        load_backbone(model, ckpt)
+        replace_head(model, 2)
+        psd_pretrained = meta["history"]["learning_priority"]
+
+    test = splits.test_iid
+    sel = np.random.default_rng(seed).permutation(len(test))[: cfg.psd_images]
+    psd_images, psd_labels = test.images[sel], test.labels[sel]
+    psd_before = spectrum.learning_priority(model, psd_images, psd_labels)
+
+    tb = None
+    if tensorboard_dir is not None:
+        from spectral_ray.tensorboard import TrialWriter
+
+        tb = TrialWriter(tensorboard_dir)
+    epoch_psds: list[np.ndarray] = []
+
+    def on_epoch(m: dict) -> None:
+        metrics = {k: v for k, v in m.items() if isinstance(v, (int, float, bool))}
+        if tb is not None:
+            # a cheap per-epoch priority on a few images, for the PSD-over-epochs heat map
+            p = spectrum.learning_priority(model, psd_images[:64], psd_labels[:64]).numpy()
+            epoch_psds.append(p)
+            tb.scalars(metrics, step=m["epoch"])
+        report(metrics)
+
+    recipe = Recipe.from_dict({**cfg.finetune, "num_threads": cfg.threads})
+    history = fit(model, splits.train, splits.val, recipe, seed=seed,
+                  eval_sets={"iid": test, "ood": splits.test_ood}, on_epoch=on_epoch)
+    t_psd = time.time()
+    psd_finetuned = spectrum.learning_priority(model, psd_images, psd_labels)
+    t_psd = time.time() - t_psd
+    signature = artifact.signature(cfg.size)
+
+    last = history["epochs"][-1]
+    # with early stopping fit restored the best weights by val loss; otherwise the last epoch's stand
+    restored = recipe.early_stopping_patience is not None and history.get("best_epoch")
+    best = history["epochs"][history["best_epoch"] - 1] if restored else last
+    final: dict = {
+        "iid_auc": best["iid_auc"],
+        "ood_auc": best["ood_auc"],
+        "val_auc": best["val_auc"],
+        "iid_ood_gap": best["iid_auc"] - best["ood_auc"],
+        "best_epoch": history.get("best_epoch"),
+        "stopped_early": history.get("stopped_early"),
+        "pretrain_key": meta.get("key"),
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "n_test": len(test),
+        "n_artifact_train": int(splits.artifact_mask["train"].sum()),
+        "psd_artifact": [float(v) for v in signature],
+        "time_backbone_s": t_backbone,
+        "time_finetune_s": history.get("train_time_s"),
+        "time_psd_s": t_psd,
+        "images_per_s": history.get("images_per_s"),
+        "done": True,
+    }
+    for name, p in (("pretrained", psd_pretrained), ("before", psd_before), ("finetuned", psd_finetuned)):
+        if p is None:
+            continue
+        final.update(_priority_summaries(name, p))
+        final[f"alignment_{name}"] = spectrum.alignment(p, signature)
+        final[f"cosine_{name}"] = spectrum.cosine(p, signature)
+        final[f"band_alignment_{name}"] = artifact_band_mass(p, signature)
+    if tb is not None:
+        tb.final(final, epoch_psds, hparams=flat_hparams(cfg))
+        tb.close()
+    if checkpoint_path is not None:
+        from spectral_ray.models import save_backbone
+
+        save_backbone(model, checkpoint_path, meta={"trial": cfg.model_dump(mode="json")})
+    report(final)
+    return final
+
+
+def run_robustness(cfg: TrialConfig, report: Report = _noop) -> dict:
+    """The search objective: fine-tune across ``cfg.degradations`` × ``cfg.folds`` and report
+    ``robustness`` = mean O.O.D. AUC, ``iid_mean`` and ``objective`` (robustness, less the
+    shortfall of ``iid_mean`` below ``iid_floor`` when one is set). Reports after each
+    degradation level (``training_iteration`` = levels done) so ASHA can stop early."""
+    ood, iid = [], []
+    for i, d in enumerate(cfg.degradations, start=1):
+        for fold in cfg.folds:
+            r = run_finetune(cfg.model_copy(update={"degradation": d, "fold": fold}))
+            ood.append(r["ood_auc"])
+            iid.append(r["iid_auc"])
+        rob, iid_mean = float(np.mean(ood)), float(np.mean(iid))
+        shortfall = max(0.0, cfg.iid_floor - iid_mean) if cfg.iid_floor is not None else 0.0
+        report({"robustness": rob, "iid_mean": iid_mean, "objective": rob - shortfall,
+                "levels_done": i, f"ood_auc_d{d:g}": float(np.mean(ood[-len(cfg.folds):])),
+                **({"done": True} if i == len(cfg.degradations) else {})})
+    return {"robustness": rob, "iid_mean": iid_mean, "objective": rob - shortfall}
+
+
+def flat_hparams(cfg: TrialConfig) -> dict:
+    """Scalar hyper-parameters of a trial for TensorBoard's HParams view."""
+    out = {}
+    for k, v in cfg.model_dump().items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items() if isinstance(vv, (int, float, str, bool))})
+        elif isinstance(v, (int, float, str, bool)):
+            out[k] = v
+    return out

@@ -1,0 +1,81 @@
+"""Sweep-file schema: good files load, and every malformed file in tests/bad_sweeps is rejected
+before Ray starts with a message naming the key (the file's `# expect:` line)."""
+
+from pathlib import Path
+
+import pytest
+
+from spectral_ray.cli import main
+from spectral_ray.config import SweepError, TrialConfig, load_sweep, nest, parse_sweep
+
+BAD = sorted((Path(__file__).parent / "bad_sweeps").glob("*.yaml"))
+
+
+def expected(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect:"), path
+    return first.removeprefix("# expect:").strip()
+
+
+def test_corpus_is_large_enough():
+    assert len(BAD) >= 20
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_sweep_rejected_with_key(path):
+    with pytest.raises(SweepError) as e:
+        load_sweep(path)
+    msg = str(e.value)
+    assert expected(path) in msg, msg
+    assert "\n" not in msg.strip()  # one paragraph
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_validate_and_sweep_commands_reject_before_ray(path, capsys):
+    import ray
+
+    for command in ("validate", "sweep"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert expected(path) in err and "Traceback" not in err
+    assert not ray.is_initialized()
+
+
+def test_missing_file_names_the_path(capsys, tmp_path):
+    missing = tmp_path / "nope.yaml"
+    assert main(["validate", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_good_sweep_counts_trials(tmp_path):
+    raw = {
+        "name": "ok",
+        "storage": str(tmp_path),
+        "params": {
+            "source": {"grid": ["natural", "medical"]},
+            "degradation": {"grid": [0, 0.5, 1]},
+            "fold": {"grid": [0, 1]},
+            "finetune.lr": 0.002,
+        },
+    }
+    sweep = parse_sweep(raw)
+    assert sweep.num_trials() == 12
+    assert len(sweep.variants()) == 12
+    cfg = TrialConfig.model_validate(nest(sweep.variants()[0]))
+    assert cfg.finetune["lr"] == 0.002 and cfg.finetune["epochs"] > 0  # merged over the defaults
+
+
+def test_artifact_kwargs_only_where_the_family_has_them():
+    cfg = TrialConfig(artifact="nlm", artifact_omega=0.5, artifact_amplitude=0.1)
+    assert cfg.artifact_kwargs() == {}
+    cfg = TrialConfig(artifact="band", artifact_omega=0.25, artifact_amplitude=0.05)
+    assert cfg.artifact_kwargs() == {"omega": 0.25, "amplitude": 0.05}
+
+
+def test_cli_set_overrides(tmp_path, capsys):
+    f = tmp_path / "s.yaml"
+    f.write_text(f"name: s\nstorage: {tmp_path}\nparams:\n  fold: {{grid: [0, 1]}}\n")
+    assert main(["validate", str(f), "--set", "degradation={grid: [0, 1]}"]) == 0
+    assert "4 trial(s)" in capsys.readouterr().out
+    assert main(["validate", str(f), "--set", "degradation=2"]) == 2
+    assert "params.degradation" in capsys.readouterr().err

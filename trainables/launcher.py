@@ -1,0 +1,156 @@
+"""Turn a validated sweep file into a ``tune.Tuner`` and run it (locally or on a cluster).
+
+On a cluster this runs on the head node (``ray submit``/``ray job submit`` of
+``sweeps/launch.py``); ``ray.init`` joins the running cluster through ``RAY_ADDRESS`` or
+``address="auto"`` when one is up, and starts a local one otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from spectral_ray.config import SweepFile, nest
+
+SWEEP_COPY = "sweep.yaml"
+
+
+def storage_uri(storage: str) -> str:
+    """Ray needs an absolute path or a URI."""
+    if "://" in storage:
+        return storage
+    return str(Path(storage).expanduser().resolve())
+
+
+def experiment_path(sweep: SweepFile) -> str:
+    return f"{storage_uri(sweep.storage).rstrip('/')}/{sweep.name}"
+
+
+def default_store(sweep: SweepFile) -> str | None:
+    """Backbones live beside the experiments (shared by every sweep under the same storage)
+    when storage is a local/shared folder; with a URI storage the user sets ``params.store``."""
+    if "://" in sweep.storage and not sweep.storage.startswith("file://"):
+        return None
+    return str(Path(storage_uri(sweep.storage.removeprefix("file://"))) / "backbones")
+
+
+def param_space(sweep: SweepFile) -> dict:
+    """Tune's param_space: grid → grid_search, choice/uniform/loguniform → samplers; dotted keys
+    nested into the recipes; threads from resources.cpu; the store path made absolute."""
+    from ray import tune
+
+    make = {"grid": tune.grid_search, "choice": tune.choice,
+            "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v)}
+    flat = {}
+    for key, (kind, value) in sweep.axes().items():
+        flat[key] = value if kind == "fixed" else make[kind](value)
+    flat.setdefault("threads", max(1, int(sweep.resources.cpu)))
+    if "store" in flat and isinstance(flat["store"], str):
+        flat["store"] = str(Path(flat["store"]).expanduser().resolve()) if "://" not in flat["store"] else flat["store"]
+    elif "store" not in flat:
+        flat["store"] = default_store(sweep)
+    return nest(flat)
+
+
+def build_tuner(sweep: SweepFile, *, resume: bool = False):
+    """A ``tune.Tuner`` for the sweep, or the restored one when its experiment exists and
+    ``resume`` is set (finished trials are kept, unfinished and errored ones run again)."""
+    from ray import tune
+
+    from trainables import get_trainable
+
+    trainable = tune.with_resources(get_trainable(sweep.trainable),
+                                    {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
+    path = experiment_path(sweep)
+    if resume:
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=True)
+
+    search_alg, scheduler, metric, mode = None, None, sweep.search.metric, sweep.search.mode
+    if sweep.search.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        import optuna
+
+        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.search.seed))
+    if sweep.search.scheduler is not None:
+        from ray.tune.schedulers import ASHAScheduler
+
+        s = sweep.search.scheduler
+        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period, max_t=s.max_t,
+                                  reduction_factor=s.reduction_factor)
+    tune_config = tune.TuneConfig(
+        num_samples=sweep.search.num_samples,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        metric=metric if (search_alg or scheduler) else None,
+        mode=mode if (search_alg or scheduler) else None,
+        max_concurrent_trials=sweep.max_concurrent,
+    )
+    run_config = tune.RunConfig(
+        name=sweep.name,
+        storage_path=storage_uri(sweep.storage),
+        failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+        verbose=1,
+    )
+    return tune.Tuner(trainable, param_space=param_space(sweep), tune_config=tune_config, run_config=run_config)
+
+
+def experiment_exists(sweep: SweepFile) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(experiment_path(sweep))
+
+
+def _saved_sweep_path(sweep: SweepFile) -> Path | None:
+    path = experiment_path(sweep)
+    return None if "://" in path else Path(path) / SWEEP_COPY
+
+
+def check_same_sweep(sweep: SweepFile) -> str | None:
+    """None when the experiment on disk was made by the same sweep (so resuming is safe), else
+    a message saying what differs."""
+    saved = _saved_sweep_path(sweep)
+    if saved is None or not saved.exists():
+        return None
+    before = yaml.safe_load(saved.read_text())
+    now = sweep.model_dump(mode="json")
+    diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "description")
+    return None if not diff else f"the sweep file changed since that experiment started (keys: {', '.join(diff)})"
+
+
+def save_sweep(sweep: SweepFile) -> None:
+    saved = _saved_sweep_path(sweep)
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
+
+
+def init_ray() -> None:
+    """Join a running cluster (RAY_ADDRESS, or one started with ``ray start`` on this node), or
+    start a local Ray."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address or None, include_dashboard=False, log_to_driver=True,
+             configure_logging=True, logging_level="WARNING")
+
+
+def run_sweep(sweep: SweepFile, *, resume: bool | None = None):
+    """Run (or resume) the sweep and return its ``ResultGrid``. ``resume=None`` resumes when
+    the experiment already exists, so the same command finishes an interrupted sweep."""
+    init_ray()
+    exists = experiment_exists(sweep)
+    if resume is None:
+        resume = exists
+    elif resume and not exists:
+        raise FileNotFoundError(f"no experiment to resume at {experiment_path(sweep)}")
+    if not resume:
+        save_sweep(sweep)
+    tuner = build_tuner(sweep, resume=resume)
+    return tuner.fit()

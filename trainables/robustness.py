@@ -1,0 +1,9 @@
+from ray import tune
+
+from spectral_ray.config import TrialConfig
+from spectral_ray.experiment import run_robustness
+
+
+def robustness(config: dict) -> None:
+    """Search objective for one edit setting: mean O.O.D. AUC over the degradation grid."""
+    run_robustness(TrialConfig.model_validate(config), tune.report)
