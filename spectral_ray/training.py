@@ -281,6 +281,8 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
     if n < 2:
         raise ValueError("need at least 2 training images")
     sets = {}
+    if val is None and recipe.early_stopping_patience is not None:
+        raise ValueError("early stopping needs a validation set (val=None given)")
     if val is not None:
         sets["val"] = _to_tensors(val, dev)
     for name, data in eval_sets.items():

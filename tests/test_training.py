@@ -94,6 +94,8 @@ def test_early_stopping_restores_best():
     assert len(h["epochs"]) == best + 2
     assert h["best_val_loss"] == min(e["val_loss"] for e in h["epochs"])
     assert evaluate(m, xv, yv_noise)["loss"] == pytest.approx(h["best_val_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="validation"):
+        fit(model(), (x, y), None, Recipe(epochs=1, early_stopping_patience=1), seed=0)
 
 
 def _snapshot(m):
