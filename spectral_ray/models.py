@@ -257,38 +257,45 @@ def load_backbone(model: nn.Module, path) -> dict:
 # ---------------------------------------------------------------------------------- stages
 
 
-def _module_params(model: nn.Module) -> list[str]:
-    return [n for n, _ in model.named_parameters()]
+def _stage_params(model: nn.Module) -> list[tuple[str, set[str]]]:
+    """``[(stage name, its parameter names), …]`` in forward order.
 
-
-def model_stages(model: nn.Module) -> list[str]:
-    """Module names of the model's stages in forward order (timm ``feature_info``, entries that
-    own parameters), e.g. ``['layer1', 'layer2', 'layer3', 'layer4']`` for a ResNet.
-
-    Falls back to timm's ``group_matcher`` block groups when there is no ``feature_info``.
+    From timm's ``feature_info`` (entries that own parameters); failing that, from timm's coarse
+    ``group_matcher`` block groups (the stem group 0, final-norm groups and the head left out).
     """
     modules = dict(model.named_modules())
-    names: list[str] = []
+    names = [n for n, _ in model.named_parameters()]
+    out: list[tuple[str, set[str]]] = []
     for info in getattr(model, "feature_info", None) or []:
         mod = info["module"] if isinstance(info, dict) else getattr(info, "module", None)
-        mod = mod.replace("_", ".") if mod not in modules and mod and mod.replace("_", ".") in modules else mod
-        if mod in modules and any(True for _ in modules[mod].parameters()):
-            names.append(mod)
-    if names:
-        return names
+        if mod not in modules and isinstance(mod, str) and mod.replace("_", ".") in modules:
+            mod = mod.replace("_", ".")
+        if mod in modules:
+            params = {n for n in names if n.startswith(mod + ".")}
+            if params:
+                out.append((mod, params))
+    if out:
+        return out
     if hasattr(model, "group_matcher"):
         from timm.models import group_parameters
 
-        groups = group_parameters(model, model.group_matcher(coarse=True))
         prefixes = head_prefixes(model)
-        out = []
+        groups = group_parameters(model, model.group_matcher(coarse=True))
         for gid, params in sorted(groups.items()):
-            if gid == 0 or all(is_head_param(p, prefixes) for p in params):
-                continue  # stem or head
-            out.append(os.path.commonprefix(params).rstrip("."))
+            params = {p for p in params if not is_head_param(p, prefixes)}
+            if gid == 0 or gid >= 99999 or not params:
+                continue  # stem, final norms, head
+            ordered = [n for n in names if n in params]
+            out.append((os.path.commonprefix(ordered).rstrip(".") or f"group{gid}", params))
         if out:
             return out
     raise ValueError(f"cannot find the stages of {type(model).__name__} (no feature_info or group_matcher)")
+
+
+def model_stages(model: nn.Module) -> list[str]:
+    """Names of the model's stages in forward order, e.g. ``['layer1', 'layer2', 'layer3',
+    'layer4']`` for a ResNet (timm ``feature_info``; timm's ``group_matcher`` as a fallback)."""
+    return [name for name, _ in _stage_params(model)]
 
 
 def freeze_stages(model: nn.Module, n: int | str) -> list[str]:
@@ -311,13 +318,12 @@ def freeze_stages(model: nn.Module, n: int | str) -> list[str]:
             raise ValueError(f"freeze_stages needs n >= 0 or 'all', got {n}")
         if n == 0:
             return []
-        stages = model_stages(model)
+        stages = _stage_params(model)
         if n >= len(stages):
             frozen = [name for name, _ in params if not is_head_param(name, prefixes)]
         else:
-            last_stage = stages[n - 1]
-            idx = [i for i, (name, _) in enumerate(params) if name.startswith(last_stage + ".")]
-            end = max(idx) + 1
+            last_stage = stages[n - 1][1]
+            end = max(i for i, (name, _) in enumerate(params) if name in last_stage) + 1
             frozen = [name for name, _ in params[:end] if not is_head_param(name, prefixes)]
     frozen_set = set(frozen)
     for name, p in params:

@@ -143,3 +143,12 @@ def test_checksum_catches_changed_tensor(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CorruptCheckpoint, match="checksum"):
         read_backbone(path)
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet", "test_convnext"])
+def test_freeze_stages_group_matcher_fallback(name):
+    """Without feature_info, timm's group_matcher gives the same frozen set."""
+    a = create_model(name, num_classes=2)
+    b = create_model(name, num_classes=2)
+    del b.feature_info
+    assert freeze_stages(a, 2) == freeze_stages(b, 2)
