@@ -1,0 +1,7 @@
+"""Analysis of finished sweeps: collect -> aggregate -> figures -> findings -> report.
+
+Reads Ray Tune experiment folders from disk (no running cluster needed). Submodules are imported
+lazily by callers: ``analysis.collect`` needs only pandas/pyarrow; figures need matplotlib.
+"""
+
+__all__ = ["collect", "aggregate", "figures", "findings", "report"]

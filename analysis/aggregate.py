@@ -1,0 +1,186 @@
+"""Aggregate fine-tuning trials over folds, and score shortcut robustness per configuration.
+
+A *group* is one cell of the sweep: (source, edit, edit_strength, target, artifact,
+artifact_omega, artifact_amplitude, degradation) plus any other config key that varies between
+the fine-tuning trials (a recipe key such as ``lr`` or ``model``), so that different recipes are
+never averaged together. The replicates inside a group are the folds (and their seeds).
+
+Only finished trials (``status == "TERMINATED"``) enter the means; the others are counted in
+``n_excluded`` so that a missing fold is visible in every table. Standard deviations are sample
+standard deviations over folds (ddof = 1; NaN with a single fold).
+
+AUCs pinned at exactly 0 or 1 are ties (every negative scored above every positive, or the
+reverse), not a graded measurement: they are counted in ``n_<metric>_pinned``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "GROUP_KEYS", "REPLICATE_KEYS", "SCALAR_METRICS", "group_keys", "finetune_trials", "is_edited",
+    "edit_label", "aggregate", "robustness", "export_csv", "pinned",
+]
+
+GROUP_KEYS = ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "artifact_amplitude",
+              "degradation"]
+REPLICATE_KEYS = ["fold", "seed"]
+SCALAR_METRICS = [
+    "ood_auc", "iid_auc", "val_auc",
+    "centroid_pretrained", "centroid_finetuned", "centroid_pretrained_nodc", "centroid_finetuned_nodc",
+    "alignment_pretrained", "alignment_finetuned", "band_alignment_pretrained", "band_alignment_finetuned",
+    "cosine_pretrained", "cosine_finetuned",
+]
+AUC_METRICS = ("ood_auc", "iid_auc", "val_auc")
+NO_EDIT = {None, "", "none", "None", "identity", "null"}
+# Config keys never used to split groups: replicates, bookkeeping, and keys that name a run
+# rather than a condition.
+_NOT_A_CONDITION = set(REPLICATE_KEYS) | {"trial_id", "name", "experiment", "storage_path", "epochs_total",
+                                          "data_dir", "cache_dir", "output_dir"}
+
+
+def pinned(values) -> np.ndarray:
+    """True where an AUC is exactly 0 or 1 (a tie, flagged instead of ranked)."""
+    v = np.asarray(values, dtype=float)
+    return (v == 0.0) | (v == 1.0)
+
+
+def is_edited(trials: pd.DataFrame) -> pd.Series:
+    """True for trials whose source data were edited (an edit family and a strength > 0)."""
+    edit = trials["edit"] if "edit" in trials else pd.Series(None, index=trials.index)
+    named = ~edit.map(lambda e: (e in NO_EDIT) or (isinstance(e, float) and np.isnan(e)))
+    if "edit_strength" in trials:
+        strength = pd.to_numeric(trials["edit_strength"], errors="coerce").fillna(0.0)
+        return named & (strength > 0)
+    return named
+
+
+def edit_label(trials: pd.DataFrame) -> pd.Series:
+    """'unedited', or 'edit s=strength' for edited trials (a short legend label)."""
+    edited = is_edited(trials)
+    out = pd.Series("unedited", index=trials.index, dtype=object)
+    for i in trials.index[edited]:
+        s = trials.at[i, "edit_strength"] if "edit_strength" in trials else None
+        out[i] = f"{trials.at[i, 'edit']} s={s:g}" if isinstance(s, (int, float, np.floating)) else str(trials.at[i, "edit"])
+    return out
+
+
+def finetune_trials(trials: pd.DataFrame, *, finished: bool = False) -> pd.DataFrame:
+    """The fine-tuning trials (``kind == 'finetune'`` or, without a kind, those with AUCs)."""
+    if "kind" in trials:
+        ft = trials[trials["kind"] == "finetune"]
+    else:
+        ft = trials if "ood_auc" in trials else trials.iloc[:0]
+    if finished and "status" in ft:
+        ft = ft[ft["status"] == "TERMINATED"]
+    return ft
+
+
+def _hashable(v) -> bool:
+    return not isinstance(v, (list, dict, np.ndarray))
+
+
+def group_keys(trials: pd.DataFrame, config_columns: list[str] | None = None) -> list[str]:
+    """GROUP_KEYS present in the table, plus other config keys that vary between fine-tuning trials."""
+    ft = finetune_trials(trials)
+    keys = [k for k in GROUP_KEYS if k in trials]
+    config_columns = config_columns if config_columns is not None else trials.attrs.get("config_columns", [])
+    for c in config_columns:
+        if c in keys or c in _NOT_A_CONDITION or c not in ft or not ft[c].map(_hashable).all():
+            continue
+        if ft[c].nunique(dropna=False) > 1:
+            keys.append(c)
+    return keys
+
+
+def _present(trials: pd.DataFrame, metrics) -> list[str]:
+    return [m for m in metrics if m in trials and pd.api.types.is_numeric_dtype(trials[m])]
+
+
+def aggregate(trials: pd.DataFrame, metrics: list[str] | None = None, keys: list[str] | None = None) -> pd.DataFrame:
+    """Mean ± std over folds of each metric, per group. One row per group.
+
+    Columns: the group keys; ``n_trials`` (all fine-tuning trials in the group, any status);
+    ``n_excluded`` (of those, not TERMINATED); ``folds`` (the folds that entered the means);
+    ``<metric>_mean``, ``<metric>_std``, ``<metric>_n`` for each metric; ``n_<auc>_pinned``.
+    """
+    ft = finetune_trials(trials)
+    keys = group_keys(trials) if keys is None else keys
+    metrics = _present(ft, SCALAR_METRICS if metrics is None else metrics)
+    rows = []
+    if ft.empty:
+        return pd.DataFrame(columns=keys + ["n_trials", "n_excluded", "folds"])
+    for key, g in ft.groupby(keys, dropna=False, sort=True) if keys else [((), ft)]:
+        key = key if isinstance(key, tuple) else (key,)
+        ok = g[g["status"] == "TERMINATED"] if "status" in g else g
+        row = dict(zip(keys, key))
+        row["n_trials"] = len(g)
+        row["n_excluded"] = len(g) - len(ok)
+        row["folds"] = ",".join(str(f) for f in sorted(ok["fold"].dropna().unique())) if "fold" in ok else ""
+        for m in metrics:
+            v = pd.to_numeric(ok[m], errors="coerce").dropna()
+            row[f"{m}_mean"] = float(v.mean()) if len(v) else np.nan
+            row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else np.nan
+            row[f"{m}_n"] = int(len(v))
+            if m in AUC_METRICS:
+                row[f"n_{m}_pinned"] = int(pinned(v).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def robustness(trials: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
+    """Shortcut robustness per configuration: mean O.O.D. AUC over the degradation grid.
+
+    One row per configuration (the group keys without ``degradation``): ``robustness`` = mean
+    over degradation levels of the fold-mean O.O.D. AUC; ``robustness_std`` = std over folds of
+    each fold's own mean over degradation (only folds that finished every level;
+    ``n_folds_complete`` of them); ``iid_mean`` likewise for I.I.D. AUC; ``degradations`` lists
+    the levels that entered. Configurations with different degradation grids are not comparable:
+    compare ``degradations``.
+    """
+    keys = group_keys(trials) if keys is None else keys
+    agg = aggregate(trials, metrics=["ood_auc", "iid_auc"], keys=keys)
+    if agg.empty or "ood_auc_mean" not in agg or "degradation" not in keys:
+        return pd.DataFrame()
+    cfg_keys = [k for k in keys if k != "degradation"]
+    ft = finetune_trials(trials, finished=True)
+    rows = []
+    groups = agg.groupby(cfg_keys, dropna=False, sort=True) if cfg_keys else [((), agg)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        g = g[g["ood_auc_n"] > 0]
+        row = dict(zip(cfg_keys, key))
+        levels = sorted(g["degradation"].tolist())
+        row["degradations"] = ",".join(f"{d:g}" for d in levels)
+        row["n_degradations"] = len(levels)
+        row["robustness"] = float(g["ood_auc_mean"].mean()) if len(g) else np.nan
+        row["iid_mean"] = float(g["iid_auc_mean"].mean()) if "iid_auc_mean" in g and len(g) else np.nan
+        # Per-fold robustness, for a spread over folds.
+        sel = ft
+        for k, v in zip(cfg_keys, key):
+            sel = sel[sel[k].isna()] if (isinstance(v, float) and np.isnan(v)) else sel[sel[k] == v]
+        per_fold = []
+        if "fold" in sel and len(levels):
+            for _, fg in sel.groupby("fold"):
+                fg = fg.dropna(subset=["ood_auc"])
+                if set(fg["degradation"]) >= set(levels):
+                    per_fold.append(fg.groupby("degradation")["ood_auc"].mean().loc[levels].mean())
+        row["robustness_std"] = float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else np.nan
+        row["n_folds_complete"] = len(per_fold)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def export_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table as CSV (array-valued cells as space-separated numbers)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = df.copy()
+    for c in out.columns:
+        if out[c].map(lambda v: isinstance(v, np.ndarray)).any():
+            out[c] = out[c].map(lambda v: " ".join(f"{x:.6g}" for x in v) if isinstance(v, np.ndarray) else v)
+    out.to_csv(path, index=False)
+    return path
