@@ -1,0 +1,428 @@
+"""The paper's figures from a collected trials table (matplotlib, Agg backend, PNG + PDF).
+
+Every figure uses the same colour per source (``source_colors``) and the same line style per
+source edit (solid = unedited). Each ``fig_*`` function returns the paths it wrote, or raises
+:class:`NotDrawable` with the reason when the experiment lacks the trials it needs.
+
+* ``auc_vs_degradation`` — Fig. 2: AUC vs degradation, O.O.D. (top) / I.I.D. (bottom), mean ± std
+  over folds, one line per source × edit, one panel per target/artifact.
+* ``priorities`` — Fig. 3 top: normalised learning priorities (unit max, x = ω̄) of pretrained and
+  clean-fine-tuned models, per source; arrows from unedited to edited.
+* ``priority_heatmaps`` — Fig. 3 middle/bottom: fine-tuned priority vs degradation, original and
+  edited sources.
+* ``editing_effect`` — Fig. 4: O.O.D. AUC with (dotted) and without (solid) source editing.
+* ``alignment_vs_drop`` — alignment of priority with the artifact vs O.O.D. AUC drop, one point
+  per trial (pretrained and clean-fine-tuned priorities).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from spectral_ray.spectrum import frequency_axis, summarize  # noqa: E402
+
+from .aggregate import aggregate, edit_label, finetune_trials, group_keys, is_edited  # noqa: E402
+
+__all__ = ["NotDrawable", "source_colors", "draw_all", "fig_auc_vs_degradation", "fig_priorities",
+           "fig_priority_heatmaps", "fig_editing_effect", "fig_alignment_vs_drop"]
+
+KNOWN_COLORS = {"natural": "#1f77b4", "imagenet": "#1f77b4", "medical": "#d62728", "radimagenet": "#d62728"}
+EXTRA_COLORS = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+EDIT_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
+PANEL_EXCLUDE = {"source", "edit", "edit_strength", "degradation"}
+
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 8, "figure.dpi": 110,
+                     "savefig.dpi": 150, "axes.spines.top": False, "axes.spines.right": False})
+
+
+class NotDrawable(Exception):
+    """The experiment lacks what a figure needs (the message says what)."""
+
+
+def source_colors(sources) -> dict[str, str]:
+    """A fixed colour per source: natural/imagenet blue, medical/radimagenet red, others in order."""
+    out, extra = {}, iter(EXTRA_COLORS * 4)
+    for s in sorted(str(x) for x in pd.unique(pd.Series(list(sources)).dropna())):
+        out[s] = KNOWN_COLORS.get(s.lower()) or next(extra)
+    return out
+
+
+def _edit_styles(labels) -> dict[str, object]:
+    out, others = {"unedited": "-"}, iter(EDIT_STYLES * 4)
+    for lab in sorted(set(labels) - {"unedited"}):
+        out[lab] = next(others)
+    return out
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    for p in paths:
+        fig.savefig(p, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _panel_keys(trials: pd.DataFrame) -> list[str]:
+    return [k for k in group_keys(trials) if k not in PANEL_EXCLUDE]
+
+
+def _panel_title(key: tuple, keys: list[str]) -> str:
+    d = dict(zip(keys, key))
+    parts = []
+    if "target" in d:
+        parts.append(str(d["target"]))
+    art = str(d.get("artifact", ""))
+    if "artifact_omega" in d and pd.notna(d["artifact_omega"]):
+        art += f" ω={d['artifact_omega']:g}"
+    if "artifact_amplitude" in d and pd.notna(d["artifact_amplitude"]):
+        art += f" amp={d['artifact_amplitude']:g}"
+    if art.strip():
+        parts.append(art.strip())
+    parts += [f"{k}={d[k]}" for k in keys if k not in ("target", "artifact", "artifact_omega", "artifact_amplitude")]
+    return " · ".join(parts)
+
+
+def _groups(df: pd.DataFrame, keys: list[str]):
+    if not keys:
+        yield (), df
+        return
+    for key, g in df.groupby(keys, dropna=False, sort=True):
+        yield (key if isinstance(key, tuple) else (key,)), g
+
+
+def _ft_with_labels(trials: pd.DataFrame) -> pd.DataFrame:
+    ft = finetune_trials(trials)
+    return ft.assign(edit_label=edit_label(ft), edited=is_edited(ft))
+
+
+def _agg_with_labels(trials: pd.DataFrame) -> pd.DataFrame:
+    agg = aggregate(trials, metrics=["ood_auc", "iid_auc"])
+    if agg.empty or "degradation" not in agg or "ood_auc_mean" not in agg:
+        raise NotDrawable("needs finished fine-tuning trials with `ood_auc` and a `degradation` config key")
+    return agg.assign(edit_label=edit_label(agg), edited=is_edited(agg))
+
+
+def _auc_lines(ax, g: pd.DataFrame, metric: str, colors, styles, band=True):
+    for (src, lab), line in g.groupby(["source", "edit_label"], sort=True):
+        line = line.sort_values("degradation").dropna(subset=[f"{metric}_mean"])
+        if line.empty:
+            continue
+        x, m, s = line["degradation"].to_numpy(float), line[f"{metric}_mean"].to_numpy(float), line[f"{metric}_std"].to_numpy(float)
+        c = colors.get(str(src), "k")
+        ax.plot(x, m, linestyle=styles[lab], color=c, marker="o", ms=3.5, lw=1.6)
+        if band:
+            s = np.nan_to_num(s)
+            ax.fill_between(x, m - s, m + s, color=c, alpha=0.15 if lab == "unedited" else 0.08, lw=0)
+        pin_col = f"n_{metric}_pinned"
+        if pin_col in line:
+            pins = line[line[pin_col] > 0]
+            ax.scatter(pins["degradation"], pins[f"{metric}_mean"], marker="x", color="k", s=30, zorder=5)
+
+
+def _order(pairs):
+    return sorted(pairs, key=lambda sl: (str(sl[0]), sl[1] != "unedited", str(sl[1])))
+
+
+def _legend_handles(pairs, colors, styles, pinned=False):
+    pairs = _order(pairs)
+    handles = [Line2D([], [], color=colors.get(str(s), "k"), linestyle=styles[lab], lw=1.6,
+                      label=f"{s}" + ("" if lab == "unedited" else f" ({lab})")) for s, lab in pairs]
+    if pinned:
+        handles.append(Line2D([], [], color="k", marker="x", linestyle="", label="includes AUC pinned at 0/1"))
+    return handles
+
+
+def _grid(n_panels: int, rows_per_panel: int, max_cols: int = 3, w=3.6, h=2.6):
+    ncols = min(max_cols, max(1, n_panels))
+    nrows = int(np.ceil(n_panels / ncols)) * rows_per_panel
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 0.5, h * nrows + 0.6), squeeze=False)
+    return fig, axes, ncols
+
+
+# ----------------------------------------------------------------------------- Fig. 2
+
+
+def fig_auc_vs_degradation(trials: pd.DataFrame, out_dir: Path, name: str = "auc_vs_degradation") -> list[Path]:
+    agg = _agg_with_labels(trials)
+    colors, styles = source_colors(agg["source"]), _edit_styles(agg["edit_label"])
+    pkeys = [k for k in _panel_keys(trials) if k in agg]
+    panels = list(_groups(agg, pkeys))
+    fig, axes, ncols = _grid(len(panels), 2)
+    for i, (key, g) in enumerate(panels):
+        r, c = 2 * (i // ncols), i % ncols
+        for row, metric, label in ((r, "ood_auc", "O.O.D. AUC"), (r + 1, "iid_auc", "I.I.D. AUC")):
+            ax = axes[row, c]
+            if f"{metric}_mean" in g:
+                _auc_lines(ax, g, metric, colors, styles)
+            ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.25)
+            if row == r:
+                ax.set_title(_panel_title(key, pkeys))
+            else:
+                ax.set_xlabel("degradation (fraction of positives with artifact)")
+    for j in range(len(panels), axes.shape[1] * (axes.shape[0] // 2)):
+        axes[2 * (j // ncols), j % ncols].axis("off")
+        axes[2 * (j // ncols) + 1, j % ncols].axis("off")
+    pairs = sorted(agg.groupby(["source", "edit_label"]).groups)
+    has_pin = any(agg.get(f"n_{m}_pinned", pd.Series(dtype=float)).fillna(0).gt(0).any() for m in ("ood_auc", "iid_auc"))
+    fig.legend(handles=_legend_handles(pairs, colors, styles, has_pin), loc="upper center",
+               ncol=min(4, len(pairs) + has_pin), bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.suptitle("AUC vs degradation (mean ± std over folds): O.O.D. top, I.I.D. bottom", y=1.06)
+    fig.tight_layout()
+    return _save(fig, out_dir, name)
+
+
+# ----------------------------------------------------------------------------- Fig. 3 top
+
+
+def _unit_max(p: np.ndarray) -> np.ndarray:
+    return p / p.max()
+
+
+def _mean_psd(rows: pd.Series) -> np.ndarray | None:
+    vecs = [v for v in rows if isinstance(v, np.ndarray) and v.ndim == 1 and np.isfinite(v).all() and v.sum() > 0]
+    if not vecs or len({len(v) for v in vecs}) != 1:
+        return None
+    m = np.mean([v / v.sum() for v in vecs], axis=0)
+    return m / m.sum()
+
+
+def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities") -> list[Path]:
+    ft = _ft_with_labels(trials)
+    ft = ft[ft["status"] == "TERMINATED"] if "status" in ft else ft
+    has_pre = "psd_pretrained" in ft and ft["psd_pretrained"].map(lambda v: isinstance(v, np.ndarray)).any()
+    has_ft = "psd_finetuned" in ft and ft["psd_finetuned"].map(lambda v: isinstance(v, np.ndarray)).any()
+    if not (has_pre or has_ft):
+        raise NotDrawable("needs `psd_pretrained` / `psd_finetuned` vectors in finished trials")
+    clean = ft
+    level = None
+    if "degradation" in ft and ft["degradation"].notna().any():
+        level = float(ft["degradation"].min())
+        clean = ft[ft["degradation"] == level]
+    colors, styles = source_colors(ft["source"]), _edit_styles(ft["edit_label"])
+    cols = [("psd_pretrained", "pretrained", ft)] if has_pre else []
+    if has_ft:
+        cols.append(("psd_finetuned", "fine-tuned" + (f" (degradation {level:g})" if level is not None else ""), clean))
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols) + 0.4, 3.6), squeeze=False, sharey=True)
+    pairs = []
+    for ax, (col, title, df) in zip(axes[0], cols):
+        curves = {}
+        for (src, lab), g in df.groupby(["source", "edit_label"], sort=True):
+            m = _mean_psd(g[col])
+            if m is None:
+                continue
+            curves[(src, lab)] = m
+            w = frequency_axis(len(m))
+            ax.plot(w, _unit_max(m), color=colors.get(str(src), "k"), ls=styles[lab], lw=1.6)
+            if (src, lab) not in pairs:
+                pairs.append((src, lab))
+        # Arrows unedited -> edited: at the bin where the edit changes the curve most, and the centroid shift.
+        for (src, lab), m in curves.items():
+            base = curves.get((src, "unedited"))
+            if lab == "unedited" or base is None:
+                continue
+            w = frequency_axis(len(m))
+            a, b = _unit_max(base), _unit_max(m)
+            k = int(np.argmax(np.abs(np.log(b + 1e-12) - np.log(a + 1e-12))[1:])) + 1
+            ax.annotate("", xy=(w[k], b[k]), xytext=(w[k], a[k]),
+                        arrowprops=dict(arrowstyle="->", color=colors.get(str(src), "k"), lw=1.4))
+            c0, c1 = summarize(base)["centroid"], summarize(m)["centroid"]
+            ax.annotate("", xy=(c1, 1.6), xytext=(c0, 1.6), xycoords=("data", "data"),
+                        arrowprops=dict(arrowstyle="->", color=colors.get(str(src), "k"), lw=1.4))
+        for (src, lab), m in curves.items():
+            c = summarize(m)["centroid"]
+            ax.plot([c], [1.6], marker="|" if lab == "unedited" else "o", ms=8 if lab == "unedited" else 3,
+                    color=colors.get(str(src), "k"), mfc="none" if lab != "unedited" else None)
+        ax.set_yscale("log")
+        ax.set_xlim(0, 1)
+        ax.set_title(title)
+        ax.set_xlabel("normalised radial frequency ω̄")
+        ax.grid(alpha=0.25)
+    axes[0, 0].set_ylabel("learning priority (unit max, log)")
+    axes[0, 0].text(0.99, 1.6, "centroid", fontsize=7, ha="right", va="bottom", color="0.4",
+                    transform=axes[0, 0].get_yaxis_transform())
+    fig.legend(handles=_legend_handles(pairs, colors, styles), loc="upper center", ncol=min(4, len(pairs)),
+               bbox_to_anchor=(0.5, 1.02), frameon=False)
+    fig.suptitle("Normalised learning priorities (mean over models); arrows: unedited → edited", y=1.09)
+    fig.tight_layout()
+    return _save(fig, out_dir, name)
+
+
+# ----------------------------------------------------------------------------- Fig. 3 heat maps
+
+
+def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "priority_heatmaps") -> list[Path]:
+    ft = _ft_with_labels(trials)
+    ft = ft[ft["status"] == "TERMINATED"] if "status" in ft else ft
+    if "psd_finetuned" not in ft or "degradation" not in ft or not ft["psd_finetuned"].map(lambda v: isinstance(v, np.ndarray)).any():
+        raise NotDrawable("needs `psd_finetuned` vectors and a `degradation` config key")
+    pkeys = [k for k in _panel_keys(trials) if k in ft]
+    edits = ["unedited"] + sorted(set(ft["edit_label"]) - {"unedited"})
+    columns = [(pk, src) for pk, g in _groups(ft, pkeys) for src in sorted(g["source"].dropna().unique())]
+    mats = {}
+    for pk, g in _groups(ft, pkeys):
+        for (src, lab), h in g.groupby(["source", "edit_label"]):
+            levels = sorted(h["degradation"].unique())
+            rows = [_mean_psd(h.loc[h["degradation"] == d, "psd_finetuned"]) for d in levels]
+            if all(r is not None for r in rows) and len({len(r) for r in rows}) == 1:
+                mats[(pk, src, lab)] = (levels, np.stack([_unit_max(r) for r in rows]))
+    if not mats:
+        raise NotDrawable("no complete fine-tuned priority vectors to draw")
+    vmin = max(min(m[m > 0].min() for _, m in mats.values()), 1e-4)
+    norm = LogNorm(vmin=vmin, vmax=1.0)
+    fig, axes = plt.subplots(len(edits), len(columns), figsize=(3.3 * len(columns) + 1.2, 2.3 * len(edits) + 0.6),
+                             squeeze=False)
+    im = None
+    for j, (pk, src) in enumerate(columns):
+        for i, lab in enumerate(edits):
+            ax = axes[i, j]
+            entry = mats.get((pk, src, lab))
+            if entry is None:
+                ax.text(0.5, 0.5, "no trials", ha="center", va="center", transform=ax.transAxes, color="0.5")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                levels, m = entry
+                im = ax.imshow(m, aspect="auto", origin="lower", norm=norm, cmap="magma",
+                               extent=(-0.5 / (m.shape[1] - 1), 1 + 0.5 / (m.shape[1] - 1), -0.5, len(levels) - 0.5))
+                ax.set_yticks(range(len(levels)), [f"{d:g}" for d in levels])
+                if i == len(edits) - 1:
+                    ax.set_xlabel("normalised radial frequency ω̄")
+                else:
+                    ax.tick_params(labelbottom=False)
+                aw = dict(zip(pkeys, pk)).get("artifact_omega")
+                if aw is not None and pd.notna(aw):
+                    ax.axvline(float(aw), color="c", lw=0.8, ls="--")
+            if j == 0:
+                ax.set_ylabel(f"{'original' if lab == 'unedited' else 'edited: ' + lab}\ndegradation")
+            if i == 0:
+                title = _panel_title(pk, pkeys)
+                ax.set_title(f"{src}" + (f"\n{title}" if title and len(columns) > 2 else ""),
+                             color=source_colors(ft["source"]).get(str(src), "k"))
+    fig.subplots_adjust(hspace=0.15, wspace=0.25)
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.85, label="fine-tuned priority (unit max, log)")
+    fig.suptitle("Fine-tuned learning priority vs degradation (dashed: artifact frequency)", y=1.0)
+    return _save(fig, out_dir, name)
+
+
+# ----------------------------------------------------------------------------- Fig. 4
+
+
+def fig_editing_effect(trials: pd.DataFrame, out_dir: Path, name: str = "editing_effect") -> list[Path]:
+    agg = _agg_with_labels(trials)
+    if not agg["edited"].any() or agg["edited"].all():
+        raise NotDrawable("needs fine-tuning trials both with and without source editing")
+    colors = source_colors(agg["source"])
+    labels = sorted(set(agg["edit_label"]) - {"unedited"})
+    styles = {"unedited": "-", **{lab: s for lab, s in zip(labels, [":", "--", "-.", (0, (1, 3))] * 4)}}
+    pkeys = [k for k in _panel_keys(trials) if k in agg]
+    # One panel per source (within each target/artifact), so solid and dotted share a colour.
+    panels = [((*key, src), g[g["source"] == src]) for key, g in _groups(agg, pkeys)
+              for src in sorted(g["source"].dropna().unique())]
+    fig, axes, ncols = _grid(len(panels), 1, max_cols=4, w=3.4, h=2.9)
+    for i, (key, g) in enumerate(panels):
+        ax = axes[i // ncols, i % ncols]
+        _auc_lines(ax, g, "ood_auc", colors, styles)
+        ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+        ax.set_ylim(-0.02, 1.02)
+        sub = _panel_title(key[:-1], pkeys)
+        ax.set_title(f"{key[-1]}" + (f"\n{sub}" if sub else ""), color=colors.get(str(key[-1]), "k"))
+        ax.set_xlabel("degradation")
+        if i % ncols == 0:
+            ax.set_ylabel("O.O.D. AUC")
+        ax.grid(alpha=0.25)
+    for j in range(len(panels), axes.size):
+        axes.flat[j].axis("off")
+    pairs = sorted(agg.groupby(["source", "edit_label"]).groups)
+    has_pin = agg.get("n_ood_auc_pinned", pd.Series(dtype=float)).fillna(0).gt(0).any()
+    fig.legend(handles=_legend_handles(pairs, colors, styles, has_pin), loc="upper center",
+               ncol=min(4, len(pairs) + has_pin), bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.suptitle("O.O.D. AUC with (dotted) and without (solid) source editing, mean ± std over folds", y=1.1)
+    fig.tight_layout()
+    return _save(fig, out_dir, name)
+
+
+# ----------------------------------------------------------------------------- alignment vs drop
+
+
+def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alignment_vs_drop") -> list[Path]:
+    from .findings import f4_table  # local: findings imports figures' siblings only
+
+    tab = f4_table(trials)
+    if tab.empty:
+        raise NotDrawable("needs finished fine-tuning trials at degradation > 0 with `ood_auc`")
+    cols = [(c, t) for c, t in (("align_pretrained", "pretrained priority"),
+                                ("align_clean_finetuned", "clean-fine-tuned priority")) if tab[c].notna().any()]
+    if not cols:
+        raise NotDrawable("needs priority vectors and an artifact frequency or signature to compute alignment")
+    colors = source_colors(tab["source"])
+    markers = dict(zip(["unedited"] + sorted(set(tab["edit_label"]) - {"unedited"}), ["o", "^", "s", "D", "v", "P"] * 3))
+    levels = sorted(tab["degradation"].unique())
+    sizes = {d: 14 + 40 * i / max(1, len(levels) - 1) for i, d in enumerate(levels)}
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.4 * len(cols) + 0.4, 3.6), squeeze=False, sharey=True)
+    from scipy import stats
+
+    for ax, (col, title) in zip(axes[0], cols):
+        for (src, lab), g in tab.groupby(["source", "edit_label"]):
+            ok = g[~g["pinned"]]
+            ax.scatter(ok[col], ok["ood_drop"], s=ok["degradation"].map(sizes), color=colors.get(str(src), "k"),
+                       marker=markers[lab], alpha=0.75, edgecolor="white", lw=0.4)
+            pins = g[g["pinned"]]
+            ax.scatter(pins[col], pins["ood_drop"], s=40, color="k", marker="x", lw=1.0)
+        use = tab[~tab["pinned"]].dropna(subset=[col])
+        rho = stats.spearmanr(use[col], use["ood_drop"])[0] if len(use) > 2 and use[col].nunique() > 1 else np.nan
+        ax.set_title(f"{title} (pooled Spearman ρ = {rho:.2f})")
+        ax.set_xlabel(f"alignment with artifact ({tab['align_method'].iloc[0] or 'n/a'})")
+        ax.axhline(0, color="0.6", lw=0.8, ls=":")
+        ax.grid(alpha=0.25)
+    axes[0, 0].set_ylabel("O.O.D. AUC drop" + (" (vs clean)" if (tab["drop_kind"] == "vs clean").all() else ""))
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=s) for s, c in colors.items()]
+    handles += [Line2D([], [], color="0.4", marker=m, ls="", label=lab) for lab, m in markers.items() if lab in set(tab["edit_label"])]
+    handles += [Line2D([], [], color="0.4", marker="o", ls="", ms=np.sqrt(sizes[d]), label=f"degradation {d:g}") for d in levels]
+    if tab["pinned"].any():
+        handles.append(Line2D([], [], color="k", marker="x", ls="", label="AUC pinned at 0/1 (not ranked)"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle("Alignment of learning priority with the artifact vs O.O.D. AUC drop, one point per trial\n"
+                 "(stratified test in the findings table)", y=1.04)
+    fig.tight_layout()
+    return _save(fig, out_dir, name)
+
+
+# ----------------------------------------------------------------------------- all
+
+
+FIGURES = {
+    "auc_vs_degradation": fig_auc_vs_degradation,
+    "priorities": fig_priorities,
+    "priority_heatmaps": fig_priority_heatmaps,
+    "editing_effect": fig_editing_effect,
+    "alignment_vs_drop": fig_alignment_vs_drop,
+}
+
+
+def draw_all(trials: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Path] | str]:
+    """Draw every figure; value = written paths, or the reason (str) a figure was not drawn."""
+    out_dir = Path(out_dir)
+    out: dict[str, list[Path] | str] = {}
+    for name, fn in FIGURES.items():
+        try:
+            out[name] = fn(trials, out_dir)
+        except NotDrawable as e:
+            out[name] = f"not drawn: {e}"
+        except Exception as e:  # never lose the whole report to one figure
+            plt.close("all")
+            out[name] = f"not drawn: failed with {type(e).__name__}: {e}"
+    return out

@@ -1,0 +1,234 @@
+"""Write the report of an experiment: report.md + figures (PNG/PDF) + tables (CSV).
+
+``build_report(experiment, out_dir)`` collects the experiment folder, aggregates over folds, draws
+the figures, checks F1–F5 and writes ``report.md`` with a setup summary, the findings table, the
+embedded figures and the aggregate tables. It returns the path of ``report.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .aggregate import aggregate, export_csv, finetune_trials, group_keys, robustness
+from .collect import Collected, collect
+from .figures import draw_all
+from .findings import check_all, f4_table, findings_table
+
+__all__ = ["build_report", "default_out_dir", "RELIED_ON"]
+
+# What the analysis reads (docs/ARCHITECTURE.md, "What the finetune trainable reports").
+RELIED_ON = {
+    "config": ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "artifact_amplitude",
+               "degradation", "fold", "seed"],
+    "config (optional)": ["artifact_bandwidth (F4 band width; default 0.05 and at least one bin)",
+                          "any other key that varies between trials (becomes a grouping key)"],
+    "final metrics": ["ood_auc", "iid_auc", "psd_pretrained", "psd_finetuned"],
+    "final metrics (optional)": ["psd_artifact (F4 for artifacts without `artifact_omega`)",
+                                 "band_alignment_pretrained / band_alignment_finetuned (F4 fallback without spectra)",
+                                 "val_auc, centroid_*, alignment_*, cosine_* (tabulated when present)"],
+    "per report": ["every scalar metric (history.csv)"],
+}
+
+FIGURE_CAPTIONS = {
+    "auc_vs_degradation": "AUC vs degradation (paper Fig. 2): O.O.D. (top) and I.I.D. (bottom), mean ± std over folds.",
+    "priorities": "Normalised learning priorities of pretrained and clean-fine-tuned models (paper Fig. 3, top); "
+                  "arrows: unedited → edited (vertical: the bin that changes most; top: the centroid shift).",
+    "priority_heatmaps": "Fine-tuned learning priority vs degradation, original and edited sources (paper Fig. 3, "
+                         "middle/bottom).",
+    "editing_effect": "O.O.D. AUC with (dotted) and without (solid) source editing (paper Fig. 4).",
+    "alignment_vs_drop": "Alignment of the priority with the artifact vs O.O.D. AUC drop, one point per trial (F4).",
+}
+
+
+def default_out_dir(experiment: str | os.PathLike) -> Path:
+    """``EXPERIMENT/report`` for a local folder; ``./<name>-report`` for a remote URI."""
+    text = os.fspath(experiment)
+    if "://" in text and not text.startswith("file://"):
+        return Path.cwd() / f"{text.rstrip('/').rsplit('/', 1)[-1]}-report"
+    return Path(text.removeprefix("file://")) / "report"
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.4g}"
+    if isinstance(v, np.ndarray):
+        return f"[{len(v)} values]"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(df: pd.DataFrame, max_rows: int = 60) -> str:
+    if df is None or df.empty:
+        return "_(empty)_\n"
+    shown = df.head(max_rows)
+    lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    if len(df) > max_rows:
+        lines.append(f"\n_… {len(df) - max_rows} more rows in the CSV._")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean, std, n=None) -> str:
+    if mean is None or not np.isfinite(mean):
+        return ""
+    s = f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None and np.isfinite(std) else "")
+    return s
+
+
+def _setup_section(c: Collected) -> list[str]:
+    t = c.trials
+    out = ["## Setup", "", f"- Experiment: `{c.path}`"]
+    if c.state_files:
+        out.append(f"- Trial status from `{'`, `'.join(c.state_files)}` (and `error.txt` files)")
+    else:
+        out.append("- No `experiment_state-*.json` found: status read from the trial files only "
+                   "(finished trials without `done: true` show as RUNNING)")
+    counts = t.groupby(["kind", "status"]).size().unstack(fill_value=0)
+    out.append(f"- {len(t)} trials: " + "; ".join(
+        f"{kind}: " + ", ".join(f"{int(n)} {st}" for st, n in row.items() if n) for kind, row in counts.iterrows()))
+    varying, constant = [], []
+    for col in c.config_columns:
+        if col not in t or not t[col].map(lambda v: not isinstance(v, (list, dict, np.ndarray))).all():
+            continue
+        vals = pd.unique(t[col].dropna())
+        text = ", ".join(_cell(v) for v in sorted(vals, key=str)[:12]) + (" …" if len(vals) > 12 else "")
+        (varying if len(vals) > 1 else constant).append(f"`{col}` ∈ {{{text}}}" if len(vals) > 1 else f"`{col}` = {text}")
+    if varying:
+        out.append("- Swept: " + "; ".join(varying))
+    if constant:
+        out.append("- Fixed: " + "; ".join(constant))
+    keys = group_keys(t, c.config_columns)
+    out.append(f"- Aggregation groups: ({', '.join(keys)}); replicates = folds (`fold`, `seed`)")
+    bad = t[t["status"] != "TERMINATED"]
+    if len(bad):
+        out += ["", f"**{len(bad)} trial(s) did not finish** — kept in every table, left out of means and tests:", ""]
+        cols = [c_ for c_ in ["trial_id", "status", "n_reports", "error", "source", "edit_strength", "degradation", "fold"]
+                if c_ in bad]
+        out.append(md_table(bad[cols]))
+    if c.warnings:
+        out += ["", "Warnings while reading:", ""] + [f"- {w}" for w in c.warnings]
+    return out + [""]
+
+
+def _findings_section(findings) -> list[str]:
+    out = ["## Findings", "",
+           "Each claim of DESIGN.md §1 is a statistical check. **Verdict** is *supported* (the test is "
+           "significant at α = 0.05 in the claimed direction), *not supported*, or *not testable in this "
+           "experiment* (followed by what is missing). **Statistic** is the effect with its size; **p / CI** the "
+           "p-value and, where given, a 95 % interval; **n** the units tested (pretrained models, trials); "
+           "**Data** the trials and keys used. AUCs pinned at exactly 0 or 1 (ties) are flagged in the notes "
+           "and not ranked.", "",
+           "| | Claim | Verdict | Statistic | p / CI | n | Data |", "|---|---|---|---|---|---|---|"]
+    for f in findings:
+        pci = []
+        if f.p_value is not None:
+            pci.append(f"p = {f.p_value:.3g}")
+        if f.ci is not None:
+            pci.append(f"95 % CI{' of ' + f.ci_of if f.ci_of else ''} [{f.ci[0]:.3g}, {f.ci[1]:.3g}]")
+        verdict = f"**{f.verdict}**" if f.testable else f"_{f.verdict}_"
+        out.append(f"| {f.id} | {_cell(f.claim)} | {verdict} | {_cell(f.statistic)} | {'; '.join(pci)} | "
+                   f"{'' if f.n is None else f.n} | {_cell(f.data)} |")
+    out.append("")
+    for f in findings:
+        if f.test or f.notes:
+            out.append(f"- **{f.id}** — test: {f.test}." + (" " + " ".join(f.notes) if f.notes else ""))
+    return out + [""]
+
+
+def _figures_section(figs: dict) -> list[str]:
+    out = ["## Figures", ""]
+    for name, result in figs.items():
+        caption = FIGURE_CAPTIONS.get(name, name)
+        if isinstance(result, str):
+            out += [f"### {name}", "", f"{caption} — _{result}_", ""]
+            continue
+        png = next(p for p in result if p.suffix == ".png")
+        pdf = next((p for p in result if p.suffix == ".pdf"), None)
+        out += [f"### {name}", "", f"![{name}]({png.name})", "",
+                caption + (f" ([PDF]({pdf.name}))" if pdf else ""), ""]
+    return out
+
+
+def _tables_section(agg: pd.DataFrame, rob: pd.DataFrame) -> list[str]:
+    out = ["## Aggregate tables", "",
+           "Mean ± std over folds (sample std). `n` = finished folds; `excl.` = trials in the group that did "
+           "not finish; `pinned` = O.O.D. AUCs exactly 0 or 1. Full tables: `aggregate.csv`, `robustness.csv`, "
+           "`trials.csv`, `history.csv`.", ""]
+    if not rob.empty:
+        out += ["### Robustness (mean O.O.D. AUC over the degradation grid)", ""]
+        show = rob.copy()
+        show["robustness"] = [_pm(m, s) for m, s in zip(rob["robustness"], rob["robustness_std"])]
+        show["iid_mean"] = [_pm(m, None) for m in rob["iid_mean"]]
+        drop = [c for c in ("robustness_std",) if c in show]
+        const = [c for c in show.columns if c not in ("robustness", "iid_mean") and show[c].nunique(dropna=False) == 1
+                 and len(show) > 1]
+        out.append(md_table(show.drop(columns=drop + const)))
+        if const:
+            out.append("Same for every row: " + ", ".join(f"{c} = {_cell(show[c].iloc[0])}" for c in const) + "\n")
+    if not agg.empty:
+        out += ["### Per group", ""]
+        keys = [c for c in agg.columns if not (c.endswith(("_mean", "_std", "_n")) or c.startswith("n_") or c == "folds")]
+        const = [c for c in keys if agg[c].nunique(dropna=False) == 1 and len(agg) > 1]
+        show = agg[[c for c in keys if c not in const]].copy()
+        show["n"] = agg.get("ood_auc_n", agg["n_trials"])
+        show["excl."] = agg["n_excluded"]
+        for m, label in (("ood_auc", "O.O.D. AUC"), ("iid_auc", "I.I.D. AUC"), ("centroid_finetuned", "centroid (ft)")):
+            if f"{m}_mean" in agg:
+                show[label] = [_pm(a, b) for a, b in zip(agg[f"{m}_mean"], agg[f"{m}_std"])]
+        if "n_ood_auc_pinned" in agg:
+            show["pinned"] = agg["n_ood_auc_pinned"]
+        show = show.drop(columns=[c for c in ("n_trials", "n_excluded") if c in show])
+        out.append(md_table(show))
+        if const:
+            out.append("Same for every row: " + ", ".join(f"{c} = {_cell(agg[c].iloc[0])}" for c in const) + "\n")
+    return out
+
+
+def _relied_section() -> list[str]:
+    out = ["## Keys this report relies on", "",
+           "Read from `params.json` (config) and `result.json` (reports); missing keys make the checks "
+           "that need them *not testable* instead of failing. Extra keys are carried into `trials.csv`.", ""]
+    out += [f"- {k}: " + ", ".join(f"`{v}`" if " " not in v else v for v in vals) for k, vals in RELIED_ON.items()]
+    return out + [""]
+
+
+def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Collect, aggregate, draw, check and write ``report.md``; returns its path."""
+    c = collect(experiment)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(experiment)
+    out.mkdir(parents=True, exist_ok=True)
+    t = c.trials
+    keys = group_keys(t, c.config_columns)
+    agg = aggregate(t, keys=keys)
+    rob = robustness(t, keys=keys)
+    findings = check_all(t)
+    figs = draw_all(t, out)
+
+    export_csv(t, out / "trials.csv")
+    if not c.history.empty:
+        export_csv(c.history, out / "history.csv")
+    export_csv(agg, out / "aggregate.csv")
+    export_csv(rob, out / "robustness.csv")
+    export_csv(findings_table(findings), out / "findings.csv")
+    f4 = f4_table(t)
+    if not f4.empty:
+        export_csv(f4, out / "f4_points.csv")
+
+    name = Path(os.fspath(experiment).rstrip("/")).name
+    lines = [f"# spectral-ray report: {name}", "",
+             f"_Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {len(t)} trials "
+             f"({len(finetune_trials(t, finished=True))} finished fine-tuning trials)._", ""]
+    lines += _setup_section(c)
+    lines += _findings_section(findings)
+    lines += _figures_section(figs)
+    lines += _tables_section(agg, rob)
+    lines += _relied_section()
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
