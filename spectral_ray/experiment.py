@@ -156,7 +156,6 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
             # a cheap per-epoch priority on a few images, for the PSD-over-epochs heat map
             p = spectrum.learning_priority(model, psd_images[:64], psd_labels[:64]).numpy()
             epoch_psds.append(p)
-            tb.scalars(metrics, step=m["epoch"])
         report(metrics)
 
     recipe = Recipe.from_dict({**cfg.finetune, "num_threads": cfg.threads})

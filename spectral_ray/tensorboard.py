@@ -68,18 +68,13 @@ def psd_heatmap_image(rows: list[np.ndarray], ylabel: str = "epoch") -> np.ndarr
 
 
 class TrialWriter:
-    """Writes next to Ray's own event file in the trial folder."""
+    """Writes next to Ray's own event file (which holds the per-epoch scalars) in the trial folder."""
 
     def __init__(self, logdir: str | Path):
         from torch.utils.tensorboard import SummaryWriter
 
         self.logdir = Path(logdir)
         self.writer = SummaryWriter(str(self.logdir), filename_suffix=".spectral")
-
-    def scalars(self, metrics: dict, step: int) -> None:
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch":
-                self.writer.add_scalar(f"epoch/{k}", v, step)
 
     def final(self, final: dict, epoch_psds: list[np.ndarray], hparams: dict) -> None:
         curves = {name: final[f"psd_{name}"] for name in ("pretrained", "before", "finetuned", "artifact")

@@ -1,0 +1,64 @@
+"""What one trial does, without Ray: pretrain once via the store, fine-tune, measure, report."""
+
+import numpy as np
+import pytest
+
+from spectral_ray.config import TrialConfig
+from spectral_ray.experiment import artifact_band_mass, run_finetune, run_pretrain, run_robustness
+
+TINY = dict(source_n=200, size=32, target_n=160, psd_images=32, pretrain={"epochs": 1}, finetune={"epochs": 1})
+
+
+@pytest.fixture
+def store(tmp_path):
+    return str(tmp_path / "store")
+
+
+def test_finetune_reports_the_contract(store, tmp_path):
+    cfg = TrialConfig(**TINY, store=store, degradation=0.5, artifact_omega=0.5)
+    reports = []
+    final = run_finetune(cfg, reports.append, tensorboard_dir=tmp_path / "tb", checkpoint_path=tmp_path / "m.pt")
+    epochs = [r for r in reports if "epoch" in r]
+    assert len(epochs) == 1
+    for key in ("train_loss", "val_loss", "val_auc", "iid_auc", "ood_auc"):
+        assert np.isfinite(epochs[0][key])
+    assert reports[-1] is final and final["done"]
+    for name in ("pretrained", "before", "finetuned", "artifact"):
+        p = np.asarray(final[f"psd_{name}"])
+        assert p.shape == (17,) and p.sum() == pytest.approx(1.0, rel=1e-4)
+    for key in ("centroid_finetuned", "centroid_pretrained_nodc", "alignment_finetuned", "cosine_pretrained",
+                "band_alignment_finetuned", "iid_ood_gap"):
+        assert np.isfinite(final[key]), key
+    assert final["n_artifact_train"] > 0
+    assert (tmp_path / "m.pt").exists()
+    assert any((tmp_path / "tb").iterdir())
+
+
+def test_pretrain_once_then_reuse(store):
+    cfg = TrialConfig(**TINY, store=store)
+    first = run_pretrain(cfg)
+    second = run_pretrain(cfg)
+    assert first["trained_here"] and not second["trained_here"]
+    assert first["pretrain_key"] == second["pretrain_key"]
+    assert first["psd_pretrained"] == second["psd_pretrained"]
+    # strength 0 of any edit is the unedited source: same backbone
+    same = run_pretrain(cfg.model_copy(update={"edit": "band_gain", "edit_strength": 0.0}))
+    assert same["pretrain_key"] == first["pretrain_key"] and not same["trained_here"]
+
+
+def test_robustness_is_mean_ood_auc(store):
+    cfg = TrialConfig(**TINY, store=store, source="none", degradations=[0.0, 1.0], iid_floor=0.99)
+    reports = []
+    out = run_robustness(cfg, reports.append)
+    assert [r["levels_done"] for r in reports] == [1, 2]
+    per_level = [reports[0]["ood_auc_d0"], reports[1]["ood_auc_d1"]]
+    assert out["robustness"] == pytest.approx(np.mean(per_level))
+    assert out["objective"] == pytest.approx(out["robustness"] - max(0, 0.99 - out["iid_mean"]))
+
+
+def test_band_mass_of_the_artifact():
+    sig = np.zeros(17)
+    sig[8] = 0.95
+    sig[7] = sig[9] = 0.025
+    p = np.full(17, 1 / 17)
+    assert artifact_band_mass(p, sig) == pytest.approx(1 / 17)  # only bin 8 reaches 10 % of the peak
