@@ -1,0 +1,251 @@
+"""analysis/: collect, aggregate, findings, figures and the report command on a committed fixture.
+
+The fixture (tests/fixtures/experiment) is a real Ray Tune experiment folder written by
+scripts/make_analysis_fixture.py: 48 fake fine-tuning trials (2 sources × 2 edit strengths × 3
+degradations × 4 folds), one of which raised after its first epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import aggregate as agg_mod
+from analysis.collect import collect
+from analysis.findings import NOT_SUPPORTED, SUPPORTED, check_all, check_f1, check_f3, check_f4, check_f5
+
+FIXTURE = Path(__file__).parent / "fixtures" / "experiment"
+TRIAL_DIRS = sorted(p for p in FIXTURE.iterdir() if p.is_dir())
+
+
+def _raw_trials() -> list[dict]:
+    """The fixture read with plain json, independently of analysis.collect."""
+    out = []
+    for d in TRIAL_DIRS:
+        params = json.loads((d / "params.json").read_text())
+        lines = [json.loads(x) for x in (d / "result.json").read_text().splitlines() if x.strip()]
+        out.append({"dir": d.name, "params": params, "last": lines[-1], "n": len(lines),
+                    "failed": (d / "error.txt").exists()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def collected():
+    return collect(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def trials(collected):
+    return collected.trials
+
+
+def test_fixture_is_small_and_real():
+    size = sum(f.stat().st_size for f in FIXTURE.rglob("*") if f.is_file())
+    assert size < 2e6
+    assert list(FIXTURE.glob("experiment_state-*.json")), "Ray's experiment state file is part of the fixture"
+    assert len(TRIAL_DIRS) == 48
+
+
+def test_one_row_per_trial_failed_one_marked(trials):
+    assert len(trials) == len(TRIAL_DIRS) == trials["trial_dir"].nunique()
+    assert (trials["status"] == "ERROR").sum() == 1
+    assert (trials["status"] == "TERMINATED").sum() == 47
+    bad = trials[trials["status"] == "ERROR"].iloc[0]
+    assert "simulated failure" in bad["error"]
+    assert bad["n_reports"] == 1 and not np.isnan(bad["ood_auc"])  # partial metrics are kept
+    assert not isinstance(bad["psd_pretrained"], np.ndarray)  # never reached the final report
+    assert set(trials["kind"]) == {"finetune"}
+
+
+def test_config_metrics_and_spectra(trials):
+    for col in ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "degradation", "fold", "seed"]:
+        assert col in trials
+    done = trials[trials["status"] == "TERMINATED"]
+    for col in ["psd_pretrained", "psd_finetuned", "psd_artifact"]:
+        vecs = done[col]
+        assert all(isinstance(v, np.ndarray) and v.shape == (17,) for v in vecs)
+        assert np.allclose([v.sum() for v in vecs], 1.0)
+    raw = {r["dir"]: r for r in _raw_trials()}
+    for _, row in done.head(5).iterrows():
+        assert row["ood_auc"] == raw[row["trial_dir"]]["last"]["ood_auc"]
+
+
+def test_history_has_every_report(collected, trials):
+    h = collected.history
+    assert len(h) == trials["n_reports"].sum() == 47 * 3 + 1
+    assert {"epoch", "train_loss", "val_loss", "val_auc", "iid_auc", "ood_auc"} <= set(h.columns)
+    assert (h[h["status"] == "ERROR"]["epoch"] == 1).all()
+
+
+def test_remote_style_uri(trials):
+    other = collect("file://" + str(FIXTURE.resolve()))
+    assert len(other.trials) == len(trials)
+    assert (other.trials["status"].value_counts() == trials["status"].value_counts()).all()
+
+
+def test_fold_aggregation_matches_hand_computed(trials):
+    agg = agg_mod.aggregate(trials)
+    assert len(agg) == 12  # 2 sources × 2 strengths × 3 degradations
+    raw = _raw_trials()
+    for source, strength, d in [("natural", 0.0, 0.5), ("medical", 0.5, 1.0), ("medical", 0.5, 0.5)]:
+        vals = [r["last"]["ood_auc"] for r in raw if not r["failed"] and r["params"]["source"] == source
+                and r["params"]["edit_strength"] == strength and r["params"]["degradation"] == d]
+        row = agg[(agg["source"] == source) & (agg["edit_strength"] == strength) & (agg["degradation"] == d)].iloc[0]
+        assert row["ood_auc_n"] == len(vals)
+        assert row["ood_auc_mean"] == pytest.approx(sum(vals) / len(vals))
+        mean = sum(vals) / len(vals)
+        assert row["ood_auc_std"] == pytest.approx((sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5)
+    failed_group = agg[(agg["source"] == "medical") & (agg["edit_strength"] == 0.5) & (agg["degradation"] == 0.5)].iloc[0]
+    assert failed_group["n_trials"] == 4 and failed_group["n_excluded"] == 1 and failed_group["folds"] == "0,1,2"
+
+
+def test_robustness_is_mean_over_degradation(trials):
+    agg = agg_mod.aggregate(trials)
+    rob = agg_mod.robustness(trials)
+    assert len(rob) == 4
+    for _, r in rob.iterrows():
+        g = agg[(agg["source"] == r["source"]) & (agg["edit_strength"] == r["edit_strength"])]
+        assert r["robustness"] == pytest.approx(g["ood_auc_mean"].mean())
+        assert r["n_degradations"] == 3
+    broken = rob[(rob["source"] == "medical") & (rob["edit_strength"] == 0.5)].iloc[0]
+    assert broken["n_folds_complete"] == 3  # fold 3 lost its degradation-0.5 trial
+
+
+def test_recipe_keys_that_vary_become_group_keys(trials):
+    t = trials.copy()
+    t["lr"] = np.where(t["fold"] % 2 == 0, 1e-3, 1e-4)
+    assert "lr" in agg_mod.group_keys(t, list(trials.attrs["config_columns"]))
+    assert "lr" not in agg_mod.group_keys(trials)
+
+
+def test_findings_return_verdicts(trials):
+    findings = check_all(trials)
+    assert [f.id for f in findings] == ["F1", "F2", "F3", "F4", "F5"]
+    for f in findings:
+        assert f.verdict in (SUPPORTED, NOT_SUPPORTED) or f.verdict.startswith("not testable in this experiment: needs")
+        assert f.statistic and f.data and f.n
+        assert f.p_value is not None and 0 <= f.p_value <= 1
+    by = {f.id: f for f in findings}
+    # The fixture is built so that these hold (see scripts/make_analysis_fixture.py).
+    assert by["F1"].verdict == SUPPORTED
+    assert by["F2"].verdict == SUPPORTED
+    assert by["F3"].verdict == SUPPORTED and by["F3"].value < 0
+    assert by["F4"].verdict == SUPPORTED and "pretrained priority" in by["F4"].statistic
+    assert "clean-fine-tuned" in by["F4"].statistic  # both priorities are reported
+    assert by["F5"].testable
+
+
+def test_pinned_aucs_are_flagged_not_ranked(trials):
+    n_pinned = int(agg_mod.pinned(trials["ood_auc"].dropna()).sum())
+    assert n_pinned > 0, "fixture should contain O.O.D. AUCs pinned at 0"
+    f3 = check_f3(trials)
+    assert f3.n == (trials["status"] == "TERMINATED").sum() - n_pinned
+    assert any("pinned" in n for n in f3.notes)
+    f4 = check_f4(trials)
+    assert f4.details["pinned"].sum() == n_pinned and any("pinned" in n for n in f4.notes)
+
+
+def test_missing_trials_are_not_testable(trials):
+    natural = trials[trials["source"] == "natural"]
+    findings = {f.id: f for f in check_all(natural)}
+    assert findings["F1"].verdict.startswith("not testable in this experiment: needs")
+    assert findings["F2"].verdict.startswith("not testable in this experiment: needs")
+    unedited = trials[trials["edit_strength"] == 0]
+    assert check_f5(unedited).verdict.startswith("not testable")
+    clean = trials[trials["degradation"] == 0]
+    assert check_f3(clean).verdict.startswith("not testable")
+    assert check_f4(clean).verdict.startswith("not testable")
+    # 3 seeds per source cannot reach p < 0.05 in an exact permutation test (1/C(6,3) = 0.05).
+    three = check_f1(trials[trials["fold"] < 3])
+    assert three.verdict.startswith("not testable") and "seeds per source" in three.verdict
+
+
+def test_unfinished_and_pending_trials_are_kept(tmp_path):
+    exp = tmp_path / "experiment"
+    shutil.copytree(FIXTURE, exp)
+    state_file = next(exp.glob("experiment_state-*.json"))
+    state = json.loads(state_file.read_text())
+    running, pending = TRIAL_DIRS[0].name, TRIAL_DIRS[1].name
+    for item in state["trial_data"]:
+        js = json.loads(item[0])
+        if js["relative_logdir"] == running:
+            js["status"] = "RUNNING"
+        if js["relative_logdir"] == pending:
+            js["status"] = "PENDING"
+        item[0] = json.dumps(js)
+    state_file.write_text(json.dumps(state))
+    lines = (exp / running / "result.json").read_text().splitlines()
+    (exp / running / "result.json").write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # half-written line
+    shutil.rmtree(exp / pending)
+    c = collect(exp)
+    t = c.trials.set_index("trial_dir", drop=False)
+    assert len(c.trials) == 48
+    assert t.loc[running, "status"] == "RUNNING" and t.loc[running, "n_reports"] == 1
+    assert any("unreadable line" in w for w in c.warnings)
+    row = c.trials[c.trials["trial_dir"].isna()]
+    assert len(row) == 1 and row.iloc[0]["status"] == "PENDING"
+    agg = agg_mod.aggregate(c.trials)
+    assert agg["n_excluded"].sum() == 3  # ERROR + RUNNING + PENDING
+
+
+def test_without_state_file_status_comes_from_files(tmp_path):
+    exp = tmp_path / "experiment"
+    shutil.copytree(FIXTURE, exp, ignore=shutil.ignore_patterns("experiment_state-*.json"))
+    t = collect(exp).trials
+    assert len(t) == 48
+    assert (t["status"] == "ERROR").sum() == 1
+    assert set(t["status"]) <= {"ERROR", "RUNNING", "TERMINATED"}
+
+
+def test_collect_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        collect(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no Ray Tune trials"):
+        collect(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------- report + figures
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    from spectral_ray.cli import main
+
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", str(FIXTURE), "--out", str(out)]) == 0
+    return out
+
+
+def test_cli_writes_report(report_dir):
+    text = (report_dir / "report.md").read_text()
+    for section in ("## Setup", "## Findings", "## Figures", "## Aggregate tables", "## Keys this report relies on"):
+        assert section in text
+    for fid in ("F1", "F2", "F3", "F4", "F5"):
+        assert f"| {fid} |" in text
+    assert "1 trial(s) did not finish" in text and "simulated failure" in text
+    for csv in ("trials.csv", "history.csv", "aggregate.csv", "robustness.csv", "findings.csv", "f4_points.csv"):
+        assert (report_dir / csv).stat().st_size > 0
+    assert len(pd.read_csv(report_dir / "trials.csv")) == 48
+
+
+def test_figures_written_and_embedded(report_dir):
+    text = (report_dir / "report.md").read_text()
+    for name in ("auc_vs_degradation", "priorities", "priority_heatmaps", "editing_effect", "alignment_vs_drop"):
+        png, pdf = report_dir / f"{name}.png", report_dir / f"{name}.pdf"
+        assert png.stat().st_size > 10_000, name
+        assert pdf.stat().st_size > 1_000, name
+        assert f"]({name}.png)" in text
+
+
+def test_cli_missing_folder_is_a_user_error(tmp_path, capsys):
+    from spectral_ray.cli import main
+
+    missing = tmp_path / "no-such-experiment"
+    assert main(["report", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
