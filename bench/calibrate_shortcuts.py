@@ -61,7 +61,7 @@ def load_target(name: str, args) -> ImageDataset:
     params = {"size": args.size}
     if args.n:
         params["n"] = args.n
-    return get_dataset(name, **params)
+    return get_dataset(name, progress=False, **params)
 
 
 def artifact_grid(args) -> list[tuple[str, dict, list[float]]]:
@@ -71,7 +71,22 @@ def artifact_grid(args) -> list[tuple[str, dict, list[float]]]:
         cells.append((fam, {}, [0.0] if fam == "none" else list(args.degradations)))
     for amp in args.band_amplitudes:
         cells.append(("band", {"amplitude": amp}, list(args.band_degradations)))
+    for spec in args.cells:
+        cells.append(parse_cell(spec))
     return cells
+
+
+def parse_cell(spec: str) -> tuple[str, dict, list[float]]:
+    """``family:key=value,key=value:d1,d2`` (params may be empty) -> (family, params, degradations)."""
+    family, params, ds = spec.split(":")
+    out = {}
+    for item in filter(None, params.split(",")):
+        k, v = item.split("=")
+        try:
+            out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+        except ValueError:
+            out[k] = v
+    return family, out, [float(d) for d in ds.split(",")]
 
 
 _CLEAN_MODELS: dict = {}
@@ -132,10 +147,11 @@ def run_cell(ds: ImageDataset, family: str, params: dict, d: float, fold: int, s
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", nargs="+", default=["ct_lesion", "mri_knee"])
-    ap.add_argument("--families", nargs="+", default=["none", "band", "photon_noise", "nlm", "lowpass"])
+    ap.add_argument("--families", nargs="*", default=["none", "band", "photon_noise", "nlm", "lowpass"])
     ap.add_argument("--degradations", nargs="+", type=float, default=[0.0, 1.0])
     ap.add_argument("--band-amplitudes", nargs="*", type=float, default=[])
     ap.add_argument("--band-degradations", nargs="+", type=float, default=[0.0, 0.2, 0.5, 1.0])
+    ap.add_argument("--cells", nargs="*", default=[], help="extra cells: family:key=value,...:d1,d2")
     ap.add_argument("--folds", nargs="+", type=int, default=[0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--epochs", type=int, default=5)
