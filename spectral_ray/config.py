@@ -210,7 +210,9 @@ def _unknown(key: str, value, allowed: list[str], show: int = 20) -> str:
 
 # -------------------------------------------------------------------------------- sweep files
 
-SPACE_KINDS = ("grid", "choice", "uniform", "loguniform")
+SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "cases")
+SAMPLED = ("choice", "uniform", "loguniform")
+DICT_PARAMS = ("source_params", "edit_params", "target_params", "artifact_params", "pretrain", "finetune")
 
 
 class Resources(BaseModel):
@@ -228,8 +230,13 @@ class Scheduler(BaseModel):
 
 
 class Search(BaseModel):
+    """``grid``: every combination of ``grid``/``cases`` axes, once (duplicates that differ only
+    in keys the trial ignores are dropped). ``random``: Tune's own sampling of ``choice``/
+    ``uniform``/``loguniform`` axes (crossed with ``grid`` axes), ``num_samples`` times.
+    ``optuna``: Optuna's TPE over the sampled axes for ``num_samples`` trials."""
+
     model_config = ConfigDict(extra="forbid")
-    algorithm: Literal["grid", "optuna"] = "grid"
+    algorithm: Literal["grid", "random", "optuna"] = "grid"
     metric: str | None = None
     mode: Literal["min", "max"] = "max"
     num_samples: int = Field(1, ge=1)
@@ -252,21 +259,72 @@ class SweepFile(BaseModel):
     params: dict[str, Any] = {}
 
     def axes(self) -> dict[str, tuple[str, Any]]:
-        """{key: (kind, value)} with kind ∈ fixed, grid, choice, uniform, loguniform."""
+        """{key: (kind, value)} with kind ∈ fixed, grid, choice, uniform, loguniform, cases."""
         return {k: _space(v) for k, v in self.params.items()}
 
-    def variants(self) -> list[dict]:
-        """The grid's flat configs (choice/uniform axes at their first value / lower bound)."""
+    def trials(self) -> list[dict]:
+        """The grid's trials as flat configs: the product of ``grid`` and ``cases`` axes with the
+        fixed values (sampled axes at their first value / lower bound), normalised (keys the
+        trial ignores reset to their defaults) and without duplicates, in a stable order where
+        the first axis varies fastest."""
         axes = self.axes()
-        keys = list(axes)
-        values = [v if kind in ("grid", "choice") else ([v[0]] if kind in ("uniform", "loguniform") else [v])
-                  for kind, v in axes.values()]
-        return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+        options = []
+        for key, (kind, value) in axes.items():
+            if kind == "grid":
+                options.append([{key: v} for v in value])
+            elif kind == "cases":
+                options.append([dict(case) for case in value])
+            elif kind in ("uniform", "loguniform", "choice"):
+                options.append([{key: value[0]}])
+            else:
+                options.append([{key: value}])
+        seen, out = set(), []
+        # first axis fastest: iterate the product over the reversed axis list
+        for combo in itertools.product(*reversed(options)):
+            flat = {}
+            for part in reversed(combo):
+                flat.update(part)
+            flat = normalize_trial(flat)
+            ident = repr(sorted(flat.items(), key=lambda kv: kv[0]))
+            if ident not in seen:
+                seen.add(ident)
+                out.append(flat)
+        keys = list(dict.fromkeys(k for t in out for k in t))
+        return [{k: t.get(k, _default(k)) for k in keys} for t in out]
 
     def num_trials(self) -> int:
-        axes = self.axes()
-        grid = math.prod(len(v) for kind, v in axes.values() if kind == "grid")
+        if self.search.algorithm == "grid":
+            return len(self.trials())
+        grid = math.prod(len(v) for kind, v in self.axes().values() if kind == "grid")
         return grid * self.search.num_samples
+
+
+def _default(key: str):
+    head, _, rest = key.partition(".")
+    if rest:
+        return DEFAULT_RECIPES[head].get(rest, getattr(Recipe(), rest))
+    value = TrialConfig.model_fields[key].default
+    return value.copy() if isinstance(value, (dict, list)) else value
+
+
+def normalize_trial(flat: dict) -> dict:
+    """Reset keys that the trial's artifact/edit family ignores, so that grid points differing
+    only in them are recognised as the same trial (e.g. ``artifact_omega`` for ``nlm``; the edit's
+    family and band when its strength is 0, which is the unedited source)."""
+    from spectral_ray.artifacts import FAMILIES
+
+    out = dict(flat)
+    family = out.get("artifact", _default("artifact"))
+    spec = FAMILIES.get(family, ({},))[0]
+    for key, param in (("artifact_omega", "omega"), ("artifact_amplitude", "amplitude")):
+        if key in out and param not in spec:
+            out[key] = None
+    edit, strength = out.get("edit", "none"), out.get("edit_strength", 0.0)
+    if edit == "none" or strength == 0:
+        for key, value in (("edit", "none"), ("edit_strength", 0.0), ("edit_omega", None), ("edit_params", {})):
+            if key in out:
+                out[key] = value
+    return out
 
 
 def _space(value) -> tuple[str, Any]:
@@ -346,43 +404,73 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
         raise SweepError(f"{source}: key `search.metric` is required with `search.algorithm: optuna` "
                          f"(e.g. `metric: robustness` for the robustness trainable, `ood_auc` for finetune).")
     allowed = _allowed_keys()
+    algorithm = sweep.search.algorithm
     axes = {}
     for key, spec in sweep.params.items():
-        head, dot, rest = key.partition(".")
-        if dot and head in ("pretrain", "finetune") and key not in allowed:
-            names = sorted(Recipe.__dataclass_fields__)
-            aliases = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "n_epochs": "epochs"}
-            close = [aliases[rest]] if rest in aliases else difflib.get_close_matches(rest, names, n=1, cutoff=0.75)
-            hint = f" Did you mean {head + '.' + close[0]!r}?" if close else ""
-            raise SweepError(f"{source}: unknown recipe key `params.{key}`.{hint} Recipe keys: {', '.join(names)}.")
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise SweepError(f"{source}: unknown parameter `params.{key}`.{hint} Allowed parameters: "
-                             f"{', '.join(TrialConfig.model_fields)} (and pretrain.<recipe key>, finetune.<recipe key>).")
         kind, value = _space(spec)
-        if isinstance(spec, dict) and kind == "fixed" and key not in ("source_params", "edit_params", "target_params",
-                                                                       "artifact_params", "pretrain", "finetune"):
+        if kind == "cases":
+            axes[key] = _check_cases(key, value, allowed, source, algorithm)
+            continue
+        _check_key(key, allowed, source)
+        if isinstance(spec, dict) and kind == "fixed" and key not in DICT_PARAMS:
             raise SweepError(f"{source}: key `params.{key}`: {spec!r} is not a value or a search space; "
                              f"use one of {', '.join('{' + k + ': ...}' for k in SPACE_KINDS)}.")
-        if kind == "grid" and sweep.search.algorithm == "optuna":
+        if kind == "grid" and algorithm == "optuna":
             raise SweepError(f"{source}: key `params.{key}` uses `grid`, which Optuna cannot sample; "
                              f"use `choice` with the same list instead.")
-        axes[key] = _check_axis(key, kind, value)
-    # each value on its own (clear messages), then the whole grid (combinations)
-    fixed = {k: v[0] for k, v in axes.items()}
-    for key, values in axes.items():
-        for v in values:
-            _validate_trial({**fixed, key: v}, source, key, v)
-    combos = itertools.product(*axes.values())
-    for combo in itertools.islice(combos, 20000):
-        _validate_trial(dict(zip(axes, combo)), source, None, None)
+        if kind in SAMPLED and algorithm == "grid":
+            raise SweepError(f"{source}: key `params.{key}` uses `{kind}`, which needs a sampling search; set "
+                             f"`search: {{algorithm: optuna, metric: ..., num_samples: N}}` (or `algorithm: random`), "
+                             f"or use `grid` with a list of values.")
+        axes[key] = [{key: v} for v in _check_axis(key, kind, value)]
+    # each value on its own (clear messages), then every trial of the grid (combinations)
+    fixed = {k: v for options in axes.values() for k, v in options[0].items()}
+    for key, options in axes.items():
+        for option in options:
+            _validate_trial({**fixed, **option}, source, key if len(option) == 1 else None, next(iter(option.values())))
+    for flat in itertools.islice(iter(sweep.trials()), 50000):
+        _validate_trial(flat, source, None, None)
     if check_storage:
         _check_storage(sweep.storage, source)
         store = fixed.get("store")
         if store:
             _check_storage(store, source, key="params.store")
     return sweep
+
+
+def _check_key(key: str, allowed: list[str], source: str) -> None:
+    if key in allowed:
+        return
+    head, dot, rest = key.partition(".")
+    if dot and head in ("pretrain", "finetune"):
+        names = sorted(Recipe.__dataclass_fields__)
+        aliases = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "n_epochs": "epochs"}
+        close = [aliases[rest]] if rest in aliases else difflib.get_close_matches(rest, names, n=1, cutoff=0.75)
+        hint = f" Did you mean {head + '.' + close[0]!r}?" if close else ""
+        raise SweepError(f"{source}: unknown recipe key `params.{key}`.{hint} Recipe keys: {', '.join(names)}.")
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise SweepError(f"{source}: unknown parameter `params.{key}`.{hint} Allowed parameters: "
+                     f"{', '.join(TrialConfig.model_fields)} (and pretrain.<recipe key>, finetune.<recipe key>; "
+                     f"or any name with `{{cases: [...]}}`).")
+
+
+def _check_cases(key: str, cases, allowed: list[str], source: str, algorithm: str) -> list[dict]:
+    """A ``cases`` axis: a list of mappings of fixed TrialConfig values that go together (e.g. a
+    target with the artifact that fits its modality)."""
+    if algorithm != "grid":
+        raise SweepError(f"{source}: key `params.{key}` uses `cases`, which only a grid search expands; "
+                         f"set `search.algorithm: grid` or write the axes separately.")
+    if not isinstance(cases, list) or not cases or not all(isinstance(c, dict) and c for c in cases):
+        raise SweepError(f"{source}: key `params.{key}`: `cases` needs a non-empty list of non-empty mappings, "
+                         f"e.g. `{{cases: [{{target: ct_lesion, artifact: photon_noise}}, {{target: mri_knee, artifact: nlm}}]}}`.")
+    for case in cases:
+        for k, v in case.items():
+            _check_key(k, allowed, f"{source}: in `params.{key}`")
+            if isinstance(v, dict) and k not in DICT_PARAMS:
+                raise SweepError(f"{source}: key `params.{key}`: case value `{k}: {v!r}` must be a plain value; "
+                                 f"search spaces go on their own axis.")
+    return [dict(c) for c in cases]
 
 
 def _validate_trial(flat: dict, source: str, key: str | None, value) -> TrialConfig:

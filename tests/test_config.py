@@ -60,8 +60,8 @@ def test_good_sweep_counts_trials(tmp_path):
     }
     sweep = parse_sweep(raw)
     assert sweep.num_trials() == 12
-    assert len(sweep.variants()) == 12
-    cfg = TrialConfig.model_validate(nest(sweep.variants()[0]))
+    assert len(sweep.trials()) == 12
+    cfg = TrialConfig.model_validate(nest(sweep.trials()[0]))
     assert cfg.finetune["lr"] == 0.002 and cfg.finetune["epochs"] > 0  # merged over the defaults
 
 
@@ -79,3 +79,34 @@ def test_cli_set_overrides(tmp_path, capsys):
     assert "4 trial(s)" in capsys.readouterr().out
     assert main(["validate", str(f), "--set", "degradation=2"]) == 2
     assert "params.degradation" in capsys.readouterr().err
+
+
+def test_cases_pair_values_and_ignored_keys_do_not_duplicate(tmp_path):
+    raw = {
+        "name": "paired",
+        "storage": str(tmp_path),
+        "params": {
+            "shortcut": {"cases": [
+                {"target": "ct_lesion", "artifact": "photon_noise"},
+                {"target": "mri_knee", "artifact": "nlm"},
+                {"target": "ct_lesion", "artifact": "band"},
+            ]},
+            "artifact_omega": {"grid": [0.25, 0.75]},  # only `band` has a frequency
+            "edit": "band_gain",
+            "edit_strength": {"grid": [0, 1.0]},
+            "fold": {"grid": [0, 1]},
+        },
+    }
+    sweep = parse_sweep(raw)
+    trials = sweep.trials()
+    # (photon_noise + nlm + band×2 omegas) × (unedited + edited) × 2 folds
+    assert len(trials) == (1 + 1 + 2) * 2 * 2 == sweep.num_trials()
+    assert {(t["target"], t["artifact"]) for t in trials} == {("ct_lesion", "photon_noise"), ("mri_knee", "nlm"),
+                                                              ("ct_lesion", "band")}
+    assert all(t["artifact_omega"] is None for t in trials if t["artifact"] != "band")
+    unedited = [t for t in trials if t["edit_strength"] == 0]
+    assert unedited and all(t["edit"] == "none" for t in unedited)
+    assert all(set(t) == set(trials[0]) for t in trials)  # every trial carries every key
+    # the first axis varies fastest
+    assert [t["artifact"] for t in trials[:3]] == ["photon_noise", "nlm", "band"]
+    assert {t["fold"] for t in trials[:4]} == {0}

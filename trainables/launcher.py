@@ -36,22 +36,41 @@ def default_store(sweep: SweepFile) -> str | None:
     return str(Path(storage_uri(sweep.storage.removeprefix("file://"))) / "backbones")
 
 
+def _trial_constants(sweep: SweepFile, flat: dict) -> dict:
+    """threads from resources.cpu; the store path absolute (workers run in their trial folder)."""
+    out = dict(flat)
+    out.setdefault("threads", max(1, int(sweep.resources.cpu)))
+    store = out.get("store")
+    if isinstance(store, str) and "://" not in store:
+        out["store"] = str(Path(store).expanduser().resolve())
+    elif store is None:
+        out["store"] = default_store(sweep)
+    return out
+
+
+def store_path(sweep: SweepFile) -> str | None:
+    """Where this sweep's trials keep pretrained backbones."""
+    fixed = {k: v for k, (kind, v) in sweep.axes().items() if kind == "fixed"}
+    return _trial_constants(sweep, {"store": fixed.get("store")})["store"]
+
+
+def grid_points(sweep: SweepFile) -> list[dict]:
+    """The grid's trials as nested configs (see ``SweepFile.trials``)."""
+    return [nest(_trial_constants(sweep, flat)) for flat in sweep.trials()]
+
+
 def param_space(sweep: SweepFile) -> dict:
-    """Tune's param_space: grid → grid_search, choice/uniform/loguniform → samplers; dotted keys
-    nested into the recipes; threads from resources.cpu; the store path made absolute."""
+    """Tune's param_space. Grid search: the keys of the explicit trial list (values are filled in
+    per trial by the search algorithm). Random/Optuna: grid → grid_search, choice/uniform/
+    loguniform → Tune's samplers; dotted keys nested into the recipes."""
+    if sweep.search.algorithm == "grid":
+        return grid_points(sweep)[0]
     from ray import tune
 
     make = {"grid": tune.grid_search, "choice": tune.choice,
             "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v)}
-    flat = {}
-    for key, (kind, value) in sweep.axes().items():
-        flat[key] = value if kind == "fixed" else make[kind](value)
-    flat.setdefault("threads", max(1, int(sweep.resources.cpu)))
-    if "store" in flat and isinstance(flat["store"], str):
-        flat["store"] = str(Path(flat["store"]).expanduser().resolve()) if "://" not in flat["store"] else flat["store"]
-    elif "store" not in flat:
-        flat["store"] = default_store(sweep)
-    return nest(flat)
+    flat = {key: value if kind == "fixed" else make[kind](value) for key, (kind, value) in sweep.axes().items()}
+    return nest(_trial_constants(sweep, flat))
 
 
 def build_tuner(sweep: SweepFile, *, resume: bool = False):
@@ -69,7 +88,16 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
                                   restart_errored=True)
 
     search_alg, scheduler, metric, mode = None, None, sweep.search.metric, sweep.search.mode
-    if sweep.search.algorithm == "optuna":
+    num_samples = sweep.search.num_samples
+    if sweep.search.algorithm == "grid":
+        from ray.tune.search import BasicVariantGenerator
+
+        # An explicit trial list: paired `cases` and no duplicate trials, which a cartesian
+        # grid_search cannot express.
+        points = grid_points(sweep)
+        search_alg = BasicVariantGenerator(points_to_evaluate=points)
+        num_samples = len(points)
+    elif sweep.search.algorithm == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         import optuna
@@ -82,11 +110,11 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period, max_t=s.max_t,
                                   reduction_factor=s.reduction_factor)
     tune_config = tune.TuneConfig(
-        num_samples=sweep.search.num_samples,
+        num_samples=num_samples,
         search_alg=search_alg,
         scheduler=scheduler,
-        metric=metric if (search_alg or scheduler) else None,
-        mode=mode if (search_alg or scheduler) else None,
+        metric=metric if (sweep.search.algorithm == "optuna" or scheduler) else None,
+        mode=mode if (sweep.search.algorithm == "optuna" or scheduler) else None,
         max_concurrent_trials=sweep.max_concurrent,
     )
     run_config = tune.RunConfig(

@@ -90,7 +90,7 @@ def sweep(args) -> int:
         if args.resume:
             raise UserError(f"--resume: no experiment to resume at {launcher.experiment_path(sweep)}")
         resume = False
-    store_root = launcher.param_space(sweep).get("store")
+    store_root = launcher.store_path(sweep)
     before = store.stats(store_root)["trainings"] if store_root else 0
     results = launcher.run_sweep(sweep, resume=resume)
     statuses = {}
