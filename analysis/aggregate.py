@@ -60,12 +60,18 @@ def is_edited(trials: pd.DataFrame) -> pd.Series:
 
 def edit_label(trials: pd.DataFrame) -> pd.Series:
     """'unedited', or 'edit s=strength' for edited trials (a short legend label)."""
-    edited = is_edited(trials)
-    out = pd.Series("unedited", index=trials.index, dtype=object)
-    for i in trials.index[edited]:
-        s = trials.at[i, "edit_strength"] if "edit_strength" in trials else None
-        out[i] = f"{trials.at[i, 'edit']} s={s:g}" if isinstance(s, (int, float, np.floating)) else str(trials.at[i, "edit"])
-    return out
+    edited = is_edited(trials).to_numpy()
+    edits = trials["edit"].to_numpy() if "edit" in trials else np.full(len(trials), None)
+    strengths = trials["edit_strength"].to_numpy() if "edit_strength" in trials else np.full(len(trials), None)
+    labels = []
+    for e, s, ed in zip(edits, strengths, edited):
+        if not ed:
+            labels.append("unedited")
+        elif isinstance(s, (int, float, np.integer, np.floating)):
+            labels.append(f"{e} s={float(s):g}")
+        else:
+            labels.append(str(e))
+    return pd.Series(labels, index=trials.index, dtype=object)
 
 
 def finetune_trials(trials: pd.DataFrame, *, finished: bool = False) -> pd.DataFrame:

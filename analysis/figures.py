@@ -142,6 +142,23 @@ def _legend_handles(pairs, colors, styles, pinned=False):
     return handles
 
 
+def _finish(fig, title: str, handles, n_cols: int) -> None:
+    """Title, legend and layout: legend beside narrow figures (one column of panels), else in a
+    band of its own between the title and the panels."""
+    h = fig.get_figheight()
+    if n_cols <= 1:
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        return
+    ncol = min(len(handles), 5)
+    legend_rows = int(np.ceil(len(handles) / ncol))
+    top_in = 0.45 + 0.25 * legend_rows
+    fig.tight_layout(rect=(0, 0, 1, 1 - top_in / h))
+    fig.suptitle(title, y=1 - 0.05 / h, va="top")
+    fig.legend(handles=handles, loc="upper center", ncol=ncol, bbox_to_anchor=(0.5, 1 - 0.38 / h), frameon=False)
+
+
 def _grid(n_panels: int, rows_per_panel: int, max_cols: int = 3, w=3.6, h=2.6):
     ncols = min(max_cols, max(1, n_panels))
     nrows = int(np.ceil(n_panels / ncols)) * rows_per_panel
@@ -177,10 +194,8 @@ def fig_auc_vs_degradation(trials: pd.DataFrame, out_dir: Path, name: str = "auc
         axes[2 * (j // ncols) + 1, j % ncols].axis("off")
     pairs = sorted(agg.groupby(["source", "edit_label"]).groups)
     has_pin = any(agg.get(f"n_{m}_pinned", pd.Series(dtype=float)).fillna(0).gt(0).any() for m in ("ood_auc", "iid_auc"))
-    fig.legend(handles=_legend_handles(pairs, colors, styles, has_pin), loc="upper center",
-               ncol=min(4, len(pairs) + has_pin), bbox_to_anchor=(0.5, 1.0), frameon=False)
-    fig.suptitle("AUC vs degradation (mean ± std over folds): O.O.D. top, I.I.D. bottom", y=1.06)
-    fig.tight_layout()
+    title = "AUC vs degradation (mean ± std over folds): O.O.D. top, I.I.D. bottom"
+    _finish(fig, title.replace(": ", ":\n") if ncols == 1 else title, _legend_handles(pairs, colors, styles, has_pin), ncols)
     return _save(fig, out_dir, name)
 
 
@@ -309,12 +324,13 @@ def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "prio
                 ax.set_ylabel(f"{'original' if lab == 'unedited' else 'edited: ' + lab}\ndegradation")
             if i == 0:
                 title = _panel_title(pk, pkeys)
-                ax.set_title(f"{src}" + (f"\n{title}" if title and len(columns) > 2 else ""),
-                             color=source_colors(ft["source"]).get(str(src), "k"))
+                ax.set_title(f"{src}" + (f"\n{title.replace(' · ', chr(10))}" if title and len(columns) > 2 else ""),
+                             color=source_colors(ft["source"]).get(str(src), "k"), fontsize=9)
     fig.subplots_adjust(hspace=0.15, wspace=0.25)
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.85, label="fine-tuned priority (unit max, log)")
-    fig.suptitle("Fine-tuned learning priority vs degradation (dashed: artifact frequency)", y=1.0)
+    fig.suptitle("Fine-tuned learning priority vs degradation (dashed: artifact frequency)",
+                 y=1.0 + (0.06 if len(columns) > 2 else 0.0))
     return _save(fig, out_dir, name)
 
 
@@ -348,10 +364,9 @@ def fig_editing_effect(trials: pd.DataFrame, out_dir: Path, name: str = "editing
         axes.flat[j].axis("off")
     pairs = sorted(agg.groupby(["source", "edit_label"]).groups)
     has_pin = agg.get("n_ood_auc_pinned", pd.Series(dtype=float)).fillna(0).gt(0).any()
-    fig.legend(handles=_legend_handles(pairs, colors, styles, has_pin), loc="upper center",
-               ncol=min(4, len(pairs) + has_pin), bbox_to_anchor=(0.5, 1.0), frameon=False)
-    fig.suptitle("O.O.D. AUC with (dotted) and without (solid) source editing, mean ± std over folds", y=1.1)
-    fig.tight_layout()
+    title = "O.O.D. AUC with (dotted) and without (solid) source editing, mean ± std over folds"
+    _finish(fig, title if ncols > 1 else title.replace(", mean", ",\nmean"),
+            _legend_handles(pairs, colors, styles, has_pin), ncols)
     return _save(fig, out_dir, name)
 
 

@@ -158,7 +158,9 @@ def _perm_test(a: list[np.ndarray], b: list[np.ndarray], rng: np.random.Generato
         null.append(_tv(allv[mask].mean(0), allv[~mask].mean(0)))
     null = np.asarray(null)
     p = float((null >= obs - 1e-12).sum() / len(null))
-    return obs, p, 1.0 / min(total, len(null)), len(null)
+    # With equal group sizes every split appears twice (A↔B give the same distance).
+    p_min = (2.0 if na == n - na else 1.0) / min(total, len(null))
+    return obs, p, p_min, len(null)
 
 
 # ----------------------------------------------------------------------------- F1
@@ -202,7 +204,7 @@ def check_f1(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
     if len(det) > 1:
         f.notes.append(f"{len(det)} source pairs, Holm-corrected; the weakest pair is shown.")
     if (det["p_min"] > ALPHA).any():
-        need = next(k for k in range(2, 50) if 1 / math.comb(2 * k, k) <= ALPHA / len(det))
+        need = next(k for k in range(2, 50) if 2 / math.comb(2 * k, k) < ALPHA / len(det))
         f.verdict = not_testable(f"≥ {need} pretrained seeds per source (with {int(det['n'].min())} models the "
                                  f"permutation test cannot reach p < {ALPHA}: smallest p = {det['p_min'].max():.3f})")
         return f
@@ -328,16 +330,16 @@ def check_f3(trials: pd.DataFrame, *, iid_margin: float = IID_MARGIN) -> Finding
 def _band(t: pd.Series) -> float | None:
     """Half-width of the artifact band used to integrate the priority (≥ one bin either side)."""
     k = len(t["psd_pretrained"]) - 1 if _is_vec(t.get("psd_pretrained")) else None
-    bw = t.get("artifact_bandwidth")
-    bw = float(bw) if isinstance(bw, (int, float)) and np.isfinite(bw) else 0.05
-    return max(bw, 1.0 / k if k else 0.0)
+    bw = t.get("artifact_bandwidth", t.get("artifact_params/bandwidth"))
+    bw = float(bw) if isinstance(bw, (int, float)) and np.isfinite(bw) else 0.05  # total width, as in artifacts
+    return max(bw / 2, 1.0 / k if k else 0.0)
 
 
 def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
     """Alignment of a priority with the trial's artifact, integrated over the artifact's band.
 
     ``band``-like artifacts (an ``artifact_omega`` key): unit-sum priority mass within
-    ±max(artifact_bandwidth, 1 bin) of ω_a (``band_mass``). Others: Σ p·a with the artifact's own
+    ±max(bandwidth/2, 1 bin) of ω_a (``band_mass``; bandwidth = the artifact's total width). Others: Σ p·a with the artifact's own
     signature ``psd_artifact`` (already spread over its band). Returns (value, method)."""
     if not _is_vec(psd):
         return np.nan, ""

@@ -25,7 +25,7 @@ __all__ = ["build_report", "default_out_dir", "RELIED_ON"]
 RELIED_ON = {
     "config": ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "artifact_amplitude",
                "degradation", "fold", "seed"],
-    "config (optional)": ["artifact_bandwidth (F4 band width; default 0.05 and at least one bin)",
+    "config (optional)": ["artifact_bandwidth or artifact_params/bandwidth (F4 band: total width, default 0.05; integrated over at least ±1 bin)",
                           "any other key that varies between trials (becomes a grouping key)"],
     "final metrics": ["ood_auc", "iid_auc", "psd_pretrained", "psd_finetuned"],
     "final metrics (optional)": ["psd_artifact (F4 for artifacts without `artifact_omega`)",

@@ -249,3 +249,44 @@ def test_cli_missing_folder_is_a_user_error(tmp_path, capsys):
     missing = tmp_path / "no-such-experiment"
     assert main(["report", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_real_trainable_shape_nested_config_and_separate_final_report(tmp_path):
+    """The real finetune trainable nests recipe dicts in its config and sends a separate final
+    report (best-epoch AUCs, spectra, ``done: True``) after the per-epoch ones."""
+    exp = tmp_path / "exp"
+    trial = exp / "finetune_abcde_00000_0_source=natural"
+    trial.mkdir(parents=True)
+    config = {"source": "natural", "edit": "none", "edit_strength": 0.0, "target": "ct_lesion", "artifact": "band",
+              "artifact_omega": None, "artifact_params": {"bandwidth": 0.1}, "degradation": 0.5, "fold": 0,
+              "seed": 0, "finetune": {"lr": 5e-4, "epochs": 2}, "degradations": [0.0, 0.5]}
+    (trial / "params.json").write_text(json.dumps(config))
+    psd = (np.ones(9) / 9).tolist()
+    lines = [{"epoch": 1, "ood_auc": 0.6, "iid_auc": 0.7, "training_iteration": 1, "done": False},
+             {"epoch": 2, "ood_auc": 0.5, "iid_auc": 0.8, "training_iteration": 2, "done": False},
+             {"ood_auc": 0.6, "iid_auc": 0.7, "psd_pretrained": psd, "psd_finetuned": psd, "psd_artifact": psd,
+              "extra_key": "kept", "training_iteration": 3, "done": True}]
+    (trial / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    c = collect(exp)
+    row = c.trials.iloc[0]
+    assert row["status"] == "TERMINATED" and row["status_from"] == "result.json done" and row["kind"] == "finetune"
+    assert row["finetune/lr"] == 5e-4 and row["artifact_params/bandwidth"] == 0.1
+    assert row["ood_auc"] == 0.6 and row["epoch"] == 2 and row["extra_key"] == "kept"
+    assert isinstance(row["psd_artifact"], np.ndarray) and len(c.history) == 3
+    assert "degradations" not in agg_mod.group_keys(c.trials)  # list-valued config keys never group
+    findings = check_all(c.trials)  # one trial: every check says what it needs, none raises
+    assert all(f.verdict.startswith("not testable") for f in findings)
+
+
+def test_missing_spectra_degrade_gracefully(trials, tmp_path):
+    from analysis.figures import draw_all
+
+    bare = trials.drop(columns=[c for c in trials.columns if c.startswith(("psd_", "band_alignment", "centroid"))])
+    bare.attrs = trials.attrs
+    by = {f.id: f for f in check_all(bare)}
+    assert by["F3"].verdict == SUPPORTED
+    for fid in ("F1", "F2", "F4", "F5"):
+        assert by[fid].verdict.startswith("not testable"), fid
+    figs = draw_all(bare, tmp_path)
+    assert isinstance(figs["auc_vs_degradation"], list)
+    assert isinstance(figs["priorities"], str) and figs["priorities"].startswith("not drawn")
