@@ -1,0 +1,91 @@
+"""The cluster files in sweeps/cluster/ pass Ray's own cluster-config validation (the steps
+`ray up` runs before it contacts a cloud: prepare_config -> validate_config), install this
+checkout, keep the dashboard on localhost and share storage. No network, no Ray started."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+CLUSTER = Path(__file__).resolve().parents[1] / "sweeps" / "cluster"
+FILES = ["aws-gpu.yaml", "gcp-gpu.yaml", "local.yaml"]
+
+
+def load(name):
+    return yaml.safe_load((CLUSTER / name).read_text())
+
+
+def prepared(name):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(load(name))
+    validate_config(config)
+    return config
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_passes_rays_validator(name):
+    config = prepared(name)
+    assert config["cluster_name"].startswith("spectral-ray")
+    assert config["head_node_type"] in config["available_node_types"]
+
+
+@pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])
+def test_cpu_head_and_autoscaling_gpu_workers(name):
+    config = prepared(name)
+    types = config["available_node_types"]
+    assert types[config["head_node_type"]]["resources"] == {"CPU": 0}
+    workers = types["gpu_worker"]
+    assert workers["min_workers"] == 0 and workers["max_workers"] >= 1
+    node = workers["node_config"]
+    if name.startswith("aws"):
+        assert node["InstanceType"].startswith(("g5", "g4dn", "g6", "p3", "p4", "p5"))
+    else:
+        assert node["guestAccelerators"][0]["acceleratorCount"] >= 1
+        assert workers["resources"]["GPU"] >= 1
+
+
+def test_local_provider_lists_hosts():
+    config = prepared("local.yaml")
+    assert config["provider"]["type"] == "local"
+    assert config["provider"]["head_ip"] and len(config["provider"]["worker_ips"]) >= 1
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_installs_this_checkout_with_shared_storage(name):
+    config = prepared(name)
+    assert config["file_mounts"]["~/spectral-ray"] == "."
+    setup = " ".join(config["setup_commands"])
+    assert "pip install -q -e ~/spectral-ray" in setup
+    assert "SPECTRAL_RAY_STORE=/mnt/shared/" in setup and "SPECTRAL_RAY_CACHE=/mnt/shared/" in setup
+    # the cluster's own CUDA torch is kept: nothing installs torch
+    assert "torch" not in setup.replace("torch>=", "")
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_dashboard_bound_to_localhost(name):
+    config = prepared(name)
+    head = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "0.0.0.0" not in head
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_same_ray_version_as_here(name):
+    """Ray needs the same version on every node as on the machine that drives `ray up`."""
+    import ray
+
+    setup = " ".join(load(name)["setup_commands"])
+    assert f"ray[default,tune]=={ray.__version__}" in setup
+
+
+def test_validator_rejects_a_broken_file():
+    """The check is real: an unknown top-level key fails Ray's schema."""
+    import jsonschema
+
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = load("aws-gpu.yaml")
+    config["max_wrokers"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(config))
