@@ -125,13 +125,18 @@ def pretrained_models(trials: pd.DataFrame) -> pd.DataFrame:
     ok = trials[(trials.get("status") == "TERMINATED") & trials["psd_pretrained"].map(_is_vec)]
     if "source" not in ok or ok.empty:
         return pd.DataFrame()
-    rep = "seed" if "seed" in ok and ok["seed"].notna().any() else ("fold" if "fold" in ok else "trial_id")
-    keys = [k for k in ("source", "edit", "edit_strength", rep, "model", "size") if k in ok]
     ok = ok.assign(edited=is_edited(ok), edit_label=edit_label(ok))
+    if "pretrain_key" in ok and ok["pretrain_key"].map(lambda v: isinstance(v, str) and bool(v)).all():
+        rep, keys = "pretrain_key", ["pretrain_key"]  # the backbone store's content hash: exact
+    else:
+        rep = "seed" if "seed" in ok and ok["seed"].notna().any() else ("fold" if "fold" in ok else "trial_id")
+        keys = [k for k in ("source", "edit", "edit_strength", "edit_omega", rep, "model", "size", "source_n")
+                if k in ok and ok[k].map(lambda v: not isinstance(v, (list, dict, np.ndarray))).all()]
     rows = []
     for key, g in ok.groupby(keys, dropna=False, sort=True):
         psd = np.mean(np.stack(g["psd_pretrained"].to_list()), axis=0)
-        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row = {k: g[k].iloc[0] for k in ("source", "edit", "edit_strength", "seed") if k in g}
+        row.update(dict(zip(keys, key if isinstance(key, tuple) else (key,))))
         row.update(edited=bool(g["edited"].iloc[0]), edit_label=g["edit_label"].iloc[0], psd=psd / psd.sum(),
                    centroid=summarize(psd)["centroid"], centroid_nodc=summarize(psd, exclude_dc=True)["centroid"],
                    n_trials=len(g), replicate_key=rep)
@@ -179,8 +184,14 @@ def check_f1(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
     f.data = (f"`psd_pretrained` of {len(un)} unedited pretrained models (one per {un['replicate_key'].iloc[0] if len(un) else 'seed'}): "
               + ", ".join(f"{s} {counts[s]}" for s in counts.index))
     if len(usable) < 2:
-        f.verdict = not_testable("unedited pretrained priorities from at least two sources with ≥ 2 seeds each "
-                                 f"(have {dict(counts)})")
+        f.verdict = not_testable("unedited pretrained priorities from at least two sources with ≥ 4 seeds each "
+                                 f"for a permutation null (have {', '.join(f'{s} {n}' for s, n in counts.items())})")
+        means = {s: np.mean(np.stack(g["psd"].to_list()), 0) for s, g in un.groupby("source")}
+        if len(means) >= 2:  # still say how far apart they are, without a null
+            (a, pa), (b, pb) = list(means.items())[:2]
+            f.value = _tv(pa, pb)
+            f.statistic = (f"TV distance between mean pretrained priorities ({a} vs {b}) = {f.value:.3f} "
+                           f"(descriptive: no seed-to-seed spread to compare with)")
         return f
     rows = []
     for a, b in itertools.combinations(usable, 2):
@@ -339,16 +350,23 @@ def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
     """Alignment of a priority with the trial's artifact, integrated over the artifact's band.
 
     ``band``-like artifacts (an ``artifact_omega`` key): unit-sum priority mass within
-    ±max(bandwidth/2, 1 bin) of ω_a (``band_mass``; bandwidth = the artifact's total width). Others: Σ p·a with the artifact's own
-    signature ``psd_artifact`` (already spread over its band). Returns (value, method)."""
+    ±max(bandwidth/2, 1 bin) of ω_a (``band_mass``; bandwidth = the artifact's total width). Others
+    (or no ω_a): priority mass where the artifact's signature ``psd_artifact`` reaches ≥ 10 % of its
+    peak, widened by one bin. Returns (value, method)."""
     if not _is_vec(psd):
         return np.nan, ""
     omega = t.get("artifact_omega")
     if isinstance(omega, (int, float)) and np.isfinite(omega) and 0 <= omega <= 1:
         half = _band(t)
         return band_mass(psd, float(omega), 2 * half), f"band mass within ±{half:.3g} of ω_a"
-    if _is_vec(t.get("psd_artifact")) and len(t["psd_artifact"]) == len(psd):
-        return alignment(psd, t["psd_artifact"]), "Σ p·a with the artifact signature"
+    a = t.get("psd_artifact")
+    if _is_vec(a) and len(a) == len(psd):
+        # The artifact's own band: bins where its signature reaches ≥ 10 % of its peak, widened by
+        # one bin either side (a narrow signature would otherwise read a single noisy ring).
+        band = a >= 0.1 * a.max()
+        band = band | np.roll(band, 1) & (np.arange(len(a)) > 0) | np.roll(band, -1) & (np.arange(len(a)) < len(a) - 1)
+        p = np.asarray(psd, float) / np.sum(psd)
+        return float(p[band].sum()), "priority mass in the artifact signature's band (≥ 10 % of peak, ±1 bin)"
     return np.nan, ""
 
 
@@ -461,21 +479,48 @@ def check_f5(trials: pd.DataFrame) -> Finding:
                                              "paired t-test over folds on robustness (mean O.O.D. AUC over degradation); Holm")
     models = pretrained_models(trials)
     ft = _finished(trials)
-    if models.empty or not models["edited"].any() or models["edited"].all():
-        f.verdict = not_testable("pretrained priorities with and without source editing (edit_strength > 0 and = 0) "
+    ft = ft.assign(edited=is_edited(ft), edit_label=edit_label(ft))
+    if "source" not in ft or not ft["edited"].any() or ft["edited"].all():
+        f.verdict = not_testable("fine-tuning trials with and without source editing (edit_strength > 0 and = 0) "
                                  "for the same source")
         return f
-    ft = ft.assign(edited=is_edited(ft), edit_label=edit_label(ft))
-    cfg = [k for k in group_keys(trials) if k not in ("edit", "edit_strength", "degradation", "source") and k in ft]
+    cfg = [k for k in group_keys(trials) if not k.startswith("edit") and k not in ("degradation", "source") and k in ft]
     rows = []
-    for (src, lab), em in models[models["edited"]].groupby(["source", "edit_label"]):
-        base = models[(models["source"] == src) & ~models["edited"]]
-        if len(base) < 2 or len(em) < 2:
-            continue
-        tc = stats.ttest_ind(em["centroid"], base["centroid"], equal_var=False)
-        row = {"source": src, "edit": lab, "centroid_unedited": base["centroid"].mean(),
-               "centroid_edited": em["centroid"].mean(), "d_centroid": em["centroid"].mean() - base["centroid"].mean(),
-               "p_centroid": float(tc.pvalue), "n_models": len(em) + len(base)}
+    for (src, lab), _ in ft[ft["edited"]].groupby(["source", "edit_label"]):
+        em = models[(models["source"] == src) & (models["edit_label"] == lab)] if not models.empty else models
+        base = models[(models["source"] == src) & ~models["edited"]] if not models.empty else models
+        row = {"source": src, "edit": lab}
+        if len(base) >= 2 and len(em) >= 2:
+            tc = stats.ttest_ind(em["centroid"], base["centroid"], equal_var=False)
+            row.update(centroid_of="pretrained models", centroid_unedited=base["centroid"].mean(),
+                       centroid_edited=em["centroid"].mean(), d_centroid=em["centroid"].mean() - base["centroid"].mean(),
+                       p_centroid=float(tc.pvalue), n_models=len(em) + len(base))
+        else:
+            # One backbone per arm: pretraining seeds are not sampled. Use the clean fine-tuned
+            # priorities, paired by (config, fold), so at least fine-tuning variation is the null.
+            cen = {}
+            for flag, sel in ((True, ft[(ft["source"] == src) & (ft["edit_label"] == lab)]),
+                              (False, ft[(ft["source"] == src) & ~ft["edited"]])):
+                if "psd_finetuned" not in sel:
+                    cen[flag] = {}
+                    continue
+                sel = sel[sel["psd_finetuned"].map(_is_vec)]
+                if "degradation" in sel and len(sel):
+                    sel = sel[sel["degradation"] == sel["degradation"].min()]
+                keys = [k for k in cfg + ["fold"] if k in sel]
+                cen[flag] = {tuple(str(r[k]) for k in keys): summarize(r["psd_finetuned"])["centroid"]
+                             for _, r in sel.iterrows()}
+            common = sorted(set(cen[True]) & set(cen[False]))
+            if len(common) >= 3:
+                a = np.array([cen[True][k] for k in common])
+                b = np.array([cen[False][k] for k in common])
+                tc = stats.ttest_rel(a, b)
+                row.update(centroid_of=f"clean fine-tuned priorities ({len(em)}+{len(base)} pretrained models)",
+                           centroid_unedited=b.mean(), centroid_edited=a.mean(), d_centroid=(a - b).mean(),
+                           p_centroid=float(tc.pvalue), n_models=len(em) + len(base))
+            else:
+                row.update(centroid_of="", centroid_unedited=np.nan, centroid_edited=np.nan, d_centroid=np.nan,
+                           p_centroid=np.nan, n_models=len(em) + len(base))
         # Robustness per fold: mean over degradation of O.O.D. AUC, paired by (other config keys, fold).
         r = {}
         for edited_flag, sel in ((True, ft[(ft["source"] == src) & (ft["edit_label"] == lab)]),
@@ -498,12 +543,17 @@ def check_f5(trials: pd.DataFrame) -> Finding:
         else:
             row.update(robustness_unedited=np.nan, robustness_edited=np.nan, d_robustness=np.nan, p_robustness=np.nan)
         rows.append(row)
-    if not rows:
-        f.verdict = not_testable("≥ 2 edited and ≥ 2 unedited pretrained models (seeds) of the same source")
-        return f
     det = pd.DataFrame(rows)
-    det["p_centroid_holm"] = _holm(det["p_centroid"].tolist())
-    testable = det["p_robustness"].notna()
+    det["p_centroid_holm"] = np.nan
+    has_c = det["p_centroid"].notna()
+    if has_c.any():
+        det.loc[has_c, "p_centroid_holm"] = _holm(det.loc[has_c, "p_centroid"].tolist())
+    f.details = det
+    if not has_c.any():
+        f.verdict = not_testable("≥ 2 edited and ≥ 2 unedited pretrained models (seeds) of the same source, or ≥ 3 "
+                                 "paired clean fine-tuning trials with `psd_finetuned`")
+        return f
+    testable = det["p_robustness"].notna() & has_c
     det["p_robustness_holm"] = np.nan
     if testable.any():
         det.loc[testable, "p_robustness_holm"] = _holm(det.loc[testable, "p_robustness"].tolist())
@@ -520,8 +570,11 @@ def check_f5(trials: pd.DataFrame) -> Finding:
     f.statistic = (f"{best['source']}, {best['edit']}: Δcentroid = {best['d_centroid']:+.3f} "
                    f"(p = {_fmt(best['p_centroid_holm'])}), Δrobustness = {best['d_robustness']:+.3f} "
                    f"(p = {_fmt(best['p_robustness_holm'])})")
-    f.data = (f"centroid of `psd_pretrained` per pretrained model; robustness = mean `ood_auc` over degradation per fold; "
-              f"{len(det)} source × edit comparison(s)")
+    f.data = (f"centroid of {best['centroid_of'] or 'priorities'}; robustness = mean `ood_auc` over degradation per "
+              f"(config, fold), paired edited vs unedited; {len(det)} source × edit comparison(s)")
+    if not str(best["centroid_of"]).startswith("pretrained"):
+        f.notes.append("Only one pretrained model per arm: the centroid test uses clean fine-tuned priorities paired by "
+                       "(config, fold), so pretraining-seed variation is not part of its null.")
     n_pin = int(pinned(ft["ood_auc"].dropna()).sum())
     if n_pin:
         f.notes.append(f"{n_pin} O.O.D. AUCs pinned at 0/1 enter the robustness means (a mean, not a rank) — flagged.")

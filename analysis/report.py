@@ -28,7 +28,9 @@ RELIED_ON = {
     "config (optional)": ["artifact_bandwidth or artifact_params/bandwidth (F4 band: total width, default 0.05; integrated over at least ±1 bin)",
                           "any other key that varies between trials (becomes a grouping key)"],
     "final metrics": ["ood_auc", "iid_auc", "psd_pretrained", "psd_finetuned"],
-    "final metrics (optional)": ["psd_artifact (F4 for artifacts without `artifact_omega`)",
+    "final metrics (optional)": ["psd_artifact (F4 band for artifacts without `artifact_omega`)",
+                                 "pretrain_key (identifies a pretrained model exactly; else source/edit/seed)",
+                                 "robustness, iid_mean, objective (robustness-search trials, tabulated)",
                                  "band_alignment_pretrained / band_alignment_finetuned (F4 fallback without spectra)",
                                  "val_auc, centroid_*, alignment_*, cosine_* (tabulated when present)"],
     "per report": ["every scalar metric (history.csv)"],
@@ -190,6 +192,25 @@ def _tables_section(agg: pd.DataFrame, rob: pd.DataFrame) -> list[str]:
     return out
 
 
+def _other_trials_section(c: Collected) -> list[str]:
+    """Robustness-search and pretraining trials: a table each (they are not fold-aggregated)."""
+    out = []
+    t = c.trials
+    for kind, metrics, title in (("robustness", ["robustness", "iid_mean", "objective"], "Robustness-search trials"),
+                                 ("pretrain", ["centroid_pretrained", "centroid_pretrained_nodc", "val_accuracy"],
+                                  "Pretraining trials")):
+        sub = t[t["kind"] == kind]
+        if sub.empty:
+            continue
+        cfg = [k for k in c.config_columns if k in sub and sub[k].map(lambda v: not isinstance(v, (list, dict, np.ndarray))).all()
+               and sub[k].nunique(dropna=False) > 1]
+        cols = ["trial_id", "status"] + cfg + [m for m in metrics if m in sub]
+        if "robustness" in sub:
+            sub = sub.sort_values("robustness", ascending=False, na_position="last")
+        out += [f"### {title}", "", md_table(sub[cols]), ""]
+    return out
+
+
 def _relied_section() -> list[str]:
     out = ["## Keys this report relies on", "",
            "Read from `params.json` (config) and `result.json` (reports); missing keys make the checks "
@@ -228,6 +249,7 @@ def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | Non
     lines += _findings_section(findings)
     lines += _figures_section(figs)
     lines += _tables_section(agg, rob)
+    lines += _other_trials_section(c)
     lines += _relied_section()
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

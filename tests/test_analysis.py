@@ -290,3 +290,23 @@ def test_missing_spectra_degrade_gracefully(trials, tmp_path):
     figs = draw_all(bare, tmp_path)
     assert isinstance(figs["auc_vs_degradation"], list)
     assert isinstance(figs["priorities"], str) and figs["priorities"].startswith("not drawn")
+
+
+def test_f4_alignment_without_artifact_frequency_uses_the_signature_band(trials):
+    from analysis.findings import artifact_alignment
+
+    row = trials[trials["status"] == "TERMINATED"].iloc[0].copy()
+    p = row["psd_pretrained"]
+    with_omega, how = artifact_alignment(row, p)
+    assert "ω_a" in how
+    row["artifact_omega"] = np.nan
+    sig_band, how = artifact_alignment(row, p)
+    assert "signature" in how
+    band = row["psd_artifact"] >= 0.1 * row["psd_artifact"].max()
+    assert sig_band >= p[band].sum() / p.sum() - 1e-12
+
+
+def test_storage_folder_with_several_experiments(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "storage" / "quick")
+    c = collect(tmp_path / "storage")
+    assert len(c.trials) == 48 and set(c.trials["experiment"]) == {"quick"}
