@@ -76,6 +76,8 @@ class TrialConfig(BaseModel):
     # pretraining source (a registered source dataset, or "none" for a random-init backbone)
     source: str = "natural"
     source_n: int = Field(3000, gt=0)
+    source_weights: str | None = Field(None, description="published weights to start from: 'timm', "
+                                       "'file:<path>' or 'radimagenet:<path>'; None = random init")
     source_params: dict[str, Any] = {}
     edit: str = "none"
     edit_strength: float = 0.0
@@ -134,6 +136,15 @@ class TrialConfig(BaseModel):
         sources = list_datasets("source")
         if self.source != "none" and self.source not in sources:
             raise ValueError("[source] " + _unknown("source", self.source, sources + ["none"]))
+        if self.source == "none" and self.edit != "none" and self.edit_strength != 0:
+            raise ValueError("[edit] an edit needs a source dataset to edit; `source: none` has none")
+        if self.source_weights is not None:
+            from spectral_ray.weights import parse_weights_spec
+
+            try:
+                parse_weights_spec(self.source_weights)
+            except ValueError as e:
+                raise ValueError(f"[source_weights] {e}") from None
         targets = list_datasets("target")
         if self.target not in targets:
             raise ValueError("[target] " + _unknown("target", self.target, targets))
@@ -428,7 +439,13 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
     for key, options in axes.items():
         for option in options:
             _validate_trial({**fixed, **option}, source, key if len(option) == 1 else None, next(iter(option.values())))
-    for flat in itertools.islice(iter(sweep.trials()), 50000):
+    trials = sweep.trials()
+    missing = sorted({m for flat in trials for m in missing_paths(flat)})
+    if missing:
+        raise SweepError(f"{source}: {len(missing)} data/weights path(s) are missing on this machine: "
+                         + "; ".join(missing) + ". Set them in the sweep's params (or with --set KEY=VALUE); "
+                         "docs/REAL_DATA.md describes each layout.")
+    for flat in itertools.islice(iter(trials), 50000):
         _validate_trial(flat, source, None, None)
     if check_storage:
         _check_storage(sweep.storage, source)
@@ -436,6 +453,29 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
         if store:
             _check_storage(store, source, key="params.store")
     return sweep
+
+
+def missing_paths(flat: dict) -> list[str]:
+    """Every path a trial would read that is unset or absent: real datasets' path parameters and
+    local weights files. Reads nothing."""
+    from spectral_ray.data.real import missing_paths as dataset_missing
+
+    nested = nest(flat)
+    out = []
+    for role in ("source", "target"):
+        name = nested.get(role, _default(role))
+        out += [f"{role} {m}" for m in dataset_missing(name, nested.get(f"{role}_params") or {})]
+    spec = nested.get("source_weights")
+    if spec:
+        from spectral_ray.weights import parse_weights_spec
+
+        try:
+            kind, path = parse_weights_spec(spec)
+        except ValueError:
+            return out  # reported with its key by the trial validation
+        if path and not Path(path).expanduser().exists():
+            out.append(f"source_weights ({kind}) not found: {Path(path).expanduser()}")
+    return out
 
 
 def _check_key(key: str, allowed: list[str], source: str) -> None:

@@ -110,6 +110,7 @@ class PretrainConfig:
     edit_params: dict = field(default_factory=dict)
     model: str = "resnet18"
     model_kwargs: dict = field(default_factory=dict)
+    init: str | None = None  # published weights to start from (spectral_ray.weights spec), None = random
     recipe: Recipe = field(default_factory=Recipe)
     seed: int = 0
     val_fraction: float = 0.1
@@ -393,8 +394,23 @@ def _split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarr
     return np.sort(tr), np.sort(va)
 
 
+def _initial_model(config: PretrainConfig, *, in_chans: int, num_classes: int):
+    """Random init, or the published weights named by ``config.init`` with a fresh head."""
+    if config.init is None:
+        from spectral_ray.models import create_model
+
+        return create_model(config.model, in_chans=in_chans, num_classes=num_classes, **config.model_kwargs)
+    from spectral_ray.weights import load_pretrained, parse_weights_spec
+
+    source, path = parse_weights_spec(config.init)
+    return load_pretrained(config.model, in_chans=in_chans, num_classes=num_classes, source=source, file=path,
+                           **config.model_kwargs)
+
+
 def default_pretrain(config: PretrainConfig, *, on_epoch=None, device=None, priority_images: int = 256):
-    """Pretrain ``config.model`` on the (optionally edited) source; returns ``(model, history)``.
+    """Pretrain ``config.model`` on the (optionally edited) source, from random init or from the
+    published weights ``config.init``; returns ``(model, history)``. With ``source == "none"`` the
+    model is ``config.init``'s weights untrained (history without epochs or priority).
 
     The source is split into train / validation (``val_fraction``, stratified, by ``seed``); the
     model has one output per source class and ``in_chans`` = the images' channels. ``history`` is
@@ -405,13 +421,16 @@ def default_pretrain(config: PretrainConfig, *, on_epoch=None, device=None, prio
     import torch
 
     from spectral_ray import spectrum
-    from spectral_ray.models import create_model
     from spectral_ray.training import fit
 
+    if config.source == "none":
+        # published weights as they are: nothing to train, no source data to measure on
+        model = _initial_model(config, in_chans=int(config.source_params.get("channels", 1)), num_classes=2)
+        return model.cpu(), {"epochs": [], "learning_priority": None, "classes": []}
     ds = _source_dataset(config)
     tr, va = _split(np.asarray(ds.labels), config.val_fraction, config.seed)
     torch.manual_seed(config.seed)
-    model = create_model(config.model, in_chans=ds.images.shape[1], num_classes=len(ds.classes), **config.model_kwargs)
+    model = _initial_model(config, in_chans=ds.images.shape[1], num_classes=len(ds.classes))
     history = fit(
         model,
         (ds.images[tr], ds.labels[tr]),

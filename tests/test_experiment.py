@@ -62,3 +62,15 @@ def test_band_mass_of_the_artifact():
     sig[7] = sig[9] = 0.025
     p = np.full(17, 1 / 17)
     assert artifact_band_mass(p, sig) == pytest.approx(1 / 17)  # only bin 8 reaches 10 % of the peak
+
+
+def test_start_from_published_weights_file(store, tmp_path):
+    import timm
+    import torch
+
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), tmp_path / "w.pth")
+    cfg = TrialConfig(**TINY, store=store, source="none", source_weights=f"file:{tmp_path / 'w.pth'}")
+    final = run_finetune(cfg)
+    assert final["psd_pretrained_on"] == "target"  # no source data: measured on the clean target
+    assert final["psd_pretrained"] == final["psd_before"]
+    assert final["pretrain_key"]  # kept in the store like any backbone
