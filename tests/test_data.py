@@ -1,0 +1,178 @@
+"""Embedded datasets: registry, shapes, determinism, cache, spectra, patient groups, learnability."""
+
+import time
+
+import numpy as np
+import pytest
+
+from spectral_ray.data import dataset_info, get_dataset, list_datasets
+from spectral_ray.data.preview import dataset_spectrum
+
+EMBEDDED = {"natural": 15, "medical": 8, "ct_lesion": 2, "mri_knee": 2}
+SMALL = {"natural": 45, "medical": 24, "ct_lesion": 20, "mri_knee": 20}
+
+
+def test_registry_lists_embedded_datasets():
+    names = list_datasets()
+    for name in EMBEDDED:
+        assert name in names
+    assert {"natural", "medical"} <= set(list_datasets("source"))
+    assert {"ct_lesion", "mri_knee"} <= set(list_datasets("target"))
+    assert dataset_info("medical")["defaults"]["size"] == 64
+
+
+@pytest.mark.parametrize("name", list(EMBEDDED))
+def test_shapes_dtypes_ranges(name):
+    ds = get_dataset(name, n=SMALL[name], use_cache=False, progress=False)
+    assert ds.images.shape == (SMALL[name], 1, 64, 64)
+    assert ds.images.dtype == np.float32 and ds.labels.dtype == np.int64
+    assert ds.images.min() >= 0.0 and ds.images.max() <= 1.0
+    assert len(ds.classes) == EMBEDDED[name]
+    assert set(np.unique(ds.labels)) <= set(range(EMBEDDED[name]))
+    assert ds.images.std() > 0.02  # not blank
+    if EMBEDDED[name] == 2:
+        assert ds.groups is not None and ds.groups.dtype == np.int64 and ds.groups.shape == (SMALL[name],)
+    else:
+        assert ds.groups is None
+
+
+@pytest.mark.parametrize("name", ["natural", "medical"])
+def test_three_channels_and_size(name):
+    ds = get_dataset(name, n=8, size=32, channels=3, use_cache=False, progress=False)
+    assert ds.images.shape == (8, 3, 32, 32)
+
+
+@pytest.mark.parametrize("name", list(EMBEDDED))
+def test_same_seed_same_arrays_other_seed_differs(name):
+    a = get_dataset(name, n=10, seed=3, use_cache=False, progress=False)
+    b = get_dataset(name, n=10, seed=3, use_cache=False, progress=False)
+    c = get_dataset(name, n=10, seed=4, use_cache=False, progress=False)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.images, c.images)
+
+
+def test_cache_hit_is_fast_and_identical(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECTRAL_RAY_CACHE", str(tmp_path))
+    t0 = time.perf_counter()
+    a = get_dataset("mri_knee", n=60, seed=7, progress=False)
+    build = time.perf_counter() - t0
+    assert list(tmp_path.glob("mri_knee-*.npz"))
+    t0 = time.perf_counter()
+    b = get_dataset("mri_knee", n=60, seed=7, progress=False)
+    hit = time.perf_counter() - t0
+    assert hit < 0.5 and hit < build
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.groups, b.groups)
+    assert b.classes == a.classes
+
+
+def test_unknown_parameter_and_bad_size():
+    with pytest.raises(TypeError, match="bogus"):
+        get_dataset("medical", bogus=1, use_cache=False)
+    with pytest.raises(ValueError, match="size"):
+        get_dataset("natural", size=33, n=2, use_cache=False, progress=False)
+
+
+@pytest.mark.parametrize("name", ["ct_lesion", "mri_knee"])
+def test_targets_have_several_slices_per_patient_with_one_label(name):
+    ds = get_dataset(name, n=100, slices=5, use_cache=False, progress=False)
+    pids, counts = np.unique(ds.groups, return_counts=True)
+    assert len(pids) == 20 and np.all(counts == 5)
+    for pid in pids:
+        assert len(np.unique(ds.labels[ds.groups == pid])) == 1
+    assert 0.3 < ds.labels.mean() < 0.7  # both classes present, roughly balanced
+    # slices of one patient differ (they are not copies)
+    first = ds.images[ds.groups == pids[0]]
+    assert np.abs(first[0] - first[1]).mean() > 1e-3
+
+
+def test_natural_slope_in_photograph_range():
+    ds = get_dataset("natural", n=450, progress=False)
+    _, slope = dataset_spectrum(ds)
+    assert -2.8 <= slope <= -1.6, slope
+
+
+def test_medical_spectrum_differs_from_natural():
+    # Slopes are close (≈ −2.5 both); the shape differs: the phantoms' mid/high-frequency power
+    # (k ≥ 8) is ~30 % lower than the photographs', far beyond the seed-to-seed spread (~3 %).
+    mass = {}
+    for name, n in (("natural", 450), ("medical", 240)):
+        for seed in (0, 1):
+            psd, _ = dataset_spectrum(get_dataset(name, n=n, seed=seed, progress=False))
+            q = psd[1:] / psd[1:].sum()
+            mass[name, seed] = q[7:].sum()
+    nat = (mass["natural", 0] + mass["natural", 1]) / 2
+    med = (mass["medical", 0] + mass["medical", 1]) / 2
+    spread = max(abs(mass["natural", 0] - mass["natural", 1]) / nat, abs(mass["medical", 0] - mass["medical", 1]) / med)
+    assert abs(nat - med) / nat > 0.15
+    assert abs(nat - med) / nat > 3 * spread
+
+
+def test_cli_preview_and_spectrum(tmp_path, monkeypatch, capsys):
+    from spectral_ray.cli import main
+
+    monkeypatch.setenv("SPECTRAL_RAY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "p.png"
+    assert main(["data", "preview", "mri_knee", "--n", "40", "--per-class", "3", "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    out2 = tmp_path / "s.png"
+    assert main(["data", "spectrum", "natural", "--n", "30", "--out", str(out2)]) == 0
+    assert out2.stat().st_size > 1000 and "slope" in capsys.readouterr().out
+    assert main(["data", "preview", "nope", "--out", str(out)]) == 2
+
+
+def test_cli_preview_with_artifact(tmp_path, monkeypatch):
+    pytest.importorskip("spectral_ray.artifacts")
+    from spectral_ray.cli import main
+
+    monkeypatch.setenv("SPECTRAL_RAY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "a.png"
+    args = ["data", "preview", "ct_lesion", "--n", "20", "--per-class", "3", "--artifact", "band",
+            "--omega", "0.5", "--amplitude", "0.1", "--degradation", "0.5", "--out", str(out)]
+    assert main(args) == 0 and out.stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- learnability
+
+
+def _small_cnn_auc(ds, epochs=8, seed=0):
+    import torch
+    import torch.nn as nn
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupShuffleSplit
+
+    torch.manual_seed(seed)
+    tr, te = next(GroupShuffleSplit(1, test_size=0.25, random_state=seed).split(ds.images, ds.labels, ds.groups))
+    assert not set(ds.groups[tr]) & set(ds.groups[te])
+    x = (torch.from_numpy(ds.images) - 0.5) / 0.25
+    y = torch.from_numpy(ds.labels)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, 2),
+    )
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
+        for b in range(0, len(perm), 32):
+            i = perm[b : b + 32]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+    with torch.no_grad():
+        p = torch.softmax(model(x[te]), 1)[:, 1].numpy()
+    return roc_auc_score(ds.labels[te], p)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ct_lesion", "mri_knee"])
+def test_small_cnn_learns_target_but_not_trivially(name):
+    import torch
+
+    torch.set_num_threads(1)
+    ds = get_dataset(name, progress=False)  # defaults: 800 images, 5 slices per patient
+    auc = _small_cnn_auc(ds)
+    print(f"{name}: small CNN, 8 epochs, patient-grouped test AUC = {auc:.3f}")
+    assert 0.75 <= auc <= 0.98, auc
