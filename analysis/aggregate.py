@@ -39,7 +39,12 @@ NO_EDIT = {None, "", "none", "None", "identity", "null"}
 # Config keys never used to split groups: replicates, bookkeeping, and keys that name a run
 # rather than a condition.
 _NOT_A_CONDITION = set(REPLICATE_KEYS) | {"trial_id", "name", "experiment", "storage_path", "epochs_total",
-                                          "data_dir", "cache_dir", "output_dir"}
+                                          "data_dir", "cache_dir", "output_dir", "store", "threads"}
+
+
+def _is_condition(key: str) -> bool:
+    """Seeds (``seed``, ``finetune_seed``, ``data_seed`` …) are replicates, not conditions."""
+    return key not in _NOT_A_CONDITION and not key.endswith("seed")
 
 
 def pinned(values) -> np.ndarray:
@@ -95,7 +100,7 @@ def group_keys(trials: pd.DataFrame, config_columns: list[str] | None = None) ->
     keys = [k for k in GROUP_KEYS if k in trials]
     config_columns = config_columns if config_columns is not None else trials.attrs.get("config_columns", [])
     for c in config_columns:
-        if c in keys or c in _NOT_A_CONDITION or c not in ft or not ft[c].map(_hashable).all():
+        if c in keys or not _is_condition(c) or c not in ft or not ft[c].map(_hashable).all():
             continue
         if ft[c].nunique(dropna=False) > 1:
             keys.append(c)

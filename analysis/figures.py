@@ -295,6 +295,14 @@ def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "prio
                 mats[(pk, src, lab)] = (levels, np.stack([_unit_max(r) for r in rows]))
     if not mats:
         raise NotDrawable("no complete fine-tuned priority vectors to draw")
+    # Artifact frequency per panel: the config's ω_a, else the peak of the artifact's signature.
+    artifact_freq = {}
+    for pk, g in _groups(ft, pkeys):
+        aw = dict(zip(pkeys, pk)).get("artifact_omega")
+        if (aw is None or pd.isna(aw)) and "psd_artifact" in g:
+            sig = _mean_psd(g["psd_artifact"])
+            aw = float(frequency_axis(len(sig))[int(np.argmax(sig[1:])) + 1]) if sig is not None else None
+        artifact_freq[pk] = aw
     vmin = max(min(m[m > 0].min() for _, m in mats.values()), 1e-4)
     norm = LogNorm(vmin=vmin, vmax=1.0)
     fig, axes = plt.subplots(len(edits), len(columns), figsize=(3.3 * len(columns) + 1.2, 2.3 * len(edits) + 0.6),
@@ -317,7 +325,7 @@ def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "prio
                     ax.set_xlabel("normalised radial frequency ω̄")
                 else:
                     ax.tick_params(labelbottom=False)
-                aw = dict(zip(pkeys, pk)).get("artifact_omega")
+                aw = artifact_freq.get(pk)
                 if aw is not None and pd.notna(aw):
                     ax.axvline(float(aw), color="c", lw=0.8, ls="--")
             if j == 0:
@@ -330,7 +338,7 @@ def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "prio
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.85, label="fine-tuned priority (unit max, log)")
     fig.suptitle("Fine-tuned learning priority vs degradation (dashed: artifact frequency)",
-                 y=1.0 + (0.06 if len(columns) > 2 else 0.0))
+                 y=1.0 + (0.45 if len(columns) > 2 else 0.2) / fig.get_figheight())
     return _save(fig, out_dir, name)
 
 
@@ -386,7 +394,7 @@ def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alig
     colors = source_colors(tab["source"])
     markers = dict(zip(["unedited"] + sorted(set(tab["edit_label"]) - {"unedited"}), ["o", "^", "s", "D", "v", "P"] * 3))
     levels = sorted(tab["degradation"].unique())
-    sizes = {d: 14 + 40 * i / max(1, len(levels) - 1) for i, d in enumerate(levels)}
+    sizes = {d: 24 + 40 * i / max(1, len(levels) - 1) for i, d in enumerate(levels)}
     fig, axes = plt.subplots(1, len(cols), figsize=(4.4 * len(cols) + 0.4, 3.6), squeeze=False, sharey=True)
     from scipy import stats
 
@@ -399,8 +407,8 @@ def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alig
             ax.scatter(pins[col], pins["ood_drop"], s=40, color="k", marker="x", lw=1.0)
         use = tab[~tab["pinned"]].dropna(subset=[col])
         rho = stats.spearmanr(use[col], use["ood_drop"])[0] if len(use) > 2 and use[col].nunique() > 1 else np.nan
-        ax.set_title(f"{title} (pooled Spearman ρ = {rho:.2f})")
-        ax.set_xlabel(f"alignment with artifact ({tab['align_method'].iloc[0] or 'n/a'})")
+        ax.set_title(f"{title} (pooled Spearman ρ = {rho:.2f})" if np.isfinite(rho) else f"{title} (too few points for ρ)")
+        ax.set_xlabel(f"priority {tab['align_method'].iloc[0] or 'alignment with the artifact'}")
         ax.axhline(0, color="0.6", lw=0.8, ls=":")
         ax.grid(alpha=0.25)
     axes[0, 0].set_ylabel("O.O.D. AUC drop" + (" (vs clean)" if (tab["drop_kind"] == "vs clean").all() else ""))

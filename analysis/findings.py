@@ -358,7 +358,7 @@ def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
     omega = t.get("artifact_omega")
     if isinstance(omega, (int, float)) and np.isfinite(omega) and 0 <= omega <= 1:
         half = _band(t)
-        return band_mass(psd, float(omega), 2 * half), f"band mass within ±{half:.3g} of ω_a"
+        return band_mass(psd, float(omega), 2 * half), f"mass within ±{half:.3g} of ω_a"
     a = t.get("psd_artifact")
     if _is_vec(a) and len(a) == len(psd):
         # The artifact's own band: bins where its signature reaches ≥ 10 % of its peak, widened by
@@ -366,7 +366,7 @@ def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
         band = a >= 0.1 * a.max()
         band = band | np.roll(band, 1) & (np.arange(len(a)) > 0) | np.roll(band, -1) & (np.arange(len(a)) < len(a) - 1)
         p = np.asarray(psd, float) / np.sum(psd)
-        return float(p[band].sum()), "priority mass in the artifact signature's band (≥ 10 % of peak, ±1 bin)"
+        return float(p[band].sum()), "mass in the artifact signature's band"
     return np.nan, ""
 
 

@@ -43,7 +43,11 @@ FIGURE_CAPTIONS = {
     "priority_heatmaps": "Fine-tuned learning priority vs degradation, original and edited sources (paper Fig. 3, "
                          "middle/bottom).",
     "editing_effect": "O.O.D. AUC with (dotted) and without (solid) source editing (paper Fig. 4).",
-    "alignment_vs_drop": "Alignment of the priority with the artifact vs O.O.D. AUC drop, one point per trial (F4).",
+    "alignment_vs_drop": "Alignment of the priority with the artifact vs O.O.D. AUC drop, one point per trial (F4). "
+                         "Alignment is integrated over the artifact's band: the unit-sum priority mass within "
+                         "±max(bandwidth/2, 1 bin) of the artifact frequency ω_a, or, without ω_a, in the bins where "
+                         "the artifact's signature reaches ≥ 10 % of its peak (±1 bin). The drop is the O.O.D. AUC "
+                         "of the clean (degradation 0) trial of the same configuration and fold minus the trial's.",
 }
 
 
