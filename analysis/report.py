@@ -109,6 +109,9 @@ def _setup_section(c: Collected) -> list[str]:
         out.append("- Swept: " + "; ".join(varying))
     if constant:
         out.append("- Fixed: " + "; ".join(constant))
+    if c.filled_defaults:
+        out.append("- Not in `params.json`, filled with the defaults the trials ran with (TrialConfig / artifact "
+                   "family): " + ", ".join(f"`{k}`" for k in c.filled_defaults))
     keys = group_keys(t, c.config_columns)
     out.append(f"- Aggregation groups: ({', '.join(keys)}); replicates = folds (`fold`, `seed`)")
     bad = t[t["status"] != "TERMINATED"]

@@ -269,11 +269,19 @@ def test_real_trainable_shape_nested_config_and_separate_final_report(tmp_path):
     (trial / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     c = collect(exp)
     row = c.trials.iloc[0]
+    assert c.filled_defaults == ["artifact_omega", "artifact_amplitude"]  # from the band family
     assert row["status"] == "TERMINATED" and row["status_from"] == "result.json done" and row["kind"] == "finetune"
     assert row["finetune/lr"] == 5e-4 and row["artifact_params/bandwidth"] == 0.1
     assert row["ood_auc"] == 0.6 and row["epoch"] == 2 and row["extra_key"] == "kept"
     assert isinstance(row["psd_artifact"], np.ndarray) and len(c.history) == 3
     assert "degradations" not in agg_mod.group_keys(c.trials)  # list-valued config keys never group
+    # Keys left at their defaults are absent from params.json: filled from TrialConfig / the family.
+    config.pop("target")
+    (trial / "params.json").write_text(json.dumps(config))
+    c = collect(exp)
+    row = c.trials.iloc[0]
+    assert row["target"] == "ct_lesion" and row["artifact_omega"] == 0.5
+    assert {"target", "artifact_omega"} <= set(c.filled_defaults)
     findings = check_all(c.trials)  # one trial: every check says what it needs, none raises
     assert all(f.verdict.startswith("not testable") for f in findings)
 
