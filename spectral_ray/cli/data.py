@@ -41,6 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("--degradation", type=float, default=1.0,
                    help="fraction of the shown positive-class images carrying the artifact (default: 1)")
     p.add_argument("--per-class", type=int, default=8, help="samples per class (default: 8)")
+    p.add_argument("--dpi", type=int, default=60, help="PNG resolution (default: 60)")
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: NAME-preview.png)")
     p.set_defaults(func=run_preview)
 
@@ -91,7 +92,7 @@ def run_preview(args) -> int:
         raise UserError("--omega/--amplitude need --artifact FAMILY")
     ds = _load(args.name, args)
     out = args.out or Path(f"{args.name}-preview.png")
-    preview_grid(ds, out, per_class=args.per_class, artifact=artifact, degradation=args.degradation, seed=args.seed)
+    preview_grid(ds, out, per_class=args.per_class, artifact=artifact, degradation=args.degradation, seed=args.seed, dpi=args.dpi)
     print(f"wrote {out}")
     return 0
 
