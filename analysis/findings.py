@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from spectral_ray.spectrum import alignment, band_mass, summarize
+from spectral_ray.spectrum import band_mass, summarize
 
-from .aggregate import GROUP_KEYS, finetune_trials, group_keys, is_edited, edit_label, pinned
+from .aggregate import edit_label, finetune_trials, group_keys, is_edited, pinned
 
 __all__ = ["Finding", "check_all", "check_f1", "check_f2", "check_f3", "check_f4", "check_f5",
            "SUPPORTED", "NOT_SUPPORTED", "not_testable", "findings_table"]
@@ -421,8 +421,12 @@ def _stratified_spearman(df: pd.DataFrame, x: str, y: str, strata: list[str], rn
     if not groups:
         return np.nan, np.nan, 0, 0
 
+    def pearson(a, b):  # on ranks = Spearman's ρ (ties keep their average ranks)
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
     def stat(gs):
-        num = sum(len(a) * stats.spearmanr(a, b)[0] for a, b in gs)
+        num = sum(len(a) * pearson(a, b) for a, b in gs)
         return num / sum(len(a) for a, _ in gs)
 
     obs = stat(groups)
