@@ -162,6 +162,9 @@ def init_ray() -> None:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Save the experiment state often (default: every ~10 s at best), so a driver killed right
+    # after a trial finished does not rerun that trial on resume; cheap at our trial sizes.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
