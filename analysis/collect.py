@@ -20,9 +20,10 @@ and any URI Ray itself can store to (``s3://``, ``gs://``, ``hdfs://``, ``file:/
 
 Status: the newest ``experiment_state-*.json`` is authoritative where present (Ray keeps the
 trial status there; the ``done`` flag in ``result.json`` is usually ``false`` even for finished
-function trainables). An ``error.txt`` always means ``ERROR``. Without a state file a trial is
-``TERMINATED`` only if its last report says ``done: true``; otherwise ``RUNNING`` (unfinished or
-unknown), or ``PENDING`` if it never reported.
+function trainables; a trial retried under ``max_failures`` keeps the ``error.txt`` of its failed
+attempt but ends ``TERMINATED``, noted in ``error``). Without a state file an ``error.txt`` means
+``ERROR``, a last report with ``done: true`` means ``TERMINATED``, anything else ``RUNNING``
+(unfinished or unknown), or ``PENDING`` if it never reported.
 """
 
 from __future__ import annotations
@@ -238,12 +239,16 @@ def _collect_experiment(fs: _FS, exp_root: str, exp_name: str):
             error = _error_line(fs.read_text(f"{tdir}/error.txt"))
         elif "error.pkl" in files:
             error = "error.pkl present (not unpickled)"
-        if error is not None:
-            status, status_from = "ERROR", "error.txt"
-        elif st.get("status"):
+        if st.get("status"):
+            # The state is authoritative: with max_failures > 0 a trial that failed once and was
+            # retried keeps its error.txt but finishes TERMINATED (or is RUNNING again).
             status, status_from = str(st["status"]), "experiment_state"
-            if status == "ERROR":
+            if status == "ERROR" and error is None:
                 error = "marked ERROR in experiment state (no error.txt)"
+            elif status != "ERROR" and error is not None:
+                error = f"recovered after a failed attempt: {error}"
+        elif error is not None:
+            status, status_from = "ERROR", "error.txt"
         elif last.get("done") is True:
             status, status_from = "TERMINATED", "result.json done"
         else:

@@ -120,6 +120,10 @@ def _setup_section(c: Collected) -> list[str]:
         cols = [c_ for c_ in ["trial_id", "status", "n_reports", "error", "source", "edit_strength", "degradation", "fold"]
                 if c_ in bad]
         out.append(md_table(bad[cols]))
+    recovered = t[(t["status"] == "TERMINATED") & t["error"].notna()]
+    if len(recovered):
+        out += ["", f"{len(recovered)} trial(s) finished after a failed attempt (retried under `max_failures`): "
+                + ", ".join(f"`{i}`" for i in recovered["trial_id"])]
     if c.warnings:
         out += ["", "Warnings while reading:", ""] + [f"- {w}" for w in c.warnings]
     return out + [""]

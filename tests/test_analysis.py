@@ -318,3 +318,14 @@ def test_storage_folder_with_several_experiments(tmp_path):
     shutil.copytree(FIXTURE, tmp_path / "storage" / "quick")
     c = collect(tmp_path / "storage")
     assert len(c.trials) == 48 and set(c.trials["experiment"]) == {"quick"}
+
+
+def test_trial_retried_after_a_failure_is_terminated_not_error(tmp_path):
+    exp = tmp_path / "experiment"
+    shutil.copytree(FIXTURE, exp)
+    retried = TRIAL_DIRS[2].name
+    (exp / retried / "error.txt").write_text("Failure # 1\nTraceback ...\nRuntimeError: transient\n")
+    t = collect(exp).trials.set_index("trial_dir")
+    assert t.loc[retried, "status"] == "TERMINATED"
+    assert t.loc[retried, "error"] == "recovered after a failed attempt: RuntimeError: transient"
+    assert (t["status"] == "ERROR").sum() == 1
