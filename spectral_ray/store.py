@@ -64,9 +64,9 @@ _RECIPE_KEY_EXCLUDE = ("num_threads", "eval_batch_size")
 def _code_version() -> str:
     # Imported here, not at module level: spectral_ray.data registers (imports) every dataset
     # generator, which worker processes that only look up the store do not need.
-    from spectral_ray.data.cache import CODE_VERSION
+    from spectral_ray.data.cache import code_version
 
-    return f"store{STORE_VERSION}-data{CODE_VERSION}"
+    return f"store{STORE_VERSION}-data{code_version()}"
 
 
 def _canonical(obj):

@@ -12,14 +12,18 @@ import json
 import os
 import tempfile
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from filelock import FileLock
 
-# Bump when a generator changes its output, so stale caches are not reused.
-CODE_VERSION = "1"
+# Bump on a change of the cache format. Generator changes are caught by code_version(), which
+# hashes the source files whose code decides the generated arrays.
+CODE_VERSION = "2"
+GENERATOR_FILES = ("data/natural.py", "data/medical.py", "data/phantoms.py", "data/targets.py",
+                   "artifacts.py", "editing.py")
 ENV_VAR = "SPECTRAL_RAY_CACHE"
 
 
@@ -31,8 +35,20 @@ def cache_dir() -> Path:
     return Path(base) / "spectral-ray"
 
 
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """CODE_VERSION + a short hash of the generators' source, so that editing a generator never
+    lets an old cache (or a backbone pretrained on old data) be reused."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(CODE_VERSION.encode())
+    for rel in GENERATOR_FILES:
+        path = root / rel
+        h.update(rel.encode() + (path.read_bytes() if path.exists() else b""))
+    return f"{CODE_VERSION}-{h.hexdigest()[:12]}"
+
+
 def cache_key(name: str, params: dict) -> str:
-    blob = json.dumps({"name": name, "params": params, "code": CODE_VERSION}, sort_keys=True, default=str)
+    blob = json.dumps({"name": name, "params": params, "code": code_version()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -107,5 +123,5 @@ def load_or_build(name: str, params: dict, build: Callable):
         arrays = {"images": ds.images, "labels": ds.labels}
         if ds.groups is not None:
             arrays["groups"] = ds.groups
-        save_arrays(path, arrays, {"name": name, "params": params, "classes": ds.classes, "code": CODE_VERSION})
+        save_arrays(path, arrays, {"name": name, "params": params, "classes": ds.classes, "code": code_version()})
     return ds
