@@ -215,9 +215,12 @@ def _mean_psd(rows: pd.Series) -> np.ndarray | None:
 
 
 def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities") -> list[Path]:
+    from .findings import pretrained_models  # one spectrum per pretrained model, pretrain trials included
+
     ft = _ft_with_labels(trials)
     ft = ft[ft["status"] == "TERMINATED"] if "status" in ft else ft
-    has_pre = "psd_pretrained" in ft and ft["psd_pretrained"].map(lambda v: isinstance(v, np.ndarray)).any()
+    models = pretrained_models(trials)
+    has_pre = not models.empty
     has_ft = "psd_finetuned" in ft and ft["psd_finetuned"].map(lambda v: isinstance(v, np.ndarray)).any()
     if not (has_pre or has_ft):
         raise NotDrawable("needs `psd_pretrained` / `psd_finetuned` vectors in finished trials")
@@ -226,10 +229,15 @@ def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities"
     if "degradation" in ft and ft["degradation"].notna().any():
         level = float(ft["degradation"].min())
         clean = ft[ft["degradation"] == level]
-    colors, styles = source_colors(ft["source"]), _edit_styles(ft["edit_label"])
-    cols = [("psd_pretrained", "pretrained", ft)] if has_pre else []
+    pre = models.rename(columns={"psd": "psd_pretrained"}) if has_pre else models
+    sources = pd.concat([ft.get("source", pd.Series(dtype=object)), pre.get("source", pd.Series(dtype=object))])
+    labels = pd.concat([ft.get("edit_label", pd.Series(dtype=object)), pre.get("edit_label", pd.Series(dtype=object))])
+    colors, styles = source_colors(sources), _edit_styles(labels)
+    cols = [("psd_pretrained", f"pretrained ({len(pre)} models)", pre)] if has_pre else []
     if has_ft:
-        cols.append(("psd_finetuned", "fine-tuned" + (f" (degradation {level:g})" if level is not None else ""), clean))
+        n_ft = int(clean["psd_finetuned"].map(lambda v: isinstance(v, np.ndarray)).sum())
+        cols.append(("psd_finetuned", f"fine-tuned ({n_ft} trials" + (f", degradation {level:g})" if level is not None else ")"),
+                     clean))
     fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols) + 0.4, 3.6), squeeze=False, sharey=True)
     pairs = []
     for ax, (col, title, df) in zip(axes[0], cols):
