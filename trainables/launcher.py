@@ -54,9 +54,22 @@ def store_path(sweep: SweepFile) -> str | None:
     return _trial_constants(sweep, {"store": fixed.get("store")})["store"]
 
 
+def resolved(nested: dict) -> dict:
+    """Every TrialConfig key with its default filled in (recipes merged over their defaults), so
+    each trial's params.json says exactly what ran, whatever later code versions default to.
+    Search-space objects pass through untouched."""
+    from spectral_ray.config import DEFAULT_RECIPES, TrialConfig
+
+    out = TrialConfig.model_construct().model_dump(mode="python")
+    for name, base in DEFAULT_RECIPES.items():
+        out[name] = {**base, **nested.get(name, {})}
+    out.update({k: v for k, v in nested.items() if k not in DEFAULT_RECIPES})
+    return out
+
+
 def grid_points(sweep: SweepFile) -> list[dict]:
-    """The grid's trials as nested configs (see ``SweepFile.trials``)."""
-    return [nest(_trial_constants(sweep, flat)) for flat in sweep.trials()]
+    """The grid's trials as full nested configs (see ``SweepFile.trials``)."""
+    return [resolved(nest(_trial_constants(sweep, flat))) for flat in sweep.trials()]
 
 
 def param_space(sweep: SweepFile) -> dict:
@@ -70,7 +83,7 @@ def param_space(sweep: SweepFile) -> dict:
     make = {"grid": tune.grid_search, "choice": tune.choice,
             "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v)}
     flat = {key: value if kind == "fixed" else make[kind](value) for key, (kind, value) in sweep.axes().items()}
-    return nest(_trial_constants(sweep, flat))
+    return resolved(nest(_trial_constants(sweep, flat)))
 
 
 def build_tuner(sweep: SweepFile, *, resume: bool = False):
