@@ -316,7 +316,7 @@ FAMILIES: dict[str, tuple[dict[str, Param], Callable, str]] = {
     ),
     "nlm": (
         {
-            "h": Param(0.05, 0.0, 1.0, lo_open=True),
+            "h": Param(0.02, 0.0, 1.0, lo_open=True),
             "patch_size": Param(5, 3, 15, integer=True),
             "patch_distance": Param(6, 1, 20, integer=True),
         },

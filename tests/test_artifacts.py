@@ -48,7 +48,7 @@ def test_photon_noise_raises_high_frequency_power(images):
         assert np.abs(y - images).mean() > 1e-3, mode
 
 
-@pytest.mark.parametrize("family,params", [("nlm", {}), ("lowpass", {}), ("lowpass", {"kind": "ideal", "omega": 0.3})])
+@pytest.mark.parametrize("family,params", [("nlm", {"h": 0.05}), ("lowpass", {}), ("lowpass", {"kind": "ideal", "omega": 0.3})])
 def test_denoisers_lower_high_frequency_power(images, family, params):
     y = get_artifact(family, **params)(images, np.random.default_rng(0))
     p0, p1 = _psd(images), _psd(y)
