@@ -167,17 +167,23 @@ def get_edited_dataset(
     edit_params: dict | None = None,
     seed: int = 0,
     *,
+    dataset_seed: int | None = None,
     use_cache: bool = True,
     **dataset_params,
 ) -> ImageDataset:
     """Registry dataset ``name`` (built with ``dataset_params``) edited by
     ``get_edit(edit_family, strength, **edit_params)`` with ``seed``, cached on disk.
 
+    ``seed`` is the *edit's* seed; the dataset's own ``seed`` parameter is ``dataset_seed``
+    (None = the dataset's default), since ``seed`` cannot also travel in ``dataset_params``.
+
     The cache key is the dataset's full parameters + the edit's family, strength, params and seed
     (+ the cache's code version), so trials load the edited arrays instead of recomputing them.
     An identity edit returns the registry dataset itself (no second copy on disk).
     """
     edit = get_edit(edit_family, strength, **dict(edit_params or {}))
+    if dataset_seed is not None:
+        dataset_params["seed"] = int(dataset_seed)
     base = get_dataset(name, use_cache=use_cache, **dataset_params)
     if edit.is_identity:
         return base

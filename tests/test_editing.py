@@ -137,3 +137,7 @@ def test_get_edited_dataset_cached(tmp_path, monkeypatch):
     assert not np.array_equal(a.images, other.images)
     assert len(list(tmp_path.glob("*.npz"))) == 3
     assert b.params["edit"] == {"family": "band_gain", "strength": 0.7, "params": {"omega": 0.5, "bandwidth": 0.2}, "seed": 3}
+    # the dataset's own seed travels as dataset_seed (seed is the edit's)
+    d1 = get_edited_dataset("_edit_test_src", "band_gain", 0.7, **kw, dataset_seed=1)
+    assert calls == [0, 1] and d1.params["seed"] == 1 and b.params["seed"] == 0
+    assert not np.array_equal(d1.images, a.images)
