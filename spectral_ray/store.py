@@ -61,12 +61,12 @@ LOG = "trainings.jsonl"
 _RECIPE_KEY_EXCLUDE = ("num_threads", "eval_batch_size")
 
 
-def _code_version() -> str:
+def _code_version(source: str, edited: bool) -> str:
     # Imported here, not at module level: spectral_ray.data registers (imports) every dataset
     # generator, which worker processes that only look up the store do not need.
     from spectral_ray.data.cache import code_version
 
-    return f"store{STORE_VERSION}-data{code_version()}"
+    return f"store{STORE_VERSION}-data{code_version(source + ('+edit' if edited else ''))}"
 
 
 def _canonical(obj):
@@ -114,10 +114,12 @@ class PretrainConfig:
     recipe: Recipe = field(default_factory=Recipe)
     seed: int = 0
     val_fraction: float = 0.1
-    code_version: str = field(default_factory=_code_version)
+    code_version: str = ""  # filled in from the store version and the source's generator code
 
     def __post_init__(self):
         self.recipe = Recipe.from_dict(self.recipe)
+        if not self.code_version:
+            self.code_version = _code_version(self.source, self.edited)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 

@@ -20,11 +20,31 @@ import numpy as np
 from filelock import FileLock
 
 # Bump on a change of the cache format. Generator changes are caught by code_version(), which
-# hashes the source files whose code decides the generated arrays.
+# hashes the source files whose code decides a dataset's arrays.
 CODE_VERSION = "2"
-GENERATOR_FILES = ("data/natural.py", "data/medical.py", "data/phantoms.py", "data/targets.py",
-                   "artifacts.py", "editing.py")
+GENERATOR_FILES = {
+    "natural": ("data/natural.py",),
+    "medical": ("data/medical.py", "data/phantoms.py"),
+    "ct_lesion": ("data/targets.py", "data/phantoms.py"),
+    "mri_knee": ("data/targets.py", "data/phantoms.py"),
+}
+EDIT_FILES = ("editing.py", "artifacts.py")
 ENV_VAR = "SPECTRAL_RAY_CACHE"
+
+
+@lru_cache(maxsize=64)
+def code_version(name: str) -> str:
+    """CODE_VERSION + a short hash of the source files that generate dataset ``name`` (``NAME+edit``
+    adds the editing code), so that editing a generator never lets an old cache — or a backbone
+    pretrained on old data — be reused, while unrelated edits keep both."""
+    base, _, suffix = name.partition("+")
+    files = GENERATOR_FILES.get(base, ()) + (EDIT_FILES if suffix == "edit" else ())
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(CODE_VERSION.encode())
+    for rel in files:
+        path = root / rel
+        h.update(rel.encode() + (path.read_bytes() if path.exists() else b""))
+    return f"{CODE_VERSION}-{h.hexdigest()[:12]}"
 
 
 def cache_dir() -> Path:
@@ -35,20 +55,8 @@ def cache_dir() -> Path:
     return Path(base) / "spectral-ray"
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """CODE_VERSION + a short hash of the generators' source, so that editing a generator never
-    lets an old cache (or a backbone pretrained on old data) be reused."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(CODE_VERSION.encode())
-    for rel in GENERATOR_FILES:
-        path = root / rel
-        h.update(rel.encode() + (path.read_bytes() if path.exists() else b""))
-    return f"{CODE_VERSION}-{h.hexdigest()[:12]}"
-
-
 def cache_key(name: str, params: dict) -> str:
-    blob = json.dumps({"name": name, "params": params, "code": code_version()}, sort_keys=True, default=str)
+    blob = json.dumps({"name": name, "params": params, "code": code_version(name)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -123,5 +131,5 @@ def load_or_build(name: str, params: dict, build: Callable):
         arrays = {"images": ds.images, "labels": ds.labels}
         if ds.groups is not None:
             arrays["groups"] = ds.groups
-        save_arrays(path, arrays, {"name": name, "params": params, "classes": ds.classes, "code": code_version()})
+        save_arrays(path, arrays, {"name": name, "params": params, "classes": ds.classes, "code": code_version(name)})
     return ds
