@@ -15,11 +15,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from spectral_ray.atomic import atomic_open
 
 __all__ = [
     "create_model",
@@ -177,16 +178,8 @@ def save_backbone(model: nn.Module, path, meta: dict | None = None) -> Path:
         "meta": meta_json,
         "sha256": _checksum(state, json.loads(meta_json)),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        torch.save(payload, f)
     return path
 
 

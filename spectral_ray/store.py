@@ -27,7 +27,6 @@ import json
 import math
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import Callable
 
 import numpy as np
 from filelock import FileLock
+
+from spectral_ray.atomic import atomic_open
 
 from spectral_ray.models import CorruptCheckpoint, read_backbone, save_backbone
 from spectral_ray.training import Recipe
@@ -173,16 +174,8 @@ def entry_dir(config: PretrainConfig, root=None) -> Path:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def _read_json(path: Path) -> dict | None:

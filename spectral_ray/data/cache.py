@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 from filelock import FileLock
+
+from spectral_ray.atomic import atomic_open
 
 # Bump on a change of the cache format. Generator changes are caught by code_version(), which
 # hashes the source files whose code decides a dataset's arrays.
@@ -71,18 +72,9 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write arrays + meta (with checksum) to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(meta, checksum=_checksum(arrays))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, __meta__=np.array(json.dumps(meta, default=str)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        np.savez(f, __meta__=np.array(json.dumps(meta, default=str)), **arrays)
 
 
 def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict] | None:

@@ -1,0 +1,27 @@
+"""Crash-safe file writes shared by the dataset cache, backbone files and the store's metadata."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb"):
+    """Yield a temporary file beside ``path``; on success it is flushed, fsynced and renamed over
+    ``path`` (atomic on POSIX), on any error it is removed. A crash mid-write therefore leaves only
+    a ``*.tmp`` file that readers never open."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
