@@ -71,11 +71,8 @@ def get_backbone(cfg: TrialConfig, on_epoch: Report | None = None) -> tuple[Path
 
     if cfg.source == "none" and cfg.source_weights is None:
         return None, {}
-    t0 = time.time()
     path = store.get_or_train(pretrain_config(cfg), root=cfg.store, on_epoch=on_epoch)
-    meta = store.load_meta(path)
-    meta["wait_or_train_s"] = time.time() - t0
-    return path, meta
+    return path, store.load_meta(path)
 
 
 def _priority_summaries(prefix: str, p) -> dict:
