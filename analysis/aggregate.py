@@ -99,10 +99,14 @@ def group_keys(trials: pd.DataFrame, config_columns: list[str] | None = None) ->
     ft = finetune_trials(trials)
     keys = [k for k in GROUP_KEYS if k in trials]
     config_columns = config_columns if config_columns is not None else trials.attrs.get("config_columns", [])
+    edited = is_edited(ft) if len(ft) else pd.Series(dtype=bool)
     for c in config_columns:
         if c in keys or not _is_condition(c) or c not in ft or not ft[c].map(_hashable).all():
             continue
-        if ft[c].nunique(dropna=False) > 1:
+        # An edit's own parameters (edit_omega, edit_params/…) mean nothing for unedited trials,
+        # which carry them unset: they split groups only when they vary among edited trials.
+        rows = ft[c][edited] if c.startswith("edit_") and c != "edit_strength" else ft[c]
+        if rows.nunique(dropna=False) > 1:
             keys.append(c)
     return keys
 
