@@ -24,10 +24,10 @@ from spectral_ray.atomic import atomic_open
 # hashes the source files whose code decides a dataset's arrays.
 CODE_VERSION = "2"
 GENERATOR_FILES = {
-    "natural": ("data/natural.py",),
-    "medical": ("data/medical.py", "data/phantoms.py"),
-    "ct_lesion": ("data/targets.py", "data/phantoms.py"),
-    "mri_knee": ("data/targets.py", "data/phantoms.py"),
+    "natural": ("data/natural.py", "data/arrays.py"),
+    "medical": ("data/medical.py", "data/phantoms.py", "data/arrays.py"),
+    "ct_lesion": ("data/targets.py", "data/phantoms.py", "data/arrays.py"),
+    "mri_knee": ("data/targets.py", "data/phantoms.py", "data/arrays.py"),
 }
 EDIT_FILES = ("editing.py", "artifacts.py")
 ENV_VAR = "SPECTRAL_RAY_CACHE"

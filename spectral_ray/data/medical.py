@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from spectral_ray.data import phantoms as ph
+from spectral_ray.data.arrays import check_params, with_channels
 from spectral_ray.data.registry import ImageDataset, register_dataset
 
 MODALITIES = ("ct", "mr")
@@ -198,7 +199,7 @@ def medical(size: int = 64, channels: int = 1, n: int = 5000, seed: int = 0, pro
     """Simulated radiology (CT/MR × head/chest/abdomen/pelvis phantoms), 8 overlapping classes."""
     from tqdm.auto import tqdm
 
-    _check(size, channels, n)
+    check_params(size, channels, n)
     labels = np.random.default_rng([seed, 0]).permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
     images = np.zeros((n, size, size), np.float32)
     r = size * SUPERSAMPLE
@@ -221,19 +222,4 @@ def medical(size: int = 64, channels: int = 1, n: int = 5000, seed: int = 0, pro
             if len(mr_batch) >= 128:
                 flush()
     flush()
-    return ImageDataset(images=_channels(images, channels), labels=labels, classes=list(CLASSES))
-
-
-def _check(size: int, channels: int, n: int) -> None:
-    if size < 16 or size % 2:
-        raise ValueError(f"size must be an even number >= 16, got {size}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-
-
-def _channels(images: np.ndarray, channels: int) -> np.ndarray:
-    """(n, H, W) gray → (n, C, H, W) float32, gray replicated for C = 3."""
-    x = images.astype(np.float32)[:, None]
-    return np.ascontiguousarray(np.repeat(x, channels, axis=1)) if channels > 1 else x
+    return ImageDataset(images=with_channels(images, channels), labels=labels, classes=list(CLASSES))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spectral_ray.data.arrays import check_params
 from spectral_ray.data.registry import ImageDataset, register_dataset
 
 # class name -> loader key; skimage.data names, or sklearn:<file> for load_sample_image
@@ -75,12 +76,7 @@ def natural(
     """Random near-native-scale crops of 15 photographs shipped by scikit-image / scikit-learn."""
     from tqdm.auto import tqdm
 
-    if size < 16 or size % 2:
-        raise ValueError(f"size must be an even number >= 16, got {size}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    check_params(size, channels, n)
     if not max_scale >= 1.0:
         raise ValueError(f"max_scale must be >= 1, got {max_scale}")
     photos = [load_photograph(c) for c in CLASSES]

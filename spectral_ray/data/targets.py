@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from spectral_ray.data import phantoms as ph
-from spectral_ray.data.medical import _channels, _check
+from spectral_ray.data.arrays import check_params, with_channels
 from spectral_ray.data.registry import ImageDataset, register_dataset
 
 SUPERSAMPLE = 2
@@ -142,7 +142,7 @@ def ct_lesion(
     """Simulated CT lung patches: benign (smooth round/oval) vs malignant (lobulated) nodule."""
     from tqdm.auto import tqdm
 
-    _check(size, channels, n)
+    check_params(size, channels, n)
     lobulation = tuple(float(v) for v in lobulation)
     n_pat, ylab = _patients(n, slices, seed)
     r = size * SUPERSAMPLE
@@ -160,7 +160,7 @@ def ct_lesion(
             )
     labels = np.repeat(ylab, slices)[:n]
     groups = np.repeat(np.arange(n_pat, dtype=np.int64), slices)[:n]
-    return ImageDataset(images=_channels(images[:n], channels), labels=labels, classes=["benign", "malignant"], groups=groups)
+    return ImageDataset(images=with_channels(images[:n], channels), labels=labels, classes=["benign", "malignant"], groups=groups)
 
 
 # ----------------------------------------------------------------------------- mri_knee
@@ -261,7 +261,7 @@ def mri_knee(
     """Simulated sagittal knee MR patches: intact vs torn (partial/complete) ligament band."""
     from tqdm.auto import tqdm
 
-    _check(size, channels, n)
+    check_params(size, channels, n)
     n_pat, ylab = _patients(n, slices, seed)
     r = size * SUPERSAMPLE
     images = np.zeros((n_pat * slices, size, size), np.float32)
@@ -278,4 +278,4 @@ def mri_knee(
         images[pid * slices : (pid + 1) * slices] = ph.mr_acquire(np.stack(signals), size, rngs, keep=p["keep"], noise=p["noise"], undersample=0.0)
     labels = np.repeat(ylab, slices)[:n]
     groups = np.repeat(np.arange(n_pat, dtype=np.int64), slices)[:n]
-    return ImageDataset(images=_channels(images[:n], channels), labels=labels, classes=["intact", "torn"], groups=groups)
+    return ImageDataset(images=with_channels(images[:n], channels), labels=labels, classes=["intact", "torn"], groups=groups)
