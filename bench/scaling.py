@@ -6,9 +6,9 @@ Run: .venv/bin/python bench/scaling.py [--max-load 1.5] [--rows base deg4 ...]
 Each row is a fresh ``spectral-ray sweep`` (subprocess: Ray start-up included; fresh backbone
 store and fresh dataset cache, so pretraining and data generation are in it) of a finetune grid
 on ct_lesion with a band shortcut, resnet10t, 1 CPU per trial, max_concurrent 2. The columns
-are sums over the row's trials of what they report: ``time_backbone_s`` (pretraining, split
-into the store's ``train_time_s`` and the rest: source generation and waiting on the store's
-lock), ``time_finetune_s``, ``time_psd_s`` (the final learning priority), Ray's
+are sums over the row's trials of what they report: ``time_backbone_s`` (split into the store's
+``train_time_s`` — pretraining including the generation of its source data — and the rest:
+waiting on the store's lock for a backbone another trial is training, and loading it), ``time_finetune_s``, ``time_psd_s`` (the final learning priority), Ray's
 ``time_total_s``, and "other" = time_total − backbone − finetune − psd (target data
 generation/loading, splits, the before-priority, the TensorBoard heat map, checkpoint).
 "Ray+driver" = wall − Σ time_total_s / 2, the part the 2 parallel slots do not explain
@@ -56,7 +56,7 @@ def main() -> None:
           f"{args.pretrain_epochs} ep, finetune {args.finetune_epochs} ep, psd_images {args.psd_images}; "
           f"1 CPU per trial, max_concurrent 2; every row: fresh store + fresh data cache")
     work = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
-    cols = ("row", "points", "pretrain", "px", "wall s", "s/point", "Σtotal", "pretrain", "srcgen+wait",
+    cols = ("row", "points", "pretrain", "px", "wall s", "s/point", "Σtotal", "pre+gen", "wait",
             "finetune", "psd", "other", "Ray+driver", "load")
     print(("{:<9}{:>7}{:>9}{:>5}" + "{:>9}" * 10).format(*cols))
     for name in args.rows:
