@@ -179,7 +179,8 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         metrics = {k: v for k, v in m.items() if isinstance(v, (int, float, bool))}
         if tb is not None:
             # a cheap per-epoch priority on a few images, for the PSD-over-epochs heat map
-            p = spectrum.learning_priority(model, psd_images[:64], psd_labels[:64]).numpy()
+            # (32 images: ~3 % of an epoch's time; bench/overheads.py)
+            p = spectrum.learning_priority(model, psd_images[:32], psd_labels[:32]).numpy()
             epoch_psds.append(p)
         report(metrics)
 
