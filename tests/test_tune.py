@@ -67,15 +67,15 @@ def test_tensorboard_event_files_read_back(grid_experiment):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     exp, _ = grid_experiment
-    trial = final_results(exp)[0]["dir"]
-    ea = EventAccumulator(str(trial), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
-    ea.Reload()
-    tags = ea.Tags()
-    assert {"ray/tune/iid_auc", "ray/tune/ood_auc", "ray/tune/val_loss", "ray/tune/train_loss"} <= set(tags["scalars"])
-    assert {"psd/curves", "psd/heatmap_over_epochs"} <= set(tags["images"])
-    image = ea.Images("psd/curves")[0]
-    assert image.width > 100 and len(image.encoded_image_string) > 1000
-    assert "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
+    for result in final_results(exp):  # every trial, also those run by a reused worker process
+        ea = EventAccumulator(str(result["dir"]), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+        ea.Reload()
+        tags = ea.Tags()
+        assert {"ray/tune/iid_auc", "ray/tune/ood_auc", "ray/tune/val_loss", "ray/tune/train_loss"} <= set(tags["scalars"])
+        assert {"psd/curves", "psd/heatmap_over_epochs"} <= set(tags["images"]), result["dir"].name
+        image = ea.Images("psd/curves")[0]
+        assert image.width > 100 and len(image.encoded_image_string) > 1000
+        assert "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
 
 
 def test_rerun_resumes_without_retraining(grid_experiment):

@@ -137,6 +137,10 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         name=sweep.name,
         storage_path=storage_uri(sweep.storage),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+        # the trainables write TensorBoard images into the trial's working directory, which is
+        # only copied to the experiment folder with artifact syncing on (with reused workers the
+        # working directory is not the trial folder)
+        sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=1,
     )
     return tune.Tuner(trainable, param_space=param_space(sweep), tune_config=tune_config, run_config=run_config)
