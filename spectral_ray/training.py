@@ -108,10 +108,7 @@ def as_arrays(data) -> tuple[Any, Any]:
 
 def _to_tensors(data, device) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = as_arrays(data)
-    # A copy into torch-owned (aligned) memory: CPU kernels round the last bits differently
-    # depending on the alignment of a wrapped numpy buffer, which made the same trial give
-    # slightly different AUCs when its data were generated vs loaded from the cache.
-    x = torch.tensor(np.asarray(images), dtype=torch.float32, device=device)
+    x = torch.as_tensor(images).to(device=device, dtype=torch.float32)
     y = torch.as_tensor(labels).to(device=device, dtype=torch.long)
     if x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise ValueError(f"images must be (n, C, N, N) with one label each; got {tuple(x.shape)}, {tuple(y.shape)}")
