@@ -191,9 +191,8 @@ def main() -> None:
               f"{o['ood_auc']:.4f}   {'identical' if same else 'DIFFERENT'}")
     print(f"# metrics identical on {n_points - mismatches}/{n_points} grid points")
     if mismatches:
-        print("# (a known cause: fit() trains on the caller's numpy array without copying, and float rounding in "
-              "torch's CPU kernels depends on its 64-byte alignment, which differs between a freshly generated "
-              "and a cache-loaded dataset; see BENCHMARKS.md)")
+        print("# (data and backbones are byte-identical and each side is reproducible; the difference arises in "
+              "fine-tuning between a fresh process and a Ray worker, cause still open; see BENCHMARKS.md)")
 
     naive_s, ours_s = median(naive_walls), median(ours_walls)
     ratio = naive_s / ours_s
