@@ -99,7 +99,8 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path, raytmp):
     exp = results / "killed"
     sweep = write_sweep(
         tmp_path / "killed.yaml", name="killed", storage=str(results), resources={"cpu": 1}, max_concurrent=1,
-        params={**TINY, "source": "natural", "degradation": {"grid": [0, 0.2, 0.5, 1]}})
+        params={**TINY, "source": "natural", "degradation": {"grid": [0, 0.2, 0.5, 1]}, "fold": {"grid": [0, 1]},
+                "finetune.epochs": 3})  # 8 trials of a few seconds each: long enough to be killed mid-way
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen([*CLI, "sweep", str(sweep)], stdout=log, stderr=subprocess.STDOUT,
                               env=env(RAY_TMPDIR=raytmp), start_new_session=True)
@@ -125,7 +126,7 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path, raytmp):
         tid = "_".join(t.name.split("_")[1:3])
         if states.get(tid) == "TERMINATED":
             finished[t.name] = ((t / "result.json").read_bytes(), (t / "result.json").stat().st_mtime_ns)
-    assert 1 <= len(finished) < 4, states
+    assert 1 <= len(finished) < 8, states
 
     # The killed driver's local Ray dies with it (its processes share the driver's fate): wait
     # briefly for them to exit, then make sure (kill what is left, found by RAY_TMPDIR).
@@ -138,13 +139,13 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path, raytmp):
     proc = run_cli("sweep", sweep, "--resume", timeout=200, RAY_TMPDIR=raytmp)
     out = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, out
-    assert "resuming the existing experiment" in proc.stdout and "trials: 4 TERMINATED" in proc.stdout, out
+    assert "resuming the existing experiment" in proc.stdout and "trials: 8 TERMINATED" in proc.stdout, out
     assert "pretrainings in this run: 0" in proc.stdout  # the backbone survived the kill
 
     trials = trial_dirs(exp)
-    assert len(trials) == 4, [t.name for t in trials]  # the grid, no duplicate trials
-    configs = [json.loads((t / "params.json").read_text())["degradation"] for t in trials]
-    assert sorted(configs) == [0, 0.2, 0.5, 1]
+    assert len(trials) == 8, [t.name for t in trials]  # the grid, no duplicate trials
+    configs = [(p["degradation"], p["fold"]) for p in (json.loads((t / "params.json").read_text()) for t in trials)]
+    assert sorted(configs) == [(d, f) for d in (0, 0.2, 0.5, 1) for f in (0, 1)]
     for t in trials:
         assert final_row(t) is not None
         assert sum(1 for r in rows(t) if r.get("done") and "iid_auc" in r) == 1, t.name  # one final report
@@ -154,8 +155,8 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path, raytmp):
 
     # and the same command again: nothing left to run, nothing rewritten
     proc = run_cli("sweep", sweep, timeout=120, RAY_TMPDIR=raytmp)
-    assert proc.returncode == 0 and "trials: 4 TERMINATED" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert len(trial_dirs(exp)) == 4
+    assert proc.returncode == 0 and "trials: 8 TERMINATED" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(trial_dirs(exp)) == 8
     for name, (content, mtime) in finished.items():
         assert (exp / name / "result.json").stat().st_mtime_ns == mtime
     assert not left_behind, f"the killed driver left Ray processes running: {left_behind}"
