@@ -552,8 +552,10 @@ def _check_storage(storage: str, source: str, key: str = "storage") -> None:
                          f"or pass --storage DIR.")
 
 
-def load_sweep(path: str | os.PathLike, *, check_storage: bool = True, overrides: dict | None = None) -> SweepFile:
-    """Read and validate a sweep file. ``overrides`` replace top-level keys (e.g. storage, name)."""
+def load_sweep(path: str | os.PathLike, *, check_storage: bool = True, overrides: dict | None = None,
+               param_overrides: dict | None = None) -> SweepFile:
+    """Read and validate a sweep file. ``overrides`` replace top-level keys (e.g. storage, name),
+    ``param_overrides`` keys of ``params``; both before validation."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -569,6 +571,10 @@ def load_sweep(path: str | os.PathLike, *, check_storage: bool = True, overrides
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SweepError(f"{path}: YAML syntax error{where}: {problem}. Check indentation and that lists use "
                          f"[a, b] or '- ' items.") from None
+    source = str(path)
     if isinstance(raw, dict) and overrides:
         raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    return parse_sweep(raw, str(path), check_storage=check_storage)
+    if isinstance(raw, dict) and param_overrides:
+        raw = {**raw, "params": {**(raw.get("params") or {}), **param_overrides}}
+        source += " (with --set)"
+    return parse_sweep(raw, source, check_storage=check_storage)

@@ -30,7 +30,7 @@ def _common(p) -> None:
                         "(VALUE is YAML: a list or {grid: [...]} works too); repeatable")
 
 
-def _load(args, check_storage: bool = True):
+def _load(args):
     import yaml
 
     from spectral_ray.cli import UserError
@@ -47,20 +47,9 @@ def _load(args, check_storage: bool = True):
         except yaml.YAMLError:
             raise UserError(f"--set {key}: {value!r} is not a YAML value") from None
     try:
-        sweep = load_sweep(args.file, overrides=overrides, check_storage=False)
-        if params:
-            from spectral_ray.config import parse_sweep
-
-            raw = sweep.model_dump(mode="json")
-            raw["params"] = {**raw["params"], **params}
-            sweep = parse_sweep(raw, f"{args.file} (with --set)", check_storage=False)
-        if check_storage:
-            from spectral_ray.config import _check_storage
-
-            _check_storage(sweep.storage, str(args.file))
+        return load_sweep(args.file, overrides=overrides, param_overrides=params)
     except SweepError as e:
         raise UserError(str(e)) from None
-    return sweep
 
 
 def validate(args) -> int:
