@@ -191,9 +191,22 @@ MR_WEIGHTINGS = {  # name: (TR range ms, TE range ms)
 }
 
 
-def mr_signal(labels: np.ndarray, rng: np.random.Generator, *, weighting: str | None = None, texture: float = 0.05, fat_sat: bool = False) -> np.ndarray:
+def mr_signal(
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    weighting: str | None = None,
+    texture: float = 0.05,
+    fat_sat: bool = False,
+    layers=None,
+) -> np.ndarray:
     """Label map → spin-echo signal for a random (or given) weighting, with tissue jitter,
-    smooth texture and a smooth multiplicative coil bias field."""
+    smooth texture and a smooth multiplicative coil bias field.
+
+    ``layers``: optional ``[(alpha, tissue), ...]`` of soft (partial-volume) structures, alpha an
+    array in [0, 1] like ``labels``; each is composited in order over the label map's signal,
+    s ← (1 − α)·s + α·signal(tissue), before texture and bias. Layers draw nothing from ``rng``.
+    """
     weighting = weighting or rng.choice(list(MR_WEIGHTINGS))
     (tr_lo, tr_hi), (te_lo, te_hi) = MR_WEIGHTINGS[weighting]
     tr, te = rng.uniform(tr_lo, tr_hi), rng.uniform(te_lo, te_hi)
@@ -209,6 +222,8 @@ def mr_signal(labels: np.ndarray, rng: np.random.Generator, *, weighting: str | 
         lut[T["fat"]] *= 0.2
         lut[T["marrow"]] *= 0.3
     s = lut[labels]
+    for alpha, tissue in layers or ():
+        s = s + alpha * (lut[T[tissue]] - s)
     r = labels.shape[-1]
     body = labels != T["air"]
     if texture:
@@ -220,11 +235,13 @@ def mr_signal(labels: np.ndarray, rng: np.random.Generator, *, weighting: str | 
     return np.clip(s * bias, 0.0, None)
 
 
-def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=None, noise=None) -> np.ndarray:
+def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=None, noise=None, keep_read=None) -> np.ndarray:
     """Batched MR acquisition of supersampled signal images ``(B, R, R)`` → ``(B, size, size)``.
 
     For image i: central size×size k-space of its R×R object (truncation), phase-encode rows
-    beyond ``keep[i]`` × size/2 zeroed (more Gibbs ringing, blurring along y), outer rows dropped
+    beyond ``keep[i]`` × size/2 zeroed (more Gibbs ringing, blurring along y), frequency-encode
+    columns beyond ``keep_read[i]`` × size/2 zeroed (a coarser acquisition matrix zero-filled to
+    ``size``; default 1 = none), outer rows dropped
     at random with probability ``undersample[i]`` (incoherent aliasing), complex Gaussian noise
     of standard deviation ``noise[i]`` × the image's mean signal on the sampled lines, inverse FFT,
     magnitude, normalised by its 99.5th percentile. ``rngs`` gives one generator per image; keep,
@@ -241,6 +258,8 @@ def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=N
     k = k[:, lo : lo + size, lo : lo + size] * (size / r)
     ky = np.abs(np.arange(size) - size // 2)  # phase-encode (row) frequency
     masks = np.zeros((b, size, 1), np.float32)
+    cols = np.ones((b, 1, size), np.float32)
+    keep_read = None if keep_read is None else np.broadcast_to(keep_read, (b,))
     noise_c = np.zeros((b, size, size), np.complex64)
     for i, g in enumerate(rngs):
         m = ky <= keep[i] * size / 2
@@ -248,9 +267,13 @@ def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=N
             outer = ky > size // 16
             m = m & ~(outer & (g.random(size) < undersample[i]))
         masks[i, :, 0] = m
+        if keep_read is not None:
+            cols[i, 0] = np.abs(np.arange(size) - size // 2) <= keep_read[i] * size / 2
         sigma = noise[i] * float(signals[i].mean())  # ortho FFT: k-space σ = image-domain σ
         noise_c[i] = (g.standard_normal((size, size)) + 1j * g.standard_normal((size, size))) * sigma / np.sqrt(2)
     k = (k + torch.from_numpy(noise_c)) * torch.from_numpy(masks)
+    if keep_read is not None:
+        k = k * torch.from_numpy(cols)
     img = torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho").abs().numpy()
     scale = np.percentile(img.reshape(b, -1), 99.5, axis=1)
     scale = scale * np.array([g.uniform(0.9, 1.2) for g in rngs])
