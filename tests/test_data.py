@@ -133,6 +133,42 @@ def test_cli_preview_with_artifact(tmp_path, monkeypatch):
     assert main(args) == 0 and out.stat().st_size > 1000
 
 
+# ----------------------------------------------------------------------------- MR acquisition
+
+
+def test_mr_signal_layers_composite_partial_volume():
+    """A full-strength layer of a tissue gives that tissue's signal; a zero layer changes nothing;
+    layers draw nothing from the generator (so layers=None keeps older datasets identical)."""
+    from spectral_ray.data import phantoms as ph
+
+    r = 32
+    muscle = np.full((r, r), ph.T["muscle"], np.int8)
+    fluid = np.full((r, r), ph.T["fluid"], np.int8)
+    sig = lambda lab, **kw: ph.mr_signal(lab, np.random.default_rng(3), weighting="T2", **kw)  # noqa: E731
+    np.testing.assert_allclose(sig(muscle, layers=[(np.ones((r, r)), "fluid")]), sig(fluid), rtol=1e-12)
+    np.testing.assert_array_equal(sig(muscle, layers=[(np.zeros((r, r)), "fluid")]), sig(muscle))
+    half = sig(muscle, layers=[(np.full((r, r), 0.5), "fluid")])
+    np.testing.assert_allclose(half, (sig(muscle) + sig(fluid)) / 2, rtol=1e-12)
+
+
+def test_mr_acquire_keep_read_truncates_frequency_encode_direction():
+    """keep_read < 1 zeroes the outer k-space columns: high horizontal frequencies vanish, the
+    vertical ones are untouched; keep_read=None is the old acquisition bit for bit."""
+    from spectral_ray.data import phantoms as ph
+
+    size = 32
+    obj = np.random.default_rng(0).random((2, 2 * size, 2 * size)) + 1.0
+    acq = lambda **kw: ph.mr_acquire(obj, size, [np.random.default_rng(i) for i in range(2)], keep=1.0, undersample=0.0, noise=0.0, **kw)  # noqa: E731
+    full, cut = acq(), acq(keep_read=0.5)
+    np.testing.assert_array_equal(full, acq(keep_read=None))
+    power = lambda img: np.abs(np.fft.fft2(img - img.mean(axis=(-2, -1), keepdims=True))) ** 2  # noqa: E731
+    kx = np.abs(np.fft.fftfreq(size) * 2)  # 1 = Nyquist
+    hi_x = lambda img: power(img)[:, 0, kx > 0.6].sum()  # noqa: E731  (ky = 0 row, high kx)
+    hi_y = lambda img: power(img)[:, kx > 0.6, 0].sum()  # noqa: E731  (kx = 0 column, high ky)
+    assert hi_x(cut) < 0.05 * hi_x(full)
+    assert hi_y(cut) > 0.2 * hi_y(full)
+
+
 # ----------------------------------------------------------------------------- learnability
 
 

@@ -159,11 +159,14 @@ def ct_acquire(
     n_angles: int = 64,
     extra_attenuation: float = 0.0,
     circle: bool = True,
+    filter_name: str = "ramp",
 ) -> np.ndarray:
     """Simulated CT of an HU image (size×size): radon → Poisson(N₀·e^(−p)) → −log → FBP → window.
 
     ``extra_attenuation`` adds a constant line integral to every ray (the body outside a patch),
-    which lowers the counts and raises the noise like a thicker patient would.
+    which lowers the counts and raises the noise like a thicker patient would. ``filter_name`` is
+    the FBP filter (skimage: ramp, shepp-logan, cosine, hamming, hann), i.e. the reconstruction
+    kernel from sharp (ramp) to smooth (hann).
     Returns the windowed image in [0, 1] (float64).
     """
     n = hu.shape[-1]
@@ -176,7 +179,7 @@ def ct_acquire(
     sino = radon(mu, theta, circle=circle)
     counts = rng.poisson(n0 * np.exp(-(sino + extra_attenuation)))
     sino_noisy = -np.log(np.maximum(counts, 1) / n0) - extra_attenuation
-    mu_rec = iradon(sino_noisy, theta, output_size=n, filter_name="ramp", circle=circle)
+    mu_rec = iradon(sino_noisy, theta, output_size=n, filter_name=filter_name, circle=circle)
     hu_rec = (mu_rec / px_mm / MU_WATER_PER_MM - 1.0) * 1000.0
     level, width = window
     return np.clip((hu_rec - (level - width / 2)) / width, 0.0, 1.0)
