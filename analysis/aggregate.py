@@ -22,7 +22,7 @@ import pandas as pd
 
 __all__ = [
     "GROUP_KEYS", "REPLICATE_KEYS", "SCALAR_METRICS", "group_keys", "finetune_trials", "is_edited",
-    "edit_label", "aggregate", "robustness", "export_csv", "pinned",
+    "edit_label", "aggregate", "robustness", "artifact_at_d0", "D0_TOLERANCE", "export_csv", "pinned",
 ]
 
 GROUP_KEYS = ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "artifact_amplitude",
@@ -185,6 +185,49 @@ def robustness(trials: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFr
                     per_fold.append(fg.groupby("degradation")["ood_auc"].mean().loc[levels].mean())
         row["robustness_std"] = float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else np.nan
         row["n_folds_complete"] = len(per_fold)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+D0_TOLERANCE = 0.05  # |O.O.D. − I.I.D.| AUC at d = 0 beyond which an artifact reads as a class
+NO_ARTIFACT = {None, "", "none", "None", "null"}
+
+
+def artifact_at_d0(trials: pd.DataFrame, keys: list[str] | None = None, tolerance: float = D0_TOLERANCE) -> pd.DataFrame:
+    """The degradation protocol's validity check: O.O.D. − I.I.D. AUC of the clean (d = 0) trials.
+
+    At d = 0 no training image carries the artifact, so a model that learned the real cue should
+    score the test set with the artifact on its negatives (O.O.D.) as well as the clean one
+    (I.I.D.). A gap means the artifact itself reads as a class (negative gap: as the positive
+    class), and O.O.D. losses at d > 0 are then not all shortcut learning. One row per
+    configuration (group keys without ``degradation``) that has finished d = 0 trials and an
+    artifact: ``gap_mean`` / ``gap_std`` over the paired per-trial gaps (folds), ``gap_n``, and
+    ``mimics`` = |gap_mean| > ``tolerance``.
+    """
+    keys = group_keys(trials) if keys is None else keys
+    ft = finetune_trials(trials, finished=True)
+    cols = ["gap_mean", "gap_std", "gap_n", "mimics"]
+    if ft.empty or not {"degradation", "ood_auc", "iid_auc"} <= set(ft.columns):
+        return pd.DataFrame(columns=cols)
+    d0 = ft[pd.to_numeric(ft["degradation"], errors="coerce") == 0]
+    if d0.empty:
+        return pd.DataFrame(columns=cols)
+    if "artifact" in d0:
+        d0 = d0[~d0["artifact"].map(lambda a: a in NO_ARTIFACT or (isinstance(a, float) and np.isnan(a)))]
+    d0 = d0.assign(_gap=pd.to_numeric(d0["ood_auc"], errors="coerce") - pd.to_numeric(d0["iid_auc"], errors="coerce"))
+    d0 = d0.dropna(subset=["_gap"])
+    if d0.empty:
+        return pd.DataFrame(columns=cols)
+    cfg_keys = [k for k in keys if k != "degradation" and k in d0]
+    rows = []
+    for key, g in d0.groupby(cfg_keys, dropna=False, sort=True) if cfg_keys else [((), d0)]:
+        key = key if isinstance(key, tuple) else (key,)
+        gap = g["_gap"].to_numpy(float)
+        row = dict(zip(cfg_keys, key))
+        row["gap_mean"] = float(gap.mean())
+        row["gap_std"] = float(gap.std(ddof=1)) if len(gap) > 1 else np.nan
+        row["gap_n"] = int(len(gap))
+        row["mimics"] = bool(abs(gap.mean()) > tolerance)
         rows.append(row)
     return pd.DataFrame(rows)
 

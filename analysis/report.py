@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .aggregate import aggregate, export_csv, finetune_trials, group_keys, robustness
+from .aggregate import D0_TOLERANCE, aggregate, artifact_at_d0, export_csv, finetune_trials, group_keys, robustness
 from .collect import Collected, collect
 from .figures import draw_all
 from .findings import check_all, f4_table, findings_table
@@ -154,6 +154,30 @@ def _findings_section(findings) -> list[str]:
     return out + [""]
 
 
+def _d0_section(d0: pd.DataFrame) -> list[str]:
+    """The protocol's validity check: does the artifact alone read as a class at d = 0?"""
+    if d0.empty:
+        return []
+    out = ["## Does the artifact alone read as a class? (d = 0)", "",
+           "At degradation 0 no training image carries the artifact, so O.O.D. − I.I.D. AUC should be ≈ 0. "
+           f"A mean gap beyond ±{D0_TOLERANCE:g} (**mimics**) means the artifact on clean negatives reads as the "
+           "positive class (negative gap) or the negative one (positive gap): O.O.D. losses of that configuration "
+           "at d > 0 are then not all shortcut learning. Gap = per-trial O.O.D. − I.I.D., mean ± std over folds. "
+           "Table: `artifact_d0.csv`.", ""]
+    show = d0.copy()
+    show["gap"] = [_pm(m, sd) for m, sd in zip(d0["gap_mean"], d0["gap_std"])]
+    show["mimics"] = ["**yes**" if m else "no" for m in d0["mimics"]]
+    const = [c for c in show.columns if c not in ("gap", "mimics", "gap_n") and show[c].nunique(dropna=False) == 1
+             and len(show) > 1]
+    out.append(md_table(show.drop(columns=["gap_mean", "gap_std"] + const).rename(columns={"gap_n": "n"})))
+    if const:
+        out.append("Same for every row: " + ", ".join(f"{c} = {_cell(show[c].iloc[0])}" for c in const) + "\n")
+    n_bad = int(d0["mimics"].sum())
+    out += [f"**{n_bad} of {len(d0)} configuration(s) fail this check.**" if n_bad
+            else f"All {len(d0)} configuration(s) pass.", ""]
+    return out
+
+
 def _figures_section(figs: dict) -> list[str]:
     out = ["## Figures", ""]
     for name, result in figs.items():
@@ -239,6 +263,7 @@ def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | Non
     keys = group_keys(t, c.config_columns)
     agg = aggregate(t, keys=keys)
     rob = robustness(t, keys=keys)
+    d0 = artifact_at_d0(t, keys=keys)
     findings = check_all(t)
     figs = draw_all(t, out)
 
@@ -247,6 +272,8 @@ def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | Non
         export_csv(c.history, out / "history.csv")
     export_csv(agg, out / "aggregate.csv")
     export_csv(rob, out / "robustness.csv")
+    if not d0.empty:
+        export_csv(d0, out / "artifact_d0.csv")
     export_csv(findings_table(findings), out / "findings.csv")
     f4 = f4_table(t)
     if not f4.empty:
@@ -258,6 +285,7 @@ def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | Non
              f"({len(finetune_trials(t, finished=True))} finished fine-tuning trials)._", ""]
     lines += _setup_section(c)
     lines += _findings_section(findings)
+    lines += _d0_section(d0)
     lines += _figures_section(figs)
     lines += _tables_section(agg, rob)
     lines += _other_trials_section(c)

@@ -140,6 +140,38 @@ def test_findings_return_verdicts(trials):
     assert by["F5"].testable
 
 
+def _d0_trials(gaps_by_artifact: dict, iid: float = 0.8) -> pd.DataFrame:
+    rows = []
+    for artifact, gaps in gaps_by_artifact.items():
+        for fold, gap in enumerate(gaps):
+            for d in (0.0, 1.0):  # d = 1 trials must not enter the check
+                rows.append({"kind": "finetune", "status": "TERMINATED", "source": "natural", "target": "ct_lesion",
+                             "artifact": artifact, "degradation": d, "fold": fold, "iid_auc": iid,
+                             "ood_auc": iid + gap if d == 0 else 0.0})
+    rows.append({**rows[0], "status": "ERROR", "ood_auc": 0.0})  # unfinished: ignored
+    return pd.DataFrame(rows)
+
+
+def test_artifact_at_d0_flags_an_artifact_that_reads_as_a_class():
+    t = _d0_trials({"band": [-0.10, -0.06, -0.08], "nlm": [0.01, -0.02, 0.0], "none": [0.0, 0.0, 0.0]})
+    d0 = agg_mod.artifact_at_d0(t).set_index("artifact")
+    assert set(d0.index) == {"band", "nlm"}  # clean runs (artifact none) have nothing to check
+    assert d0.loc["band", "gap_mean"] == pytest.approx(-0.08)
+    assert d0.loc["band", "gap_std"] == pytest.approx(0.02)
+    assert d0.loc["band", "gap_n"] == 3
+    assert bool(d0.loc["band", "mimics"]) and not bool(d0.loc["nlm", "mimics"])
+    assert agg_mod.artifact_at_d0(t, tolerance=0.1)["mimics"].sum() == 0
+    assert agg_mod.artifact_at_d0(t[t["degradation"] > 0]).empty
+
+
+def test_report_has_the_d0_check(report_dir):
+    text = (report_dir / "report.md").read_text()
+    assert "## Does the artifact alone read as a class? (d = 0)" in text
+    d0 = pd.read_csv(report_dir / "artifact_d0.csv")
+    assert len(d0) > 0 and {"gap_mean", "gap_std", "gap_n", "mimics"} <= set(d0.columns)
+    assert ("fail this check" in text) == bool(d0["mimics"].any())
+
+
 def test_pinned_aucs_are_flagged_not_ranked(trials):
     n_pinned = int(agg_mod.pinned(trials["ood_auc"].dropna()).sum())
     assert n_pinned > 0, "fixture should contain O.O.D. AUCs pinned at 0"
