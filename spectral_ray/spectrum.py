@@ -178,7 +178,9 @@ def learning_priority(
     """
     loss_fn = loss or (lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
     device = next(model.parameters()).device
-    x_all = torch.as_tensor(images)
+    from spectral_ray.training import plain_strides  # row-major batches: the same kernels as in fit
+
+    x_all = plain_strides(torch.as_tensor(images))
     y_all = torch.as_tensor(labels).long()
     if x_all.ndim != 4 or x_all.shape[0] != y_all.shape[0]:
         raise ValueError(f"images must be (n, C, N, N) with one label each; got {tuple(x_all.shape)}, {tuple(y_all.shape)}")

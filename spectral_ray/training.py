@@ -106,13 +106,26 @@ def as_arrays(data) -> tuple[Any, Any]:
     raise TypeError(f"expected (images, labels) or an object with .images/.labels, got {type(data).__name__}")
 
 
+def plain_strides(x: torch.Tensor) -> torch.Tensor:
+    """``x`` contiguous with row-major strides (no copy when it is contiguous already).
+
+    A size-1 dimension may carry any stride: numpy gives ``images[:, None]`` stride 0 there and
+    fancy indexing of that 4 bytes, as a freshly generated 1-channel dataset has. Torch counts
+    such a tensor as contiguous *and* channels-last, ``.contiguous()`` / ``.clone()`` keep the
+    strides, and ``x[idx]`` batches come out channels-last, so convolutions take other oneDNN
+    kernels with other rounding: bit-identical data trained to a different model than the same
+    data loaded from the cache (and chaotic training made that a different AUC)."""
+    x = x.contiguous()
+    return x.view(-1).view(x.shape)
+
+
 def _to_tensors(data, device) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = as_arrays(data)
     x = torch.as_tensor(images).to(device=device, dtype=torch.float32)
     y = torch.as_tensor(labels).to(device=device, dtype=torch.long)
     if x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise ValueError(f"images must be (n, C, N, N) with one label each; got {tuple(x.shape)}, {tuple(y.shape)}")
-    return x.contiguous(), y
+    return plain_strides(x), y
 
 
 def _device(device) -> torch.device:
@@ -167,7 +180,7 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int, bf16: bool, chan
 
 def predict_proba(model: nn.Module, images, *, batch_size: int = 256, bf16: bool = False, channels_last: bool = False) -> np.ndarray:
     """Softmax probabilities ``(n, classes)`` (float64 numpy), model in eval mode."""
-    x = torch.as_tensor(images, dtype=torch.float32)
+    x = plain_strides(torch.as_tensor(images, dtype=torch.float32))
     return torch.softmax(_logits(model, x, batch_size, bf16, channels_last), 1).double().cpu().numpy()
 
 

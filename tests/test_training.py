@@ -72,6 +72,22 @@ def test_determinism():
     assert h1["epochs"][0]["train_loss"] != h3["epochs"][0]["train_loss"]
 
 
+def test_fit_does_not_depend_on_the_strides_of_a_size_1_channel_axis():
+    """A freshly generated 1-channel dataset is ``gray[:, None]`` (stride 0 on the channel axis;
+    a fancy-indexed split of it, stride 4 bytes). Torch took such batches as channels-last and
+    ran other conv kernels: the same values trained to a different model than a cache-loaded copy."""
+    x, y = toy(64)
+    odd = np.ascontiguousarray(x[:, 0])[:, None][np.arange(len(x))]  # like make_splits on fresh data
+    assert np.array_equal(odd, x) and odd.strides[1] != x.strides[1]
+    r = Recipe(epochs=1, batch_size=16, lr=3e-3)
+    m1, m2 = model(), model()
+    fit(m1, (x, y), None, r, seed=0)
+    fit(m2, (odd, y), None, r, seed=0)
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert np.array_equal(predict_proba(m1, x), predict_proba(m1, odd))
+
+
 def test_divergence_raises():
     x, y = toy(64)
     with pytest.raises(DivergenceError) as e:
