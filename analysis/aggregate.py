@@ -53,10 +53,15 @@ def pinned(values) -> np.ndarray:
     return (v == 0.0) | (v == 1.0)
 
 
+def _unset(value, names: set) -> bool:
+    """True for a config value that means "none": one of ``names`` or NaN (a key a trial lacks)."""
+    return value in names or (isinstance(value, float) and np.isnan(value))
+
+
 def is_edited(trials: pd.DataFrame) -> pd.Series:
     """True for trials whose source data were edited (an edit family and a strength > 0)."""
     edit = trials["edit"] if "edit" in trials else pd.Series(None, index=trials.index)
-    named = ~edit.map(lambda e: (e in NO_EDIT) or (isinstance(e, float) and np.isnan(e)))
+    named = ~edit.map(lambda e: _unset(e, NO_EDIT))
     if "edit_strength" in trials:
         strength = pd.to_numeric(trials["edit_strength"], errors="coerce").fillna(0.0)
         return named & (strength > 0)
@@ -213,7 +218,7 @@ def artifact_at_d0(trials: pd.DataFrame, keys: list[str] | None = None, toleranc
     if d0.empty:
         return pd.DataFrame(columns=cols)
     if "artifact" in d0:
-        d0 = d0[~d0["artifact"].map(lambda a: a in NO_ARTIFACT or (isinstance(a, float) and np.isnan(a)))]
+        d0 = d0[~d0["artifact"].map(lambda a: _unset(a, NO_ARTIFACT))]
     d0 = d0.assign(_gap=pd.to_numeric(d0["ood_auc"], errors="coerce") - pd.to_numeric(d0["iid_auc"], errors="coerce"))
     d0 = d0.dropna(subset=["_gap"])
     if d0.empty:

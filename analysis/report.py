@@ -154,6 +154,16 @@ def _findings_section(findings) -> list[str]:
     return out + [""]
 
 
+def _constant_columns(df: pd.DataFrame, columns) -> list[str]:
+    """Of ``columns``, those with one value in every row (of a table with more than one row)."""
+    return [c for c in columns if len(df) > 1 and df[c].nunique(dropna=False) == 1]
+
+
+def _same_for_every_row(df: pd.DataFrame, const: list[str]) -> list[str]:
+    """The note under a table that names the columns left out because they never vary."""
+    return ["Same for every row: " + ", ".join(f"{c} = {_cell(df[c].iloc[0])}" for c in const) + "\n"] if const else []
+
+
 def _d0_section(d0: pd.DataFrame) -> list[str]:
     """The protocol's validity check: does the artifact alone read as a class at d = 0?"""
     if d0.empty:
@@ -167,11 +177,9 @@ def _d0_section(d0: pd.DataFrame) -> list[str]:
     show = d0.copy()
     show["gap"] = [_pm(m, sd) for m, sd in zip(d0["gap_mean"], d0["gap_std"])]
     show["mimics"] = ["**yes**" if m else "no" for m in d0["mimics"]]
-    const = [c for c in show.columns if c not in ("gap", "mimics", "gap_n") and show[c].nunique(dropna=False) == 1
-             and len(show) > 1]
+    const = _constant_columns(show, [c for c in show.columns if c not in ("gap", "mimics", "gap_n")])
     out.append(md_table(show.drop(columns=["gap_mean", "gap_std"] + const).rename(columns={"gap_n": "n"})))
-    if const:
-        out.append("Same for every row: " + ", ".join(f"{c} = {_cell(show[c].iloc[0])}" for c in const) + "\n")
+    out += _same_for_every_row(show, const)
     n_bad = int(d0["mimics"].sum())
     out += [f"**{n_bad} of {len(d0)} configuration(s) fail this check.**" if n_bad
             else f"All {len(d0)} configuration(s) pass.", ""]
@@ -203,15 +211,13 @@ def _tables_section(agg: pd.DataFrame, rob: pd.DataFrame) -> list[str]:
         show["robustness"] = [_pm(m, s) for m, s in zip(rob["robustness"], rob["robustness_std"])]
         show["iid_mean"] = [_pm(m, None) for m in rob["iid_mean"]]
         drop = [c for c in ("robustness_std",) if c in show]
-        const = [c for c in show.columns if c not in ("robustness", "iid_mean") and show[c].nunique(dropna=False) == 1
-                 and len(show) > 1]
+        const = _constant_columns(show, [c for c in show.columns if c not in ("robustness", "iid_mean")])
         out.append(md_table(show.drop(columns=drop + const)))
-        if const:
-            out.append("Same for every row: " + ", ".join(f"{c} = {_cell(show[c].iloc[0])}" for c in const) + "\n")
+        out += _same_for_every_row(show, const)
     if not agg.empty:
         out += ["### Per group", ""]
         keys = [c for c in agg.columns if not (c.endswith(("_mean", "_std", "_n")) or c.startswith("n_") or c == "folds")]
-        const = [c for c in keys if agg[c].nunique(dropna=False) == 1 and len(agg) > 1]
+        const = _constant_columns(agg, keys)
         show = agg[[c for c in keys if c not in const]].copy()
         show["n"] = agg.get("ood_auc_n", agg["n_trials"])
         show["excl."] = agg["n_excluded"]
@@ -222,8 +228,7 @@ def _tables_section(agg: pd.DataFrame, rob: pd.DataFrame) -> list[str]:
             show["pinned"] = agg["n_ood_auc_pinned"]
         show = show.drop(columns=[c for c in ("n_trials", "n_excluded") if c in show])
         out.append(md_table(show))
-        if const:
-            out.append("Same for every row: " + ", ".join(f"{c} = {_cell(agg[c].iloc[0])}" for c in const) + "\n")
+        out += _same_for_every_row(agg, const)
     return out
 
 
