@@ -271,7 +271,7 @@ def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=N
             m = m & ~(outer & (g.random(size) < undersample[i]))
         masks[i, :, 0] = m
         if keep_read is not None:
-            cols[i, 0] = np.abs(np.arange(size) - size // 2) <= keep_read[i] * size / 2
+            cols[i, 0] = ky <= keep_read[i] * size / 2  # the same |k| grid along the read direction
         sigma = noise[i] * float(signals[i].mean())  # ortho FFT: k-space σ = image-domain σ
         noise_c[i] = (g.standard_normal((size, size)) + 1j * g.standard_normal((size, size))) * sigma / np.sqrt(2)
     k = (k + torch.from_numpy(noise_c)) * torch.from_numpy(masks)

@@ -182,7 +182,6 @@ def _step(x):
     return 0.5 * (1.0 + np.tanh(x))
 
 
-
 def _knee_patient(rng, injured: bool) -> dict:
     pose = _patient_pose(rng, angle=0.25)
     p = {"pose": pose, "injured": injured}
@@ -277,7 +276,6 @@ def _knee_slice(p: dict, s: float, r: int, rng):
         blobs = g(fx + 0.2 + 0.3 * b["dx"], fy + fb - 0.12) + g(0.25 + 0.3 * b["dx"], top + 0.15)
         layers.append((b["alpha"] * seen * np.clip(blobs, 0.0, 1.0) * (cv.labels == ph.T["marrow"]), "edema"))
     return cv.labels, layers
-
 
 
 @register_dataset("mri_knee", kind="target")
