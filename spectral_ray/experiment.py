@@ -109,6 +109,7 @@ def run_pretrain(cfg: TrialConfig, report: Report = _noop) -> dict:
         "pretrain_key": meta.get("key"),
         "trained_here": bool(epochs),
         "pretrain_time_s": meta.get("train_time_s"),
+        "device": hist.get("device"),  # where the backbone was trained (by this trial or an earlier one)
         "val_accuracy": (hist.get("epochs") or [{}])[-1].get("val_accuracy"),
         **_priority_summaries("pretrained", hist["learning_priority"]),
         "done": True,
@@ -214,6 +215,7 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         "time_finetune_s": history.get("train_time_s"),
         "time_psd_s": t_psd,
         "images_per_s": history.get("images_per_s"),
+        "device": history.get("device"),  # e.g. "cuda" or "cpu": where the fine-tuning ran
         "done": True,
     }
     for name, p in (("pretrained", psd_pretrained), ("before", psd_before), ("finetuned", psd_finetuned)):
