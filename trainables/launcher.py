@@ -29,8 +29,14 @@ def experiment_path(sweep: SweepFile) -> str:
 
 
 def default_store(sweep: SweepFile) -> str | None:
-    """Backbones live beside the experiments (shared by every sweep under the same storage)
-    when storage is a local/shared folder; with a URI storage the user sets ``params.store``."""
+    """Where backbones live when the sweep sets no ``params.store``: ``$SPECTRAL_RAY_STORE`` when
+    set (a cluster's shared store, docs/CLUSTER.md), else beside the experiments (shared by
+    every sweep under the same storage) when storage is a local/shared folder; with a URI storage
+    and no variable, None (each worker's own default)."""
+    from spectral_ray.store import ENV_VAR
+
+    if os.environ.get(ENV_VAR):
+        return str(Path(os.environ[ENV_VAR]).expanduser().resolve())
     if "://" in sweep.storage and not sweep.storage.startswith("file://"):
         return None
     return str(Path(storage_uri(sweep.storage.removeprefix("file://"))) / "backbones")
