@@ -178,7 +178,8 @@ def learning_priority(
     """
     loss_fn = loss or (lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
     device = next(model.parameters()).device
-    from spectral_ray.training import plain_strides  # row-major batches: the same kernels as in fit
+    # row-major batches and deterministic CUDA kernels: the same kernels as in fit
+    from spectral_ray.training import deterministic_kernels, plain_strides
 
     x_all = plain_strides(torch.as_tensor(images))
     y_all = torch.as_tensor(labels).long()
@@ -188,23 +189,24 @@ def learning_priority(
     model.eval()
     sums: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
-    try:
-        for start in range(0, x_all.shape[0], batch_size):
-            x = x_all[start : start + batch_size].to(device, torch.float32)
-            y = y_all[start : start + batch_size].to(device)
-            if autocast_dtype is not None:
-                with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+    with deterministic_kernels(device):
+        try:
+            for start in range(0, x_all.shape[0], batch_size):
+                x = x_all[start : start + batch_size].to(device, torch.float32)
+                y = y_all[start : start + batch_size].to(device)
+                if autocast_dtype is not None:
+                    with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+                        g = _input_gradients(model, x, y, loss_fn)
+                else:
                     g = _input_gradients(model, x, y, loss_fn)
-            else:
-                g = _input_gradients(model, x, y, loss_fn)
-            spectra = (_lin2022_profile(g) if measure == "lin2022" else radial_psd(g)).double().cpu()
-            keys = y.cpu().tolist() if per_class else [0] * len(y)
-            for key in set(keys):
-                rows = spectra[torch.tensor(keys) == key]
-                sums[key] = sums.get(key, 0) + rows.sum(0)
-                counts[key] = counts.get(key, 0) + rows.shape[0]
-    finally:
-        model.train(was_training)
+                spectra = (_lin2022_profile(g) if measure == "lin2022" else radial_psd(g)).double().cpu()
+                keys = y.cpu().tolist() if per_class else [0] * len(y)
+                for key in set(keys):
+                    rows = spectra[torch.tensor(keys) == key]
+                    sums[key] = sums.get(key, 0) + rows.sum(0)
+                    counts[key] = counts.get(key, 0) + rows.shape[0]
+        finally:
+            model.train(was_training)
     result = {k: normalize_spectrum(sums[k] / counts[k], normalize).float() for k in sorted(sums)}
     return result if per_class else result[0]
 

@@ -2,8 +2,9 @@
 
 Data live in memory: images ``(n, C, N, N)`` float32 in [0, 1] and int labels, converted to
 tensors once (and moved to the device once); batches are index slices, so there are no
-DataLoader workers and little per-step Python. On CPU, given a seed, a run is deterministic
-(model init is the caller's: seed before :func:`spectral_ray.models.create_model`).
+DataLoader workers and little per-step Python. Given a seed, a run is deterministic on the CPU,
+and on CUDA too (:func:`deterministic_kernels`; same GPU model and software stack); model init
+is the caller's: seed before :func:`spectral_ray.models.create_model`.
 
 Gentle fine-tuning recipes (DESIGN.md, finding F2): ``freeze_stages`` (stem + first stages
 frozen, their batch-norm statistics too), ``backbone_lr_mult`` (smaller backbone lr than head
@@ -13,9 +14,11 @@ backbone).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
@@ -27,7 +30,8 @@ from torch import nn
 
 from spectral_ray import models as _models
 
-__all__ = ["Recipe", "fit", "evaluate", "predict_proba", "auc_score", "DivergenceError", "as_arrays"]
+__all__ = ["Recipe", "fit", "evaluate", "predict_proba", "auc_score", "DivergenceError", "as_arrays",
+           "deterministic_kernels"]
 
 
 class DivergenceError(FloatingPointError):
@@ -126,6 +130,30 @@ def _to_tensors(data, device) -> tuple[torch.Tensor, torch.Tensor]:
     if x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise ValueError(f"images must be (n, C, N, N) with one label each; got {tuple(x.shape)}, {tuple(y.shape)}")
     return plain_strides(x), y
+
+
+@contextlib.contextmanager
+def deterministic_kernels(device: torch.device):
+    """On CUDA, deterministic kernels for the duration (restored after); nothing on the CPU.
+
+    cuDNN otherwise picks weight-gradient algorithms that accumulate with atomics, so the same
+    trial gave other AUCs on a rerun (H200: 0.692 vs 0.699 I.I.D.; bench/gpu.py). Reruns of a
+    sweep are meant to reproduce, and the bf16-vs-fp32 comparison is meaningless under that noise.
+    ``warn_only``: an op with no deterministic CUDA kernel warns instead of failing the trial."""
+    if device.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    cudnn = torch.backends.cudnn
+    old = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn.deterministic, cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = old[0], old[1]
+        torch.use_deterministic_algorithms(old[2], warn_only=old[3])
 
 
 def _device(device) -> torch.device:
@@ -275,7 +303,8 @@ def fit(
     if recipe.num_threads:
         torch.set_num_threads(int(recipe.num_threads))
     try:
-        return _fit(model, train, val, recipe, seed, eval_sets or {}, on_epoch, dev)
+        with deterministic_kernels(dev):
+            return _fit(model, train, val, recipe, seed, eval_sets or {}, on_epoch, dev)
     finally:
         if recipe.num_threads:
             torch.set_num_threads(old_threads)

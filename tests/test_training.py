@@ -175,3 +175,22 @@ def test_recipe_validation():
     with pytest.raises(TypeError, match="lrr"):
         Recipe.from_dict({"lrr": 1})
     assert Recipe.from_dict(Recipe().to_dict()) == Recipe()
+
+
+def test_deterministic_kernels_sets_and_restores_the_flags():
+    from spectral_ray.training import deterministic_kernels
+
+    cudnn = torch.backends.cudnn
+    before = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    with deterministic_kernels(torch.device("cpu")):  # the CPU is deterministic already: untouched
+        assert (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
+    cudnn.benchmark = True  # a caller's autotuning is switched off inside and back on after
+    try:
+        with deterministic_kernels(torch.device("cuda")):  # sets flags only; needs no GPU
+            assert cudnn.deterministic and not cudnn.benchmark
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert cudnn.benchmark and cudnn.deterministic == before[0]
+        assert torch.are_deterministic_algorithms_enabled() == before[2]
+    finally:
+        cudnn.benchmark = before[1]
