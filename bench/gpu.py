@@ -7,12 +7,14 @@ Run: python bench/gpu.py [--out DIR] [--quick]        (where torch sees a GPU)
 (b) ResNet-50 at 224 px (3 channels, 2 classes, random images, batch 128): training images/s of
     ``training.fit`` for one epoch in fp32, channels_last, bf16 and bf16 + channels_last, each
     against a bare timm loop with the same precision on the same tensors (the baseline in the
-    same run; target ≥ 0.9× as on the CPU, BENCHMARKS.md).
+    same run), with cuDNN's defaults and with deterministic kernels as fit runs them (what
+    reproducibility costs). fit end to end includes its one host→device copy of the data; its
+    loop alone is fit's own ``epoch_time_s``; target ≥ 0.9× as on the CPU (BENCHMARKS.md).
 (c) ``spectrum.learning_priority`` of that model at 224 px: seconds per image against a
     training step's seconds per image.
 (d) ``run_finetune`` on the GPU (resnet18, 64 px, ct_lesion + band shortcut at d = 0.5, two
     folds): fp32 vs bf16 + channels_last fine-tuning, |ΔAUC|; and fp32 run twice on fold 0 —
-    does a GPU trial reproduce itself (cuDNN picks kernels per run)?
+    does a GPU trial reproduce itself (``training.deterministic_kernels``)?
 (e) Ray Tune on the GPU: ``spectral-ray sweep`` of a 12-trial grid (degradation × fold ×
     finetune.bf16) with ``resources: {cpu: 1, gpu: 0.25}`` (four trials share the GPU), then
     ``spectral-ray report``: every trial TERMINATED, each on which device, one pretraining.
@@ -23,6 +25,7 @@ Everything printed is also written to ``DIR/gpu.json`` (and the sweep's report t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -90,11 +93,12 @@ def bare_loop(model, x, y, *, batch_size: int, bf16: bool, channels_last: bool) 
 def throughput(args, device: torch.device):
     import timm
 
-    from spectral_ray.training import Recipe, fit
+    from spectral_ray.training import Recipe, deterministic_kernels, fit
 
     n, size, bs = args.images, args.size, args.batch_size
     print(f"\n## (b) {args.model} at {size} px, 3 channels: training images/s, one epoch of {n} random images, "
-          f"batch {bs}, AdamW; fit() vs a bare timm loop of the same precision, median of {args.repeats}")
+          f"batch {bs}, AdamW; fit() (deterministic kernels) vs a bare timm loop of the same precision, "
+          f"median of {args.repeats}")
     g = torch.Generator().manual_seed(0)
     x_cpu = torch.rand(n, 3, size, size, generator=g)
     y_cpu = torch.randint(0, 2, (n,), generator=g)
@@ -103,36 +107,49 @@ def throughput(args, device: torch.device):
     init = timm.create_model(args.model, pretrained=False, in_chans=3, num_classes=2)
     rows = {}
     for label, bf16, cl in VARIANTS:
-        def run_bare():
+        def run_bare(deterministic: bool):
             m = copy.deepcopy(init).to(device)
             if cl:
                 m = m.to(memory_format=torch.channels_last)
             sync(device)
-            t0 = time.perf_counter()
-            bare_loop(m, x, y, batch_size=bs, bf16=bf16, channels_last=cl)
-            sync(device)
-            return time.perf_counter() - t0
+            with deterministic_kernels(device) if deterministic else contextlib.nullcontext():
+                t0 = time.perf_counter()
+                bare_loop(m, x, y, batch_size=bs, bf16=bf16, channels_last=cl)
+                sync(device)
+                return time.perf_counter() - t0
+
+        loop_s = []
 
         def run_fit():
             m = copy.deepcopy(init)
             sync(device)
             t0 = time.perf_counter()
-            # numpy in, as a trial passes it: fit's one host→device copy is part of its time
-            fit(m, (x_cpu.numpy(), y_cpu.numpy()), None,
-                Recipe(epochs=1, batch_size=bs, lr=1e-3, weight_decay=0.05, bf16=bf16, channels_last=cl),
-                seed=0, device=device)
+            # numpy in, as a trial passes it: fit's one host→device copy of the data is in its time
+            h = fit(m, (x_cpu.numpy(), y_cpu.numpy()), None,
+                    Recipe(epochs=1, batch_size=bs, lr=1e-3, weight_decay=0.05, bf16=bf16, channels_last=cl),
+                    seed=0, device=device)
             sync(device)
+            loop_s.append(h["epochs"][0]["epoch_time_s"])  # the training loop alone
             return time.perf_counter() - t0
 
-        run_bare(), run_fit()  # warm-up: kernel selection, allocator
-        tb, tf = [], []
+        runs = {"bare": lambda: run_bare(False), "bare_det": lambda: run_bare(True), "fit": run_fit}
+        for fn in runs.values():  # warm-up: kernel selection, allocator
+            fn()
+        loop_s.clear()
+        times = {k: [] for k in runs}
         for r in range(args.repeats):
-            for fn, acc in ((run_bare, tb), (run_fit, tf)) if r % 2 == 0 else ((run_fit, tf), (run_bare, tb)):
-                acc.append(fn())
+            keys = list(runs)[r % 3:] + list(runs)[: r % 3]
+            for k in keys:
+                times[k].append(runs[k]())
         used = (n // bs) * bs
-        b, o = used / median(tb), used / median(tf)
-        rows[label] = {"bare_img_s": b, "fit_img_s": o, "ratio": o / b}
-        print(f"{label:<19} bare loop {b:8.1f} img/s   fit() {o:8.1f} img/s   ratio {o / b:5.2f}×")
+        ips = {k: used / median(v) for k, v in times.items()}
+        ips["fit_loop"] = used / median(loop_s)
+        rows[label] = {"bare_img_s": ips["bare"], "bare_deterministic_img_s": ips["bare_det"],
+                       "fit_img_s": ips["fit"], "fit_loop_img_s": ips["fit_loop"],
+                       "ratio": ips["fit"] / ips["bare"], "loop_ratio": ips["fit_loop"] / ips["bare_det"]}
+        print(f"{label:<19} bare loop {ips['bare']:7.1f} img/s, deterministic cuDNN {ips['bare_det']:7.1f}   "
+              f"fit() {ips['fit']:7.1f} img/s end to end ({ips['fit'] / ips['bare']:4.2f}× bare), "
+              f"loop alone {ips['fit_loop']:7.1f} ({ips['fit_loop'] / ips['bare_det']:4.2f}× deterministic bare)")
     base = rows["fp32"]["fit_img_s"]
     print("fit() speed-up over fp32: " + ", ".join(f"{k} {v['fit_img_s'] / base:.2f}×" for k, v in rows.items()))
     RESULTS["throughput"] = {"model": args.model, "size": size, "images": n, "batch_size": bs, **rows}
@@ -189,10 +206,10 @@ def finetune_precision(args) -> None:
               f"fine-tune {a['time_finetune_s']:.1f} s → {b['time_finetune_s']:.1f} s (wall {a['wall_s']:.1f} s → {b['wall_s']:.1f} s)")
         if "fp32 again" in res:
             c = res["fp32 again"]
-            same = all(a[k] == c[k] for k in ("iid_auc", "ood_auc", "val_auc"))
+            same = all(a[k] == c[k] for k in ("iid_auc", "ood_auc", "val_auc", "psd_finetuned"))
             row["fp32_rerun"] = {k: c[k] for k in ("iid_auc", "ood_auc", "val_auc")}
             row["fp32_rerun_identical"] = same
-            print(f"fold {fold} fp32 rerun: iid {c['iid_auc']:.6f} ood {c['ood_auc']:.6f} — "
+            print(f"fold {fold} fp32 rerun: iid {c['iid_auc']:.6f} ood {c['ood_auc']:.6f} — AUCs and psd_finetuned "
                   f"{'identical' if same else 'DIFFERENT'} to the first run (iid {a['iid_auc']:.6f} ood {a['ood_auc']:.6f})")
         rows.append(row)
     d_iid = [abs(r["bf16_cl"]["iid_auc"] - r["fp32"]["iid_auc"]) for r in rows]
