@@ -61,7 +61,8 @@ def _unset(value, names: set) -> bool:
 def is_edited(trials: pd.DataFrame) -> pd.Series:
     """True for trials whose source data were edited (an edit family and a strength > 0)."""
     edit = trials["edit"] if "edit" in trials else pd.Series(None, index=trials.index)
-    named = ~edit.map(lambda e: _unset(e, NO_EDIT))
+    # a bool Series built directly: map() keeps an empty string column's str dtype, and `&` fails
+    named = pd.Series([not _unset(e, NO_EDIT) for e in edit], index=trials.index, dtype=bool)
     if "edit_strength" in trials:
         strength = pd.to_numeric(trials["edit_strength"], errors="coerce").fillna(0.0)
         return named & (strength > 0)

@@ -197,6 +197,18 @@ def test_missing_trials_are_not_testable(trials):
     assert three.verdict.startswith("not testable") and "seeds per source" in three.verdict
 
 
+def test_no_finetuning_trials_is_not_testable_not_a_failed_check(trials):
+    # a robustness search has no finished fine-tuning trials: every check must say what is
+    # missing (F5 used to fail: `&` on the empty string-dtype `edit` column)
+    robustness_only = trials.assign(kind="robustness")
+    empty = trials.iloc[:0]
+    assert not agg_mod.is_edited(empty).any() and agg_mod.is_edited(empty).dtype == bool
+    findings = {f.id: f for f in check_all(robustness_only)}
+    assert not [f.verdict for f in findings.values() if "failed" in f.verdict]
+    for fid in ("F2", "F3", "F4", "F5"):  # F1 reads pretrained priorities, which these rows carry
+        assert findings[fid].verdict.startswith("not testable in this experiment: needs"), findings[fid].verdict
+
+
 def test_unfinished_and_pending_trials_are_kept(tmp_path):
     exp = tmp_path / "experiment"
     shutil.copytree(FIXTURE, exp)
