@@ -73,7 +73,7 @@ def main() -> None:
                                    naive_learning_priority(model, images, labels), rtol=2e-3, atol=1e-7)
         reps = max(1, args.repeats // 2)
         base = median_time(lambda: naive_learning_priority(model, images, labels), reps, warmup=0)
-        ours = median_time(lambda: learning_priority(model, images, labels, batch_size=64), reps, warmup=0)
+        ours = median_time(lambda: learning_priority(model, images, labels), reps, warmup=0)
         row(f"learning_priority {name}, batch {args.batch}, {n}×{n}", base, ours)
 
 

@@ -158,6 +158,22 @@ def test_batched_equals_per_image_and_batch_size_invariant():
     torch.testing.assert_close(torch.stack(per).mean(0), full, rtol=1e-4, atol=0)
 
 
+def test_default_batch_on_the_cpu_is_bounded_in_pixels(monkeypatch):
+    model = _small_cnn()
+    x, y = torch.rand(12, 3, 64, 64), torch.randint(0, 3, (12,))
+    seen = []
+    real = S._input_gradients
+    monkeypatch.setattr(S, "_input_gradients", lambda m, xb, yb, f: seen.append(len(xb)) or real(m, xb, yb, f))
+    monkeypatch.setattr(S, "CPU_PRIORITY_PIXELS", 5 * 64 * 64)  # 5 images of 64 px per batch
+    p = S.learning_priority(model, x, y, normalize=None)
+    assert seen == [5, 5, 2]
+    torch.testing.assert_close(p, S.learning_priority(model, x, y, batch_size=12, normalize=None), rtol=1e-4, atol=0)
+    seen.clear()
+    monkeypatch.setattr(S, "CPU_PRIORITY_PIXELS", 1)  # never below one image
+    S.learning_priority(model, x[:2], y[:2])
+    assert seen == [1, 1]
+
+
 def test_mode_restored_and_param_grads_untouched():
     model = _small_cnn().train()
     x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 3, (4,))
