@@ -35,3 +35,14 @@ def test_store_in_the_sweep_file_wins(tmp_path, monkeypatch):
 def test_uri_storage_without_variable_leaves_the_store_to_each_worker(tmp_path, monkeypatch):
     monkeypatch.delenv("SPECTRAL_RAY_STORE", raising=False)
     assert store_path(_sweep(tmp_path, "s3://bucket/x")) is None
+
+
+def test_note_when_the_cluster_has_gpus_the_sweep_does_not_reserve(tmp_path):
+    from trainables.launcher import unused_gpus_note
+
+    cpu_only = _sweep(tmp_path)
+    note = unused_gpus_note(cpu_only, {"CPU": 16.0, "GPU": 1.0})
+    assert note and "1 GPU(s)" in note and "resources" in note
+    assert unused_gpus_note(cpu_only, {"CPU": 2.0}) is None  # no GPUs: nothing to say
+    raw = {"name": "s", "storage": str(tmp_path), "resources": {"cpu": 1, "gpu": 0.25}, "params": {"fold": 0}}
+    assert unused_gpus_note(parse_sweep(raw, "inline", check_storage=False), {"GPU": 1.0}) is None

@@ -198,6 +198,25 @@ def init_ray() -> None:
              configure_logging=True, logging_level="WARNING")
 
 
+def unused_gpus_note(sweep: SweepFile, cluster_resources: dict | None = None) -> str | None:
+    """A note when the Ray cluster has GPUs but the sweep reserves none per trial. Ray (2.60)
+    then leaves ``CUDA_VISIBLE_DEVICES`` alone (``ray._private.utils.set_visible_accelerator_ids``
+    skips zero-GPU workers), so a trial on a GPU node trains on that node's first GPU, all of
+    them on the same one, unaccounted, and a trial on a CPU-only node trains on the CPU.
+    ``cluster_resources``: ``ray.cluster_resources()`` of the running Ray when not given."""
+    if cluster_resources is None:
+        import ray
+
+        cluster_resources = ray.cluster_resources()
+    gpus = cluster_resources.get("GPU", 0)
+    if not gpus or sweep.resources.gpu:
+        return None
+    return (f"note: the Ray cluster has {gpus:g} GPU(s), but this sweep reserves none per trial (resources.gpu is 0): "
+            f"Ray neither places trials by GPU nor shares the GPUs out, so trials on a GPU node all use its first GPU "
+            f"and trials on a CPU-only node train on the CPU. Give each trial a share in the sweep file, e.g. "
+            f"`resources: {{cpu: 1, gpu: 0.125}}` with `max_concurrent: 8` (docs/CLUSTER.md).")
+
+
 def run_sweep(sweep: SweepFile, *, resume: bool | None = None):
     """Run (or resume) the sweep and return its ``ResultGrid``. ``resume=None`` resumes when
     the experiment already exists, so the same command finishes an interrupted sweep."""

@@ -68,6 +68,9 @@ def sweep(args) -> int:
     from spectral_ray import store
 
     launcher.init_ray()
+    note = launcher.unused_gpus_note(sweep)
+    if note:
+        print(note, file=sys.stderr)
     if launcher.experiment_exists(sweep):
         changed = launcher.check_same_sweep(sweep)
         if changed:
