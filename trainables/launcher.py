@@ -33,10 +33,10 @@ def default_store(sweep: SweepFile) -> str | None:
     set (a cluster's shared store, docs/CLUSTER.md), else beside the experiments (shared by
     every sweep under the same storage) when storage is a local/shared folder; with a URI storage
     and no variable, None (each worker's own default)."""
-    from spectral_ray.store import ENV_VAR
+    from spectral_ray import store
 
-    if os.environ.get(ENV_VAR):
-        return str(Path(os.environ[ENV_VAR]).expanduser().resolve())
+    if os.environ.get(store.ENV_VAR):
+        return str(store.store_root().resolve())  # the variable, read as the store reads it
     if "://" in sweep.storage and not sweep.storage.startswith("file://"):
         return None
     return str(Path(storage_uri(sweep.storage.removeprefix("file://"))) / "backbones")
