@@ -106,13 +106,14 @@ def run_sweep_cli(sweep_file, storage, cache_dir, *, name: str | None = None, ex
 
 
 def trial_results(exp_dir) -> list[dict]:
-    """[{"config": params.json, "final": last result line, "epochs": [...]}, …] of an experiment folder."""
+    """[{"trial": folder name, "config": params.json, "final": last result line ({} when the
+    trial reported nothing), "epochs": [...]}, …] of an experiment folder."""
     import json
     from pathlib import Path
 
     out = []
     for trial in sorted(p for p in Path(exp_dir).iterdir() if p.is_dir() and (p / "result.json").exists()):
-        lines = (trial / "result.json").read_text().splitlines()
-        out.append({"config": json.loads((trial / "params.json").read_text()),
-                    "final": json.loads(lines[-1]), "epochs": [json.loads(x) for x in lines[:-1]]})
+        lines = [json.loads(x) for x in (trial / "result.json").read_text().splitlines() if x.strip()]
+        out.append({"trial": trial.name, "config": json.loads((trial / "params.json").read_text()),
+                    "final": lines[-1] if lines else {}, "epochs": lines[:-1]})
     return out

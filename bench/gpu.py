@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.common import median  # noqa: E402
+from bench.common import median, trial_results  # noqa: E402
 
 WORK = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
 os.environ.setdefault("SPECTRAL_RAY_CACHE", str(WORK / "cache"))
@@ -245,12 +245,11 @@ def ray_sweep(args, out: Path | None) -> None:
           "\n".join(proc.stdout.strip().splitlines()[-8:]) + ("\n" + proc.stderr[-3000:] if proc.returncode else ""))
     exp = storage / "gpu-check"
     trials = []
-    for t in sorted(p for p in exp.glob("*") if (p / "result.json").exists()):
-        lines = [json.loads(s) for s in (t / "result.json").read_text().splitlines() if s.strip()]
-        final = lines[-1] if lines else {}
-        trials.append({"trial": t.name[:40], "device": final.get("device"), "done": final.get("done"),
+    for t in trial_results(exp) if exp.is_dir() else []:
+        final = t["final"]
+        trials.append({"trial": t["trial"][:40], "device": final.get("device"), "done": final.get("done"),
                        "iid_auc": final.get("iid_auc"), "ood_auc": final.get("ood_auc"),
-                       "bf16": json.loads((t / "params.json").read_text()).get("finetune", {}).get("bf16"),
+                       "bf16": t["config"].get("finetune", {}).get("bf16"),
                        "time_finetune_s": final.get("time_finetune_s")})
     devices = sorted({str(t["device"]) for t in trials})
     done = sum(bool(t["done"]) for t in trials)
