@@ -160,7 +160,10 @@ def test_backbone_lr_mult_zero_keeps_backbone():
 
 
 def test_bf16_channels_last_cosine_runs():
-    x, y = toy(32)
+    # 32 px, not 16: at 16 px layer4's stride-2 3x3 conv sees a 1x1 map, and oneDNN's bf16
+    # weight gradient for that shape returns NaN in ~40 % of calls on this CPU (torch 2.14.1,
+    # AMX). The sweeps' 64 px inputs never shrink that far.
+    x, y = toy(32, size=32)
     h = fit(model(), (x, y), (x, y), Recipe(epochs=2, batch_size=16, bf16=True, channels_last=True,
                                             scheduler="cosine", label_smoothing=0.1, num_threads=1), seed=0)
     assert all(math.isfinite(e["val_loss"]) for e in h["epochs"])
