@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spectral_ray.editing import is_edit
+
 __all__ = [
     "GROUP_KEYS", "REPLICATE_KEYS", "SCALAR_METRICS", "group_keys", "finetune_trials", "is_edited",
     "edit_label", "aggregate", "robustness", "artifact_at_d0", "D0_TOLERANCE", "export_csv", "pinned",
@@ -35,7 +37,6 @@ SCALAR_METRICS = [
     "cosine_pretrained", "cosine_finetuned",
 ]
 AUC_METRICS = ("ood_auc", "iid_auc", "val_auc")
-NO_EDIT = {None, "", "none", "None", "identity", "null"}
 # Config keys never used to split groups: replicates, bookkeeping, and keys that name a run
 # rather than a condition.
 _NOT_A_CONDITION = set(REPLICATE_KEYS) | {"trial_id", "name", "experiment", "storage_path", "epochs_total",
@@ -59,14 +60,13 @@ def _unset(value, names: set) -> bool:
 
 
 def is_edited(trials: pd.DataFrame) -> pd.Series:
-    """True for trials whose source data were edited (an edit family and a strength > 0)."""
+    """True for trials whose source data were edited (:func:`spectral_ray.editing.is_edit`: a
+    family and a strength ≠ 0, negative strengths included)."""
     edit = trials["edit"] if "edit" in trials else pd.Series(None, index=trials.index)
+    # a trial table without a strength column names its edits only (reports of older runs)
+    strength = trials["edit_strength"] if "edit_strength" in trials else pd.Series(1.0, index=trials.index)
     # a bool Series built directly: map() keeps an empty string column's str dtype, and `&` fails
-    named = pd.Series([not _unset(e, NO_EDIT) for e in edit], index=trials.index, dtype=bool)
-    if "edit_strength" in trials:
-        strength = pd.to_numeric(trials["edit_strength"], errors="coerce").fillna(0.0)
-        return named & (strength > 0)
-    return named
+    return pd.Series([is_edit(e, s) for e, s in zip(edit, strength)], index=trials.index, dtype=bool)
 
 
 def edit_label(trials: pd.DataFrame) -> pd.Series:

@@ -131,12 +131,12 @@ class TrialConfig(BaseModel):
         name the key at fault."""
         from spectral_ray.artifacts import get_artifact
         from spectral_ray.data import list_datasets
-        from spectral_ray.editing import get_edit
+        from spectral_ray.editing import get_edit, is_edit
 
         sources = list_datasets("source")
         if self.source != "none" and self.source not in sources:
             raise ValueError("[source] " + _unknown("source", self.source, sources + ["none"]))
-        if self.source == "none" and self.edit != "none" and self.edit_strength != 0:
+        if self.source == "none" and is_edit(self.edit, self.edit_strength):
             raise ValueError("[edit] an edit needs a source dataset to edit; `source: none` has none")
         if self.source_weights is not None:
             from spectral_ray.weights import parse_weights_spec
@@ -323,6 +323,7 @@ def normalize_trial(flat: dict) -> dict:
     only in them are recognised as the same trial (e.g. ``artifact_omega`` for ``nlm``; the edit's
     family and band when its strength is 0, which is the unedited source)."""
     from spectral_ray.artifacts import FAMILIES
+    from spectral_ray.editing import is_edit
 
     out = dict(flat)
     family = out.get("artifact", _default("artifact"))
@@ -331,7 +332,7 @@ def normalize_trial(flat: dict) -> dict:
         if key in out and param not in spec:
             out[key] = None
     edit, strength = out.get("edit", "none"), out.get("edit_strength", 0.0)
-    if edit == "none" or strength == 0:
+    if not is_edit(edit, strength):
         for key, value in (("edit", "none"), ("edit_strength", 0.0), ("edit_omega", None), ("edit_params", {})):
             if key in out:
                 out[key] = value

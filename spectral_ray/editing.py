@@ -34,9 +34,27 @@ from spectral_ray.artifacts import Param, _check_images, apply_filter, check_par
 from spectral_ray.data import cache
 from spectral_ray.data.registry import ImageDataset, get_dataset
 
-__all__ = ["Edit", "get_edit", "list_edits", "edit_dataset", "get_edited_dataset", "EDITS"]
+__all__ = ["Edit", "get_edit", "list_edits", "edit_dataset", "get_edited_dataset", "is_edit", "EDITS"]
 
 _CHUNK = 512
+
+# Names an analysis table may hold for "no edit" (a missing key reads as NaN there).
+NO_EDIT_NAMES = frozenset({"none", "", "None", "identity", "null"})
+
+
+def is_edit(family, strength) -> bool:
+    """The one rule for "is this source edited?": any family but ``none`` at a strength ≠ 0.
+
+    A negative strength is an edit (``band_gain`` at s < 0 attenuates its band); strength 0 is
+    the identity for every family. Unset values (None, NaN, the names in :data:`NO_EDIT_NAMES`)
+    mean unedited. Used by the config schema, the backbone store, :class:`Edit` and analysis."""
+    if family is None or (isinstance(family, float) and math.isnan(family)) or str(family) in NO_EDIT_NAMES:
+        return False
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(s) and s != 0.0
 
 
 class Edit:
@@ -54,7 +72,7 @@ class Edit:
 
     @property
     def is_identity(self) -> bool:
-        return self.family == "none" or self.strength == 0
+        return not is_edit(self.family, self.strength)
 
     def config(self) -> dict:
         """A JSON-able description (family, strength, params) for cache keys and reports."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -126,7 +125,9 @@ class PretrainConfig:
 
     @property
     def edited(self) -> bool:
-        return self.edit_family != "none" and self.edit_strength != 0
+        from spectral_ray.editing import is_edit
+
+        return is_edit(self.edit_family, self.edit_strength)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -348,31 +349,17 @@ def stats(root=None) -> dict:
 
 def _source_dataset(config: PretrainConfig):
     from spectral_ray.data import get_dataset
+    from spectral_ray.editing import get_edited_dataset
 
     if not config.edited:
         return get_dataset(config.source, **config.source_params)
-    from spectral_ray.editing import get_edited_dataset  # lazy: only edited sources need it
-
     # The edit's randomness follows the source data's seed (not the pretraining seed), so
     # pretraining seeds share one edited dataset on disk and differ only in init and data order.
-    # get_edited_dataset's positional ``seed`` is the edit's seed and its **dataset_params cannot
-    # carry the dataset's own ``seed``; pass it as ``dataset_seed`` where supported, and refuse a
-    # non-default one otherwise rather than silently pretraining on other data.
+    # get_edited_dataset's positional ``seed`` is the edit's seed; the dataset's own seed travels
+    # as ``dataset_seed``.
     params = dict(config.source_params)
     data_seed = params.pop("seed", None)
-    extra = {}
-    if data_seed is not None:
-        if "dataset_seed" in inspect.signature(get_edited_dataset).parameters:
-            extra["dataset_seed"] = data_seed
-        else:
-            from spectral_ray.data import dataset_info
-
-            default = dataset_info(config.source)["defaults"].get("seed")
-            if data_seed != default:
-                raise NotImplementedError(
-                    f"an edited source with source seed {data_seed} (default {default}): "
-                    "spectral_ray.editing.get_edited_dataset cannot set the dataset's seed yet"
-                )
+    extra = {} if data_seed is None else {"dataset_seed": data_seed}
     edit_seed = int(data_seed if data_seed is not None else 0)
     return get_edited_dataset(
         config.source, config.edit_family, config.edit_strength, dict(config.edit_params), edit_seed, **extra, **params

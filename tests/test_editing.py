@@ -141,3 +141,24 @@ def test_get_edited_dataset_cached(tmp_path, monkeypatch):
     d1 = get_edited_dataset("_edit_test_src", "band_gain", 0.7, **kw, dataset_seed=1)
     assert calls == [0, 1] and d1.params["seed"] == 1 and b.params["seed"] == 0
     assert not np.array_equal(d1.images, a.images)
+
+
+def test_is_edit_is_the_one_rule_negative_strengths_included():
+    import pandas as pd
+
+    from analysis.aggregate import edit_label, is_edited
+    from spectral_ray.config import normalize_trial
+    from spectral_ray.editing import get_edit, is_edit
+    from spectral_ray.store import PretrainConfig
+
+    assert is_edit("band_gain", -0.5) and is_edit("band_gain", 2.0)
+    assert not is_edit("band_gain", 0) and not is_edit("none", 1.0) and not is_edit(None, 1.0)
+    assert not is_edit(float("nan"), 1.0) and not is_edit("band_gain", float("nan"))
+    # every place that asks agrees: the edit itself, the schema's normalisation, the store, analysis
+    assert not get_edit("band_gain", -0.5).is_identity and get_edit("band_gain", 0).is_identity
+    assert normalize_trial({"edit": "band_gain", "edit_strength": -0.5})["edit"] == "band_gain"
+    assert normalize_trial({"edit": "band_gain", "edit_strength": 0})["edit"] == "none"
+    assert PretrainConfig(source="natural", edit_family="band_gain", edit_strength=-0.5).edited
+    t = pd.DataFrame({"edit": ["band_gain", "band_gain", "none"], "edit_strength": [-0.5, 0.0, 1.0]})
+    assert is_edited(t).tolist() == [True, False, False]
+    assert edit_label(t).tolist() == ["band_gain s=-0.5", "unedited", "unedited"]

@@ -3,9 +3,7 @@
 import json
 import multiprocessing as mp
 import os
-import sys
 import time
-import types
 import uuid
 from pathlib import Path
 
@@ -175,29 +173,23 @@ def test_default_pretrain_end_to_end(tmp_path):
     assert stats(root)["trainings"] == 1
 
 
-def test_edited_source_uses_editing_lazily(tmp_path, monkeypatch):
+def test_edited_source_reads_the_edited_dataset_with_its_own_seed(tmp_path, monkeypatch):
+    import spectral_ray.editing as editing
+
     _register_tiny_source()
     calls = []
+    real = editing.get_edited_dataset
 
-    def get_edited_dataset(name, edit_family, strength, edit_params=None, seed=0, *, dataset_seed=0, **dataset_params):
+    def spy(name, edit_family, strength, edit_params=None, seed=0, *, dataset_seed=None, **dataset_params):
         calls.append((name, edit_family, strength, edit_params, seed, dict(dataset_params, seed=dataset_seed)))
-        from spectral_ray.data import get_dataset
+        return real(name, edit_family, strength, edit_params, seed, dataset_seed=dataset_seed, **dataset_params)
 
-        return get_dataset(name, seed=dataset_seed, **dataset_params)
-
-    monkeypatch.setitem(sys.modules, "spectral_ray.editing", types.SimpleNamespace(get_edited_dataset=get_edited_dataset))
+    monkeypatch.setattr(editing, "get_edited_dataset", spy)
     get_or_train(cfg(edit_family="band_gain", edit_strength=0.5, edit_params={"omega": 0.25}), root=tmp_path)
     assert calls == [("_store_test_source", "band_gain", 0.5, {"omega": 0.25}, 0,
                       {"size": 16, "channels": 1, "n": 60, "seed": 0})]
     get_or_train(cfg(), root=tmp_path)  # unedited: editing not consulted
     assert len(calls) == 1
-
-    def without_dataset_seed(name, edit_family, strength, edit_params=None, seed=0, **dataset_params):
-        from spectral_ray.data import get_dataset
-
-        return get_dataset(name, **dataset_params)
-
-    monkeypatch.setitem(sys.modules, "spectral_ray.editing", types.SimpleNamespace(get_edited_dataset=without_dataset_seed))
     other = cfg(edit_family="band_gain", edit_strength=0.5, source_params={"size": 16, "channels": 1, "n": 60, "seed": 7})
-    with pytest.raises(NotImplementedError, match="seed"):  # never silently the wrong source data
-        get_or_train(other, root=tmp_path)
+    get_or_train(other, root=tmp_path)  # the source's own seed 7 reaches the dataset; the edit follows it
+    assert calls[-1][4] == 7 and calls[-1][5]["seed"] == 7
