@@ -1,4 +1,4 @@
-"""The findings F1–F5 of DESIGN.md §1 as statistical checks.
+"""The findings F1–F5 of docs/SCIENCE.md as statistical checks.
 
 Each check returns a :class:`Finding` with a verdict — ``"supported"``, ``"not supported"`` or
 ``"not testable in this experiment: needs …"`` — the statistic, a p-value and/or a confidence

@@ -131,7 +131,7 @@ def _setup_section(c: Collected) -> list[str]:
 
 def _findings_section(findings) -> list[str]:
     out = ["## Findings", "",
-           "Each claim of DESIGN.md §1 is a statistical check. **Verdict** is *supported* (the test is "
+           "Each claim of docs/SCIENCE.md is a statistical check. **Verdict** is *supported* (the test is "
            "significant at α = 0.05 in the claimed direction), *not supported*, or *not testable in this "
            "experiment* (followed by what is missing). **Statistic** is the effect with its size; **p / CI** the "
            "p-value and, where given, a 95 % interval; **n** the units tested (pretrained models, trials); "

@@ -1,4 +1,4 @@
-"""Frequency shortcuts: artifacts planted into target images (DESIGN.md §1, docs/SHORTCUTS.md).
+"""Frequency shortcuts: artifacts planted into target images (docs/SCIENCE.md, docs/SHORTCUTS.md).
 
 ``get_artifact(family, **params)`` returns an :class:`Artifact`; call it as
 ``artifact(images, rng) -> images`` on float32 ``(n, C, N, N)`` arrays in [0, 1]. The output has

@@ -1,4 +1,4 @@
-"""Source data editing (DESIGN.md §1, docs/SHORTCUTS.md): move a pretraining source's spectrum, and
+"""Source data editing (docs/SCIENCE.md, docs/SHORTCUTS.md): move a pretraining source's spectrum, and
 with it the learning priority of the models pretrained on it.
 
 ``get_edit(family, strength, **params)`` returns an :class:`Edit`; ``edit(images, rng)`` returns

@@ -1,4 +1,4 @@
-"""The degradation protocol (DESIGN.md §1, docs/SHORTCUTS.md): plant an artifact into a fraction d
+"""The degradation protocol (docs/SCIENCE.md, docs/SHORTCUTS.md): plant an artifact into a fraction d
 of the positive-class training and validation images, test on a clean set (I.I.D.) and on a set
 with the correlation flipped (O.O.D.: the artifact on every negative test image).
 

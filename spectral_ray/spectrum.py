@@ -1,4 +1,4 @@
-"""Radial power spectra and the learning priority of a model (DESIGN.md §1, the paper's Eq. 1).
+"""Radial power spectra and the learning priority of a model (docs/SCIENCE.md, the paper's Eq. 1).
 
 Conventions used throughout the project:
 

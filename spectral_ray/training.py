@@ -6,7 +6,7 @@ DataLoader workers and little per-step Python. Given a seed, a run is determinis
 and on CUDA too (:func:`deterministic_kernels`; same GPU model and software stack); model init
 is the caller's: seed before :func:`spectral_ray.models.create_model`.
 
-Gentle fine-tuning recipes (DESIGN.md, finding F2): ``freeze_stages`` (stem + first stages
+Gentle fine-tuning recipes (docs/SCIENCE.md, finding F2): ``freeze_stages`` (stem + first stages
 frozen, their batch-norm statistics too), ``backbone_lr_mult`` (smaller backbone lr than head
 lr) and ``linear_probe_epochs`` (head only, then the rest of the schedule with the unfrozen
 backbone).

@@ -1,4 +1,4 @@
-"""Known-answer tests for the spectrum core (DESIGN.md §1, Eq. 1)."""
+"""Known-answer tests for the spectrum core (docs/SCIENCE.md, Eq. 1)."""
 
 import numpy as np
 import pytest
