@@ -382,7 +382,9 @@ def _split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarr
 
 
 def _initial_model(config: PretrainConfig, *, in_chans: int, num_classes: int):
-    """Random init, or the published weights named by ``config.init`` with a fresh head."""
+    """Random init (raw inputs), or the published weights named by ``config.init`` with a fresh
+    head and their input normalisation, which pretraining, the priority measured here and the
+    saved backbone all keep (spectral_ray.models.set_input_normalization)."""
     if config.init is None:
         from spectral_ray.models import create_model
 
@@ -410,10 +412,13 @@ def default_pretrain(config: PretrainConfig, *, on_epoch=None, device=None, prio
     from spectral_ray import spectrum
     from spectral_ray.training import fit
 
+    from spectral_ray.models import input_normalization
+
     if config.source == "none":
         # published weights as they are: nothing to train, no source data to measure on
         model = _initial_model(config, in_chans=int(config.source_params.get("channels", 1)), num_classes=2)
-        return model.cpu(), {"epochs": [], "learning_priority": None, "classes": []}
+        return model.cpu(), {"epochs": [], "learning_priority": None, "classes": [],
+                             "input_normalization": input_normalization(model)}
     ds = _source_dataset(config)
     tr, va = _split(np.asarray(ds.labels), config.val_fraction, config.seed)
     torch.manual_seed(config.seed)
@@ -436,6 +441,7 @@ def default_pretrain(config: PretrainConfig, *, on_epoch=None, device=None, prio
         n_train=int(len(tr)),
         n_val=int(len(va)),
         classes=list(ds.classes),
+        input_normalization=input_normalization(model),  # published weights' preprocessing, kept in the backbone
     )
     model.cpu()
     return model, history
