@@ -15,6 +15,7 @@ from spectral_ray import weights as W
 from spectral_ray.models import input_normalization
 
 torch.set_num_threads(1)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -293,24 +294,24 @@ def test_radimagenet_pytorch_release_loads_with_its_preprocessing(tmp_path):
 
 
 def test_radimagenet_unexpected_layouts_are_named(tmp_path):
-    release_checkpoint(tmp_path / "r.pt")
+    release_checkpoint(tmp_path / "r.pt", arch="resnet18")  # same layout, smaller
     state = torch.load(tmp_path / "r.pt", weights_only=True)
     wrapped = tmp_path / "wrapped.pt"  # the fine-tuned nn.Sequential(backbone, classifier) of the example
-    torch.save({f"0.{k}": v for k, v in state.items()} | {"1.linear.weight": torch.zeros(2, 2048)}, wrapped)
+    torch.save({f"0.{k}": v for k, v in state.items()} | {"1.linear.weight": torch.zeros(2, 512)}, wrapped)
     with pytest.raises(W.WeightsMismatch, match=r"timm keys with input_norm"):
-        W.load_pretrained("resnet50", num_classes=2, source="radimagenet", file=str(wrapped))
+        W.load_pretrained("resnet18", num_classes=2, source="radimagenet", file=str(wrapped))
     odd = tmp_path / "odd.pt"
     torch.save(state | {"backbone.9.weight": torch.zeros(1)}, odd)
     with pytest.raises(W.WeightsMismatch, match=r"layout of RadImageNet's PyTorch ResNet-50.*backbone\.9\.weight"):
-        W.load_pretrained("resnet50", num_classes=2, source="radimagenet", file=str(odd))
+        W.load_pretrained("resnet18", num_classes=2, source="radimagenet", file=str(odd))
     short = tmp_path / "short.pt"
     torch.save({k: v for k, v in state.items() if not k.startswith("backbone.7.")}, short)
     with pytest.raises(W.WeightsMismatch, match=r"missing keys: layer4"):  # strict: every layer must be there
-        W.load_pretrained("resnet50", num_classes=2, source="radimagenet", file=str(short))
+        W.load_pretrained("resnet18", num_classes=2, source="radimagenet", file=str(short))
     plain = tmp_path / "timm.pth"
-    torch.save(timm.create_model("resnet50", pretrained=False).state_dict(), plain)
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), plain)
     with pytest.raises(W.WeightsMismatch, match="convert_radimagenet.py"):  # no preprocessing to go by
-        W.load_pretrained("resnet50", num_classes=2, source="radimagenet", file=str(plain))
+        W.load_pretrained("resnet18", num_classes=2, source="radimagenet", file=str(plain))
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -403,3 +404,30 @@ def test_published_starts_are_fine_tuned_on_normalised_inputs(kind, tmp_path, mo
     assert final["input_mean"] == pytest.approx([mean]) and len(final["input_std"]) == 1
     assert seen and min(seen) < -0.4  # raw images are >= 0; normalised ones are not
 
+
+
+def test_pretraining_from_published_weights_keeps_their_normalisation(tmp_path, monkeypatch):
+    """Continued pretraining on a source (the paper's edited arms) trains, measures and saves the
+    model with the start's normalisation; the stored backbone hands it to fine-tuning."""
+    from spectral_ray.data import ImageDataset, registry
+    from spectral_ray.models import create_model, load_backbone
+    from spectral_ray.store import PretrainConfig, get_or_train, load_meta
+    from spectral_ray.training import Recipe
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @registry.register_dataset("_weights_test_source", kind="source", cached=False)
+    def tiny(size=16, channels=1, n=24, seed=0):
+        rng = np.random.default_rng(seed)
+        return ImageDataset(rng.random((n, channels, size, size), dtype=np.float32), np.arange(n) % 3, ["a", "b", "c"])
+
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), tmp_path / "w.pth")
+    config = PretrainConfig(source="_weights_test_source", source_params={"size": 16, "channels": 1, "n": 24, "seed": 0},
+                            model="resnet10t", init=f"file:{tmp_path / 'w.pth'}", recipe=Recipe(epochs=1, batch_size=8))
+    assert "-prep" in config.code_version  # published-weight starts are keyed with their preprocessing version
+    path = get_or_train(config, root=tmp_path / "store")
+    want = {"mean": pytest.approx([float(np.mean(IMAGENET_MEAN))]), "std": pytest.approx([float(np.mean(IMAGENET_STD))])}
+    assert load_meta(path)["history"]["input_normalization"] == want
+    model = create_model("resnet10t", in_chans=1, num_classes=3)
+    load_backbone(model, path)
+    assert input_normalization(model) == want
