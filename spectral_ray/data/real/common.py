@@ -22,6 +22,7 @@ _GRAY = np.array([0.2125, 0.7154, 0.0721], np.float32)  # same weights as the em
 
 
 def check_common(size: int, channels: int, n) -> None:
+    """The readers' shared parameters: even ``size`` >= 8 px, 1 or 3 ``channels``, ``n`` >= 1 or None."""
     if not isinstance(size, (int, np.integer)) or size < 8 or size % 2:
         raise ValueError(f"size must be an even integer >= 8, got {size!r}")
     if channels not in (1, 3):
@@ -31,6 +32,8 @@ def check_common(size: int, channels: int, n) -> None:
 
 
 def require_path(value, param: str, reader: str, *, kind: str = "any") -> Path:
+    """``value`` as an existing path (``kind``: ``"dir"``, ``"file"`` or ``"any"``), or an error
+    naming ``reader`` and ``param``."""
     if value in (None, ""):
         raise ValueError(f"{reader}: parameter '{param}' is required (a path); see docs/REAL_DATA.md")
     p = Path(value).expanduser()
@@ -44,6 +47,7 @@ def require_path(value, param: str, reader: str, *, kind: str = "any") -> Path:
 
 
 def check_memory(n: int, channels: int, size: int, max_memory_mb, reader: str, hint: str) -> None:
+    """``MemoryError`` (with ``hint``) when n float32 images of C×size² exceed ``max_memory_mb``."""
     if max_memory_mb is None:
         return
     mb = n * channels * size * size * 4 / 2**20
@@ -81,6 +85,7 @@ def resize_plane(plane: np.ndarray, size: int) -> np.ndarray:
 
 
 def center_square(hwc: np.ndarray) -> np.ndarray:
+    """The central ``min(H, W)`` square of an ``(H, W, c)`` image."""
     h, w = hwc.shape[:2]
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
@@ -239,12 +244,15 @@ def fingerprint(paths: Iterable[Path]) -> list:
 
 
 def maybe_cached(name: str, key_params: dict, files: Iterable[Path], use_cache: bool, build: Callable[[], ImageDataset]):
+    """``build()``, through the dataset cache when ``use_cache``: keyed by the reader's code version,
+    ``key_params`` and the size + mtime of every input file."""
     if not use_cache:
         return build()
     return registry.load_or_build(name, dict(key_params, _inputs=fingerprint(files)), build)
 
 
 def check_classes_param(classes):
+    """``classes`` is None or two names ``[negative, positive]``."""
     if classes is not None and (isinstance(classes, str) or len(classes) != 2):
         raise ValueError(f"classes must be two names [negative, positive], got {classes!r}")
 
