@@ -70,10 +70,10 @@ def naive_worker(grid_file: Path, out_file: Path) -> None:
     gen_times: list[float] = []
     real_load_or_build = cache.load_or_build
 
-    def timed_load_or_build(name, params, build):  # every call builds: the cache dir is empty
+    def timed_load_or_build(name, params, build, **kw):  # every call builds: the cache dir is empty
         t0 = time.perf_counter()
         try:
-            return real_load_or_build(name, params, build)
+            return real_load_or_build(name, params, build, **kw)
         finally:
             gen_times.append((name, time.perf_counter() - t0))
 

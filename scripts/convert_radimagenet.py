@@ -6,9 +6,12 @@
 Reads the Keras 2 HDF5 file with h5py (no TensorFlow needed), maps the layer names
 (conv1_conv -> conv1, conv1_bn -> bn1, convN_blockM_K_conv/bn -> layer{N-1}.{M-1}.conv{K}/bn{K},
 K = 0 -> downsample.0/.1), transposes kernels, folds the Keras conv biases into the following
-batch norms, verifies that the result loads strictly into timm's resnet50 (classifier excepted)
-and saves plain tensors (``torch.save``; loadable with ``torch.load(weights_only=True)``) or
-``.safetensors``. See docs/REAL_DATA.md.
+batch norms, adds the input preprocessing RadImageNet's Keras models were trained with
+(``input_norm.mean``/``.std``: Keras ``preprocess_input``, then ``/255``), verifies that the result
+loads strictly into timm's resnet50 (classifier excepted) and saves plain tensors (``torch.save``;
+loadable with ``torch.load(weights_only=True)``) or ``.safetensors``. See docs/REAL_DATA.md.
+
+(``source="radimagenet"`` also reads the .h5 directly; the conversion saves doing it per start.)
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def convert(src, dst, *, bgr_to_rgb: bool = False, verify: bool = True) -> dict:
     import torch
 
-    from spectral_ray.weights import keras_resnet50_to_timm, load_weights_into, read_keras_h5
+    from spectral_ray.weights import keras_radimagenet_to_timm, load_weights_into, read_keras_h5
 
-    state = keras_resnet50_to_timm(read_keras_h5(src), bgr_to_rgb=bgr_to_rgb)
+    state = keras_radimagenet_to_timm(read_keras_h5(src), bgr_to_rgb=bgr_to_rgb)
     if verify:
         import timm
 
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"convert_radimagenet: {e}", file=sys.stderr)
         return 1
-    n = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    n = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked") and not k.startswith("input_norm."))
     print(f"wrote {args.dst}: {len(state)} tensors, {n / 1e6:.1f} M parameters (timm resnet50 layout)")
     return 0
 

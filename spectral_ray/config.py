@@ -459,7 +459,7 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
 def missing_paths(flat: dict) -> list[str]:
     """Every path a trial would read that is unset or absent: real datasets' path parameters and
     local weights files. Reads nothing."""
-    from spectral_ray.data.real import missing_paths as dataset_missing
+    from spectral_ray.data import missing_paths as dataset_missing  # path parameters as each reader registered them
 
     nested = nest(flat)
     out = []

@@ -31,8 +31,7 @@ from typing import Callable
 import numpy as np
 
 from spectral_ray.artifacts import Param, _check_images, apply_filter, check_params, get_artifact, lowpass_transfer, radius_grid
-from spectral_ray.data import cache
-from spectral_ray.data.registry import ImageDataset, get_dataset
+from spectral_ray.data.registry import ImageDataset, get_dataset, load_or_build
 
 __all__ = ["Edit", "get_edit", "list_edits", "edit_dataset", "get_edited_dataset", "is_edit", "EDITS"]
 
@@ -214,6 +213,6 @@ def get_edited_dataset(
 
     if not use_cache:
         return build()
-    ds = cache.load_or_build(f"{name}+edit", key_params, build)
+    ds = load_or_build(name, key_params, build, edited=True)
     ds.name = name
     return ds

@@ -111,6 +111,8 @@ def run_pretrain(cfg: TrialConfig, report: Report = _noop) -> dict:
         "pretrain_time_s": meta.get("train_time_s"),
         "device": hist.get("device"),  # where the backbone was trained (by this trial or an earlier one)
         "val_accuracy": (hist.get("epochs") or [{}])[-1].get("val_accuracy"),
+        "input_mean": (hist.get("input_normalization") or {}).get("mean"),
+        "input_std": (hist.get("input_normalization") or {}).get("std"),
         **_priority_summaries("pretrained", hist["learning_priority"]),
         "done": True,
     }
@@ -131,7 +133,7 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     """
     from spectral_ray.artifacts import get_artifact
     from spectral_ray.data import get_dataset
-    from spectral_ray.models import create_model, load_backbone, replace_head
+    from spectral_ray.models import create_model, input_normalization, load_backbone, replace_head
     from spectral_ray.protocol import make_splits
     from spectral_ray.training import fit
 
@@ -216,6 +218,9 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         "time_psd_s": t_psd,
         "images_per_s": history.get("images_per_s"),
         "device": history.get("device"),  # e.g. "cuda" or "cpu": where the fine-tuning ran
+        # the model's input normalisation (its starting point's preprocessing; None = raw [0, 1] images)
+        "input_mean": (input_normalization(model) or {}).get("mean"),
+        "input_std": (input_normalization(model) or {}).get("std"),
         "done": True,
     }
     for name, p in (("pretrained", psd_pretrained), ("before", psd_before), ("finetuned", psd_finetuned)):

@@ -1,7 +1,16 @@
-"""Models: a timm factory, backbone checkpoints, head replacement, stage freezing, lr groups.
+"""Models: a timm factory, input normalisation, backbone checkpoints, head replacement, stage
+freezing, lr groups.
 
 Every architecture comes from timm by name. A *backbone* is a model's state dict without its
 classifier head; it is what the pretrain-once store keeps and what fine-tuning starts from.
+
+**Input normalisation is part of the model.** Published weights expect their own preprocessing
+(timm's ``pretrained_cfg`` mean/std, RadImageNet's; :mod:`spectral_ray.weights`). It is held by an
+:class:`InputNormalization` submodule (``input_norm``, buffers ``mean``/``std``) that a forward
+pre-hook applies to the raw ``[0, 1]`` input. So training, every learning-priority measurement
+(gradients with respect to the raw input include it) and backbone files (its buffers are in the
+state dict) all carry it without special cases. A model without one sees its input as it is
+(random init, the embedded sources).
 
 Backbone files are written atomically (temporary file + ``os.replace``) and carry a sha256 of
 their tensors and metadata inside, so a partial or corrupt file is detected
@@ -24,6 +33,12 @@ from spectral_ray.atomic import atomic_open
 
 __all__ = [
     "create_model",
+    "InputNormalization",
+    "set_input_normalization",
+    "input_normalization",
+    "adopt_input_normalization",
+    "INPUT_NORM",
+    "is_backbone_file",
     "head_prefixes",
     "is_head_param",
     "backbone_state",
@@ -39,6 +54,8 @@ __all__ = [
 ]
 
 FORMAT = "spectral-ray-backbone/1"
+FORMAT_FAMILY = "spectral-ray-backbone"
+INPUT_NORM = "input_norm"  # the InputNormalization submodule: state-dict keys input_norm.mean / input_norm.std
 
 
 class CorruptCheckpoint(RuntimeError):
@@ -52,15 +69,18 @@ class BackboneMismatch(ValueError):
 # --------------------------------------------------------------------------------- factory
 
 
-def create_model(name: str, *, in_chans: int = 1, num_classes: int, pretrained_file=None, **timm_kwargs) -> nn.Module:
+def create_model(name: str, *, in_chans: int = 1, num_classes: int, pretrained_file=None, input_norm=None,
+                 **timm_kwargs) -> nn.Module:
     """A timm model ``name`` with ``in_chans`` input channels and a ``num_classes`` head.
 
     Weights are random (``pretrained=False``) unless ``pretrained_file`` is given: a backbone
-    written by :func:`save_backbone` is loaded with :func:`load_backbone` (the head stays fresh);
-    any other file (a timm/torchvision state dict, ``.safetensors``, a converted RadImageNet
-    checkpoint) goes through timm's ``pretrained_cfg_overlay=dict(file=...)``, which adapts the
-    input convolution to ``in_chans`` and drops a classifier of a different size. Hub weights are
-    never downloaded. An unknown ``name`` raises ``ValueError`` listing close matches.
+    written by :func:`save_backbone` is loaded with :func:`load_backbone` (the head stays fresh,
+    its input normalisation comes with it); any other file (a timm/torchvision state dict,
+    ``.safetensors``, a converted RadImageNet checkpoint) goes through
+    :func:`spectral_ray.weights.load_pretrained` (``source="file"``), which adapts the input
+    convolution, drops a classifier of another size and installs the weights' preprocessing.
+    ``input_norm=(mean, std)`` installs an input normalisation on a random-init model. Hub
+    weights are never downloaded. An unknown ``name`` raises ``ValueError`` listing close matches.
     """
     import timm
 
@@ -77,19 +97,110 @@ def create_model(name: str, *, in_chans: int = 1, num_classes: int, pretrained_f
         path = Path(pretrained_file)
         if not path.is_file():
             raise FileNotFoundError(f"pretrained file not found: {path}")
-        if _is_backbone_file(path):
-            model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **timm_kwargs)
-            load_backbone(model, path)
-            return model
-        return timm.create_model(
-            name,
-            pretrained=True,
-            pretrained_cfg_overlay=dict(file=str(path)),
-            in_chans=in_chans,
-            num_classes=num_classes,
-            **timm_kwargs,
-        )
-    return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **timm_kwargs)
+        if not is_backbone_file(path):
+            from spectral_ray.weights import load_pretrained
+
+            return load_pretrained(name, in_chans=in_chans, num_classes=num_classes, source="file", file=path,
+                                   **timm_kwargs)
+    model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **timm_kwargs)
+    if pretrained_file is not None:
+        load_backbone(model, pretrained_file)
+    elif input_norm is not None:
+        set_input_normalization(model, *input_norm)
+    return model
+
+
+# ------------------------------------------------------------------------ input normalisation
+
+
+class InputNormalization(nn.Module):
+    """``(x − mean) / std`` per channel, on ``(B, C, H, W)`` input; ``mean``/``std`` are ``(C, 1, 1)``
+    buffers in the units of the raw input (images in [0, 1])."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        if mean.shape != std.shape:
+            raise ValueError(f"input normalisation: mean has {mean.numel()} values, std {std.numel()}")
+        if not bool(torch.all(std > 0)):
+            raise ValueError(f"input normalisation: std must be > 0, got {std.flatten().tolist()}")
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def _normalize_input(model: nn.Module, args: tuple):
+    return (getattr(model, INPUT_NORM)(args[0]), *args[1:])
+
+
+def _in_chans(model: nn.Module) -> int:
+    """Input channels of the model's first convolution (timm's ``first_conv``, else the first Conv2d)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    first = cfg.get("first_conv")
+    modules = dict(model.named_modules())
+    for name in ([first] if isinstance(first, str) else list(first or [])):
+        if isinstance(modules.get(name), nn.Conv2d):
+            return modules[name].in_channels
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise ValueError(f"cannot find the input convolution of {type(model).__name__}")
+
+
+def _per_channel(values, channels: int, what: str) -> torch.Tensor:
+    """``values`` for ``channels`` inputs: as given, one value repeated, or the mean of RGB for a
+    gray model (whose first conv timm made by summing the RGB filters)."""
+    v = torch.as_tensor(values, dtype=torch.float32).flatten()
+    if v.numel() == channels:
+        return v
+    if v.numel() == 1:
+        return v.repeat(channels)
+    if channels == 1:
+        return v.mean().reshape(1)
+    raise ValueError(f"input normalisation: {v.numel()} {what} values for a model with {channels} input channels")
+
+
+def set_input_normalization(model: nn.Module, mean, std) -> nn.Module:
+    """Install (or replace) ``(x − mean) / std`` at the model's input, in place; returns the model.
+
+    ``mean``/``std`` per channel in raw-input units (RGB values for a 1-channel model are averaged,
+    one value is repeated). The normalisation is the ``input_norm`` submodule, applied by a
+    forward pre-hook: ``model(x)`` takes raw ``[0, 1]`` images everywhere."""
+    c = _in_chans(model)
+    norm = InputNormalization(_per_channel(mean, c, "mean"), _per_channel(std, c, "std"))
+    try:
+        norm = norm.to(next(model.parameters()).device)
+    except StopIteration:
+        pass
+    had = isinstance(getattr(model, INPUT_NORM, None), InputNormalization)
+    setattr(model, INPUT_NORM, norm)
+    if not had:
+        model.register_forward_pre_hook(_normalize_input)
+    return model
+
+
+def input_normalization(model: nn.Module) -> dict | None:
+    """``{"mean": [...], "std": [...]}`` of the model's input normalisation, None without one."""
+    norm = getattr(model, INPUT_NORM, None)
+    if not isinstance(norm, InputNormalization):
+        return None
+    return {"mean": [round(float(v), 8) for v in norm.mean.flatten()], "std": [round(float(v), 8) for v in norm.std.flatten()]}
+
+
+def adopt_input_normalization(model: nn.Module, state, where: str) -> None:
+    """Install the normalisation a state dict carries (``input_norm.mean``/``.std``) on ``model``."""
+    keys = (f"{INPUT_NORM}.mean", f"{INPUT_NORM}.std")
+    present = [k for k in keys if k in state]
+    if len(present) == 1:
+        raise ValueError(f"{where} holds {present[0]} without its pair ({', '.join(keys)})")
+    if present:
+        set_input_normalization(model, state[keys[0]], state[keys[1]])
 
 
 # ------------------------------------------------------------------------------------ head
@@ -183,12 +294,18 @@ def save_backbone(model: nn.Module, path, meta: dict | None = None) -> Path:
     return path
 
 
-def _is_backbone_file(path: Path) -> bool:
+def is_backbone_file(path) -> bool:
+    """Whether ``path`` is a spectral-ray backbone file (any format version: an old or newer one is
+    then refused by :func:`read_backbone` with a message, not read as a plain state dict).
+    ``.safetensors`` never is; an unreadable file is not."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        return False
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
+    except Exception:  # not a torch zip file: some other format, decided by its reader
         return False
-    return isinstance(obj, dict) and obj.get("format") == FORMAT
+    return isinstance(obj, dict) and str(obj.get("format", "")).startswith(FORMAT_FAMILY)
 
 
 def read_backbone(path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -205,7 +322,9 @@ def read_backbone(path) -> tuple[dict[str, torch.Tensor], dict]:
     except Exception as e:  # torch raises many kinds for a truncated/garbled zip
         raise CorruptCheckpoint(f"cannot read backbone file {path}: {type(e).__name__}: {e}") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CorruptCheckpoint(f"{path} is not a spectral-ray backbone file (format {FORMAT})")
+        found = obj.get("format") if isinstance(obj, dict) else None
+        raise CorruptCheckpoint(f"{path} is not a spectral-ray backbone file of format {FORMAT}"
+                                + (f" (it is {found!r}: written by another version of spectral-ray)" if found else ""))
     try:
         state, meta = obj["state_dict"], json.loads(obj["meta"])
         expected = obj["sha256"]
@@ -218,12 +337,14 @@ def read_backbone(path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def load_backbone(model: nn.Module, path) -> dict:
-    """Load a backbone file into ``model`` (head untouched); returns the file's meta.
+    """Load a backbone file into ``model`` (head untouched); returns the file's meta. The file's
+    input normalisation, if it has one, is installed on the model first.
 
     Every backbone key of the model must be in the file with the same shape and vice versa;
     otherwise :class:`BackboneMismatch` lists the missing, unexpected and mis-shaped keys.
     """
     state, meta = read_backbone(path)
+    adopt_input_normalization(model, state, f"backbone {path}")
     prefixes = head_prefixes(model)
     own = {k: v for k, v in model.state_dict().items() if not is_head_param(k, prefixes)}
     missing = sorted(set(own) - set(state))

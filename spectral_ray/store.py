@@ -35,8 +35,8 @@ import numpy as np
 from filelock import FileLock
 
 from spectral_ray.atomic import atomic_open
-
 from spectral_ray.models import CorruptCheckpoint, read_backbone, save_backbone
+from spectral_ray.paths import cache_path
 from spectral_ray.training import Recipe
 
 __all__ = [
@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 STORE_VERSION = "1"  # bump when pretraining itself changes (default_pretrain, fit) so old backbones are not reused
+# Bump when the input preprocessing of published weights changes (models.set_input_normalization):
+# only backbones started from published weights carry one. 1: mean/std normalisation inside the model.
+PREPROCESSING_VERSION = "1"
 ENV_VAR = "SPECTRAL_RAY_STORE"
 CHECKPOINT = "backbone.pt"
 META = "meta.json"
@@ -61,12 +64,16 @@ LOG = "trainings.jsonl"
 _RECIPE_KEY_EXCLUDE = ("num_threads", "eval_batch_size")
 
 
-def _code_version(source: str, edited: bool) -> str:
+def _code_version(source: str, edited: bool, init: str | None) -> str:
+    """What code made the backbone: the store version, the source's generator code (registry),
+    and for published-weights starts the version of their input preprocessing."""
     # Imported here, not at module level: spectral_ray.data registers (imports) every dataset
     # generator, which worker processes that only look up the store do not need.
-    from spectral_ray.data.cache import code_version
+    from spectral_ray.data.registry import code_version
 
-    return f"store{STORE_VERSION}-data{code_version(source + ('+edit' if edited else ''))}"
+    data = code_version(source, edited=edited) if source != "none" else "none"
+    prep = f"-prep{PREPROCESSING_VERSION}" if init is not None else ""
+    return f"store{STORE_VERSION}{prep}-data{data}"
 
 
 def _canonical(obj):
@@ -119,7 +126,7 @@ class PretrainConfig:
     def __post_init__(self):
         self.recipe = Recipe.from_dict(self.recipe)
         if not self.code_version:
-            self.code_version = _code_version(self.source, self.edited)
+            self.code_version = _code_version(self.source, self.edited, self.init)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
@@ -162,12 +169,10 @@ class PretrainConfig:
 
 
 def store_root(root=None) -> Path:
+    """``root``, else ``$SPECTRAL_RAY_STORE``, else ``<cache root>/backbones`` (spectral_ray.paths)."""
     if root is not None:
         return Path(root).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "spectral-ray" / "backbones"
+    return cache_path(ENV_VAR, "backbones")
 
 
 def entry_dir(config: PretrainConfig, root=None) -> Path:
@@ -377,7 +382,9 @@ def _split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarr
 
 
 def _initial_model(config: PretrainConfig, *, in_chans: int, num_classes: int):
-    """Random init, or the published weights named by ``config.init`` with a fresh head."""
+    """Random init (raw inputs), or the published weights named by ``config.init`` with a fresh
+    head and their input normalisation, which pretraining, the priority measured here and the
+    saved backbone all keep (spectral_ray.models.set_input_normalization)."""
     if config.init is None:
         from spectral_ray.models import create_model
 
@@ -405,10 +412,13 @@ def default_pretrain(config: PretrainConfig, *, on_epoch=None, device=None, prio
     from spectral_ray import spectrum
     from spectral_ray.training import fit
 
+    from spectral_ray.models import input_normalization
+
     if config.source == "none":
         # published weights as they are: nothing to train, no source data to measure on
         model = _initial_model(config, in_chans=int(config.source_params.get("channels", 1)), num_classes=2)
-        return model.cpu(), {"epochs": [], "learning_priority": None, "classes": []}
+        return model.cpu(), {"epochs": [], "learning_priority": None, "classes": [],
+                             "input_normalization": input_normalization(model)}
     ds = _source_dataset(config)
     tr, va = _split(np.asarray(ds.labels), config.val_fraction, config.seed)
     torch.manual_seed(config.seed)
@@ -431,6 +441,7 @@ def default_pretrain(config: PretrainConfig, *, on_epoch=None, device=None, prio
         n_train=int(len(tr)),
         n_val=int(len(va)),
         classes=list(ds.classes),
+        input_normalization=input_normalization(model),  # published weights' preprocessing, kept in the backbone
     )
     model.cpu()
     return model, history

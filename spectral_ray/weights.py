@@ -1,20 +1,27 @@
 """Published starting points: ImageNet weights (timm hub or a local file) and RadImageNet ResNet-50.
 
 ``load_pretrained(model_name, in_chans=, num_classes=, source=, file=)`` returns a timm model whose
-backbone holds published weights and whose classifier is fresh (unless the file's classifier
-already has ``num_classes`` outputs):
+backbone holds published weights, whose classifier is fresh (unless the file's classifier
+already has ``num_classes`` outputs) and whose input normalisation is the one the weights were
+trained with (:func:`spectral_ray.models.set_input_normalization`; models take raw [0, 1] images):
 
 - ``source="timm"``: ImageNet weights through timm's hub (needs the network, or the hub cache);
   when unreachable it fails at once with a message explaining how to use a local file.
+  Preprocessing: the model's ``pretrained_cfg`` mean/std.
 - ``source="file"``: a local timm/torchvision-compatible state dict (``.pth``/``.pt``/``.bin``
-  read with ``torch.load(weights_only=True)``, or ``.safetensors``); also a spectral-ray backbone
-  file (delegated to :func:`spectral_ray.models.create_model`).
-- ``source="radimagenet"``: a RadImageNet ResNet-50 checkpoint converted to PyTorch by
-  ``scripts/convert_radimagenet.py`` (:func:`keras_resnet50_to_timm`; see docs/REAL_DATA.md).
+  read with ``torch.load(weights_only=True)``, or ``.safetensors``): the architecture's
+  ``pretrained_cfg`` mean/std unless the file carries its own (``input_norm.mean``/``.std``);
+  also a spectral-ray backbone file (delegated to :func:`spectral_ray.models.create_model`).
+- ``source="radimagenet"``: RadImageNet's ResNet-50, either the official PyTorch checkpoint
+  (``nn.Sequential(*list(resnet50().children())[:9])`` under ``backbone.``; preprocessing
+  ``(x·255 − 127.5)·2/255``, i.e. mean = std = 0.5), the Keras HDF5 file (converted in memory;
+  Keras ``preprocess_input`` then ``/255``) or a file written by ``scripts/convert_radimagenet.py``
+  (which carries that preprocessing). See docs/REAL_DATA.md.
 
+``preprocessing="identity"`` or ``{"mean": [...], "std": [...]}`` overrides what the weights carry.
 Input channels are adapted as timm does (``adapt_input_conv``: ``in_chans=1`` sums the RGB
-filters of the first convolution). A file that does not fit the model raises
-:class:`WeightsMismatch` listing the missing, unexpected and mis-shaped keys.
+filters of the first convolution; the RGB mean/std are then averaged). A file that does not fit
+the model raises :class:`WeightsMismatch` listing the missing, unexpected and mis-shaped keys.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from spectral_ray import models
+
 __all__ = [
     "SOURCES",
     "WeightsMismatch",
@@ -39,13 +48,28 @@ __all__ = [
     "load_weights_into",
     "keras_name_to_timm",
     "keras_resnet50_to_timm",
+    "keras_radimagenet_to_timm",
+    "radimagenet_torch_to_timm",
     "read_keras_h5",
     "KERAS_BN_EPS",
+    "PREPROCESSING",
 ]
 
 SOURCES = ("timm", "file", "radimagenet")
 KERAS_BN_EPS = 1.001e-5  # keras.applications ResNet50 BatchNormalization epsilon
 TORCH_BN_EPS = 1e-5
+# Keras `imagenet_utils.preprocess_input` (mode "caffe"): RGB -> BGR, minus these per-channel means (0-255 units).
+KERAS_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# Input normalisation of each published start, in units of images in [0, 1] (x -> (x - mean) / std):
+PREPROCESSING = {
+    # RadImageNet's PyTorch example (acl/acl_pytorch_train.ipynb): image = (image - 127.5) * 2 / 255
+    "radimagenet_torch": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
+    # RadImageNet's Keras training (acl_train.py): ImageDataGenerator(rescale=1/255,
+    # preprocessing_function=preprocess_input) -- Keras runs preprocess_input first, then rescales:
+    # (x*255 - mean_bgr) / 255 = x - mean_bgr/255; channels in BGR order, as conv1 expects them.
+    "radimagenet_keras": {"mean": tuple(m / 255 for m in KERAS_CAFFE_MEAN_BGR), "std": (1.0, 1.0, 1.0)},
+}
+PREPROCESSING_CHOICES = ("auto", "identity")
 
 
 class WeightsMismatch(ValueError):
@@ -87,6 +111,7 @@ def load_pretrained(
     source: str = "timm",
     file=None,
     hub_timeout: float = 3.0,
+    preprocessing="auto",
     **model_kwargs,
 ) -> nn.Module:
     """A ``model_name`` model started from published weights (see the module docstring).
@@ -97,60 +122,64 @@ def load_pretrained(
         source: ``"timm"``, ``"file"`` or ``"radimagenet"``; ``file`` is the path for the last two
             (``source`` may also be a ``parse_weights_spec`` string such as ``"file:/w/r50.pth"``).
         hub_timeout: seconds to wait for the hub before declaring it unreachable.
+        preprocessing: ``"auto"`` (what the weights were trained with), ``"identity"`` (none) or
+            ``{"mean": [...], "std": [...]}`` in units of images in [0, 1].
     """
+    override = _check_preprocessing(preprocessing)
     if source not in SOURCES:
         source, spec_file = parse_weights_spec(source)
         file = file if file is not None else spec_file
     if source == "timm":
         if file is not None:
             raise ValueError("source='timm' downloads hub weights; pass source='file' to use a local file")
-        return _from_hub(model_name, in_chans, num_classes, hub_timeout, model_kwargs)
+        model = _from_hub(model_name, in_chans, num_classes, hub_timeout, model_kwargs)
+        models.set_input_normalization(model, *_cfg_mean_std(model))
+        return _override(model, override)
     if file in (None, ""):
         raise ValueError(f"source={source!r} needs file=<path to the weights>")
     path = Path(file).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    if source == "radimagenet" and path.suffix.lower() in (".h5", ".hdf5", ".keras"):
-        raise ValueError(
-            f"{path} is a Keras file; convert it to PyTorch first: "
-            f"python scripts/convert_radimagenet.py {path} radimagenet_resnet50.pth (see docs/REAL_DATA.md)"
-        )
-    from_models = _models_module()
-    if from_models is not None and _is_backbone_file(path):
-        return from_models.create_model(model_name, in_chans=in_chans, num_classes=num_classes, pretrained_file=str(path), **model_kwargs)
-    model = _create(model_name, in_chans, num_classes, model_kwargs)
-    load_weights_into(model, read_state_dict(path), where=str(path))
-    return model
+    if models.is_backbone_file(path):
+        model = models.create_model(model_name, in_chans=in_chans, num_classes=num_classes, pretrained_file=str(path),
+                                    **model_kwargs)
+        return _override(model, override)
+    state = _radimagenet_state(path) if source == "radimagenet" else read_state_dict(path)
+    model = models.create_model(model_name, in_chans=in_chans, num_classes=num_classes, **model_kwargs)
+    load_weights_into(model, state, where=str(path))
+    if models.input_normalization(model) is None:  # the file carries none: the architecture's published one
+        models.set_input_normalization(model, *_cfg_mean_std(model))
+    return _override(model, override)
+
+
+def _check_preprocessing(preprocessing):
+    if isinstance(preprocessing, str):
+        if preprocessing not in PREPROCESSING_CHOICES:
+            raise ValueError(f"preprocessing must be one of {', '.join(PREPROCESSING_CHOICES)} or "
+                             f"{{'mean': [...], 'std': [...]}}, got {preprocessing!r}")
+        return None if preprocessing == "auto" else preprocessing
+    if isinstance(preprocessing, Mapping) and set(preprocessing) == {"mean", "std"}:
+        return (preprocessing["mean"], preprocessing["std"])
+    raise ValueError(f"preprocessing must be 'auto', 'identity' or {{'mean': [...], 'std': [...]}}, got {preprocessing!r}")
+
+
+def _override(model: nn.Module, override) -> nn.Module:
+    if override is None:
+        return model
+    if override == "identity":  # mean 0, std 1: the input as it is, and the state-dict layout kept
+        return models.set_input_normalization(model, 0.0, 1.0)
+    return models.set_input_normalization(model, *override)
+
+
+def _cfg_mean_std(model: nn.Module) -> tuple:
+    """The mean/std timm publishes with the architecture's weights (``pretrained_cfg``)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean") or IMAGENET_DEFAULT_MEAN), tuple(cfg.get("std") or IMAGENET_DEFAULT_STD)
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _models_module():
-    try:
-        from spectral_ray import models
-    except ImportError:
-        return None
-    return models if hasattr(models, "create_model") else None
-
-
-def _is_backbone_file(path: Path) -> bool:
-    if path.suffix.lower() == ".safetensors":
-        return False
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return False
-    return isinstance(obj, dict) and str(obj.get("format", "")).startswith("spectral-ray-backbone")
-
-
-def _create(model_name: str, in_chans: int, num_classes: int, kwargs: dict) -> nn.Module:
-    models = _models_module()
-    if models is not None:
-        return models.create_model(model_name, in_chans=in_chans, num_classes=num_classes, **kwargs)
-    import timm
-
-    return timm.create_model(model_name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **kwargs)
 
 
 def _hub_reachable(timeout: float) -> bool:
@@ -169,7 +198,7 @@ def _from_hub(model_name: str, in_chans: int, num_classes: int, timeout: float, 
     import timm
 
     if not timm.is_model(model_name):
-        return _create(model_name, in_chans, num_classes, kwargs)  # raises the factory's "unknown model" error
+        return models.create_model(model_name, in_chans=in_chans, num_classes=num_classes, **kwargs)  # raises "unknown model"
     reachable = _hub_reachable(timeout)
     try:
         if reachable:
@@ -189,7 +218,7 @@ def _from_hub(model_name: str, in_chans: int, num_classes: int, timeout: float, 
             f"hub cache. Use a local file instead: on a machine with network run "
             f"`python -c \"import timm, torch; torch.save(timm.create_model('{model_name}', pretrained=True).state_dict(), "
             f"'{model_name}.pth')\"`, copy {model_name}.pth here and pass source='file', file='{model_name}.pth' "
-            f"(in a sweep: weights: file:/path/{model_name}.pth)."
+            f"(in a sweep: source_weights: file:/path/{model_name}.pth)."
         ) from None
 
 
@@ -228,14 +257,6 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
-    models = _models_module()
-    if models is not None and hasattr(models, "head_prefixes"):
-        return tuple(models.head_prefixes(model))
-    cls = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "fc"
-    return (cls,) if isinstance(cls, str) else tuple(cls)
-
-
 def _show(xs: list[str]) -> str:
     if not xs:
         return "none"
@@ -247,19 +268,23 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, wh
     drop a classifier of another size, and require every other key to match.
 
     Raises :class:`WeightsMismatch` listing missing, unexpected and mis-shaped keys. Missing
-    ``num_batches_tracked`` buffers and a missing classifier are allowed (fresh head).
+    ``num_batches_tracked`` buffers and a missing classifier are allowed (fresh head). An input
+    normalisation in ``state`` (``input_norm.mean``/``.std``) is installed on the model; the
+    model's own, if it has one and ``state`` none, is kept.
     """
     from timm.models import adapt_input_conv
 
+    norm_keys = (f"{models.INPUT_NORM}.mean", f"{models.INPUT_NORM}.std")
     state = dict(state)
-    own = model.state_dict()
+    norm = {k: state.pop(k) for k in norm_keys if k in state}
+    own = {k: v for k, v in model.state_dict().items() if k not in norm_keys}
     cfg = getattr(model, "pretrained_cfg", None) or {}
     first = cfg.get("first_conv")
     for conv in ([first] if isinstance(first, str) else list(first or [])):
         k = f"{conv}.weight"
         if k in state and k in own and state[k].ndim == 4 and state[k].shape[1] != own[k].shape[1]:
             state[k] = adapt_input_conv(own[k].shape[1], state[k].float()).to(own[k].dtype)
-    heads = _head_prefixes(model)
+    heads = models.head_prefixes(model)
 
     def is_head(k):
         return any(k == p or k.startswith(p + ".") for p in heads)
@@ -278,8 +303,75 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, wh
             f"({getattr(model, 'pretrained_cfg', {}).get('architecture', '?')}): "
             f"missing keys: {_show(missing)}; unexpected keys: {_show(unexpected)}; shape mismatches: {_show(shapes)}"
         )
+    models.adopt_input_normalization(model, norm, where)
     model.load_state_dict(state, strict=False)
     return model
+
+
+# ----------------------------------------------------------------------------- RadImageNet
+
+# RadImageNet's PyTorch ResNet-50: nn.Sequential(*list(torchvision resnet50().children())[:9]) saved
+# as the `backbone` attribute of a module: index -> torchvision/timm name (2 relu, 3 maxpool,
+# 8 avgpool hold no weights).
+RADIMAGENET_TORCH_LAYERS = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+
+
+def radimagenet_torch_to_timm(state: Mapping[str, torch.Tensor], *, where: str = "weights") -> dict[str, torch.Tensor]:
+    """RadImageNet's official PyTorch checkpoint (``backbone.0.weight`` … ``backbone.7.2.bn3.bias``)
+    -> a timm ``resnet50`` state dict, with the release's preprocessing (``input_norm``: mean = std
+    = 0.5). Every key must be ``backbone.<0|1|4|5|6|7>.<…>``; any other raises
+    :class:`WeightsMismatch` naming the keys and the layout expected."""
+    out: dict[str, torch.Tensor] = {}
+    unexpected = []
+    for k, v in state.items():
+        head, _, rest = k.partition(".")
+        index, _, tail = rest.partition(".")
+        if head != "backbone" or index not in RADIMAGENET_TORCH_LAYERS or not tail:
+            unexpected.append(k)
+            continue
+        out[f"{RADIMAGENET_TORCH_LAYERS[index]}.{tail}"] = v
+    if unexpected:
+        raise WeightsMismatch(
+            f"{where} is not in the layout of RadImageNet's PyTorch ResNet-50 (the module "
+            "nn.Sequential(*list(resnet50().children())[:9]) saved as 'backbone': backbone.0 = conv1, "
+            f"backbone.1 = bn1, backbone.4-7 = layer1-4); unexpected keys: {_show(sorted(unexpected))}"
+        )
+    return _with_preprocessing(out, PREPROCESSING["radimagenet_torch"])
+
+
+def keras_radimagenet_to_timm(weights: Mapping[str, np.ndarray], *, bgr_to_rgb: bool = False) -> dict[str, torch.Tensor]:
+    """RadImageNet's Keras ResNet-50 weights -> a timm ``resnet50`` state dict
+    (:func:`keras_resnet50_to_timm`) carrying its preprocessing: Keras ``preprocess_input``
+    (BGR, ImageNet means subtracted) then ``/255`` (:data:`PREPROCESSING`); with ``bgr_to_rgb``
+    conv1 takes RGB and the means are reversed with it."""
+    state = keras_resnet50_to_timm(weights, bgr_to_rgb=bgr_to_rgb)
+    prep = PREPROCESSING["radimagenet_keras"]
+    if bgr_to_rgb:
+        prep = {k: tuple(reversed(v)) for k, v in prep.items()}
+    return _with_preprocessing(state, prep)
+
+
+def _with_preprocessing(state: dict, prep: Mapping) -> dict:
+    state[f"{models.INPUT_NORM}.mean"] = torch.tensor(prep["mean"], dtype=torch.float32).reshape(-1, 1, 1)
+    state[f"{models.INPUT_NORM}.std"] = torch.tensor(prep["std"], dtype=torch.float32).reshape(-1, 1, 1)
+    return state
+
+
+def _radimagenet_state(path: Path) -> dict[str, torch.Tensor]:
+    """The timm state dict (with preprocessing) of a RadImageNet file in any of its three forms."""
+    if path.suffix.lower() in (".h5", ".hdf5", ".keras"):
+        return keras_radimagenet_to_timm(read_keras_h5(path))
+    state = read_state_dict(path)
+    if any(k.startswith("backbone.") for k in state):
+        return radimagenet_torch_to_timm(state, where=str(path))
+    if f"{models.INPUT_NORM}.mean" not in state:
+        raise WeightsMismatch(
+            f"{path}: neither RadImageNet's PyTorch checkpoint (keys backbone.0 ... backbone.7) nor a file written by "
+            "scripts/convert_radimagenet.py (timm keys with input_norm.mean/std, the Keras preprocessing): a timm-layout "
+            "file without its preprocessing cannot say what RadImageNet input it expects. Convert the Keras .h5 again "
+            "with scripts/convert_radimagenet.py, pass the .h5 itself, or use source='file' with preprocessing=..."
+        )
+    return state
 
 
 # ----------------------------------------------------------------------------- RadImageNet (Keras) conversion

@@ -67,6 +67,126 @@ def test_cache_hit_is_fast_and_identical(tmp_path, monkeypatch):
     assert b.classes == a.classes
 
 
+# ----------------------------------------------------------------- the registry carries its facts
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch, tmp_path):
+    """A copy of the registry for one test, and a folder on sys.path for fabricated modules."""
+    from spectral_ray.data import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.code_version.cache_clear()
+    yield registry
+    registry.code_version.cache_clear()
+
+
+def _write_plugin(root, name, helper_body):
+    """A package ``name`` with a reader module that imports a helper module (module level) and
+    one imported inside a function (not followed)."""
+    pkg = root / name
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text(helper_body)
+    (pkg / "lazy.py").write_text("X = 1\n")
+    (pkg / "reader.py").write_text(
+        "import numpy as np\n"
+        f"from {name} import helper\n"
+        "from spectral_ray.data import register_dataset, ImageDataset\n\n"
+        f"@register_dataset('{name}_reader', kind='target', paths=['root'], optional_paths=['extra'])\n"
+        "def reader(root=None, extra=None, n=4):\n"
+        f"    from {name} import lazy  # noqa: F401\n"
+        "    x = np.full((n, 1, 16, 16), helper.VALUE, np.float32)\n"
+        "    return ImageDataset(x, np.arange(n) % 2, ['a', 'b'], groups=np.arange(n))\n"
+    )
+
+
+def test_code_version_follows_the_builders_imports(scratch_registry, tmp_path):
+    import importlib
+    import sys
+
+    _write_plugin(tmp_path, "plugin_cv", "VALUE = 0.25\n")
+    importlib.import_module("plugin_cv.reader")
+    code = [m for m, _ in scratch_registry._REGISTRY["plugin_cv_reader"].code]
+    assert code == ["plugin_cv.reader", "plugin_cv.helper"]  # registry/cache/dataset and lazy imports left out
+    before = scratch_registry.code_version("plugin_cv_reader")
+    (tmp_path / "plugin_cv" / "lazy.py").write_text("X = 2\n")
+    scratch_registry.code_version.cache_clear()
+    assert scratch_registry.code_version("plugin_cv_reader") == before
+    (tmp_path / "plugin_cv" / "helper.py").write_text("VALUE = 0.5\n")  # the arrays' code changed
+    scratch_registry.code_version.cache_clear()
+    after = scratch_registry.code_version("plugin_cv_reader")
+    assert after != before
+    edited = scratch_registry.code_version("plugin_cv_reader", edited=True)
+    assert edited not in (before, after)  # the editing code is part of an edited source's version
+    for m in ("plugin_cv", "plugin_cv.reader", "plugin_cv.helper", "plugin_cv.lazy"):
+        sys.modules.pop(m, None)
+
+
+def test_edited_code_version_includes_editing_and_artifacts():
+    from spectral_ray.data.codeversion import module_closure
+
+    names = [m for m, _ in module_closure("spectral_ray.editing")]
+    assert names[:2] == ["spectral_ray.editing", "spectral_ray.artifacts"]
+    assert "spectral_ray.data.registry" not in names and "spectral_ray.data.cache" not in names
+
+
+def test_every_registered_dataset_hashes_its_own_module():
+    from spectral_ray.data import registry
+    from spectral_ray.data.codeversion import INFRASTRUCTURE
+
+    for name in list_datasets():
+        e = registry._REGISTRY[name]
+        modules = [m for m, _ in e.code]
+        assert modules[0] == e.builder.__module__, name
+        assert not set(modules) & INFRASTRUCTURE, name
+        assert registry.code_version(name).startswith("2-")
+
+
+def test_a_builder_without_source_is_refused_at_registration(scratch_registry):
+    from spectral_ray.data.codeversion import CodeNotFound
+
+    namespace = {"__name__": "not_a_module_anywhere"}
+    exec("def build(n=2):\n    return None\n", namespace)
+    with pytest.raises(CodeNotFound, match="no_source.*code version"):
+        scratch_registry.register_dataset("no_source", kind="source")(namespace["build"])
+    assert "no_source" not in list_datasets()
+    with pytest.raises(ValueError, match=r"paths \['rot'\] are not parameters"):
+        scratch_registry.register_dataset("typo", kind="target", paths=["rot"])(lambda root=None: None)
+    with pytest.raises(ValueError, match="kind must be one of 'source', 'target'"):
+        scratch_registry.register_dataset("k", kind="sources")
+
+
+def test_a_reader_in_a_new_module_gets_its_path_check(scratch_registry, tmp_path):
+    import importlib
+    import sys
+
+    from spectral_ray.config import missing_paths
+    from spectral_ray.data import missing_paths as dataset_missing
+
+    _write_plugin(tmp_path, "plugin_mp", "VALUE = 0.5\n")
+    importlib.import_module("plugin_mp.reader")
+    assert dataset_missing("plugin_mp_reader", {}) == [
+        "plugin_mp_reader: parameter 'root' is required (a path); see docs/REAL_DATA.md"]
+    msgs = missing_paths({"target": "plugin_mp_reader", "target_params": {"root": str(tmp_path), "extra": "/no/such"}})
+    assert msgs == ["target plugin_mp_reader: extra not found: /no/such"]
+    assert dataset_info("plugin_mp_reader")["paths"] == ["root"]
+    for m in ("plugin_mp", "plugin_mp.reader", "plugin_mp.helper"):
+        sys.modules.pop(m, None)
+
+
+def test_no_import_circle_between_cache_and_registry():
+    from pathlib import Path
+
+    from spectral_ray.data import cache, dataset, registry
+    from spectral_ray.data.codeversion import _imported
+
+    assert "spectral_ray.data.registry" not in _imported("spectral_ray.data.cache", Path(cache.__file__))
+    assert "spectral_ray.data.registry" not in _imported("spectral_ray.data.dataset", Path(dataset.__file__))
+    assert registry.ImageDataset is dataset.ImageDataset
+
+
 def test_unknown_parameter_and_bad_size():
     with pytest.raises(TypeError, match="bogus"):
         get_dataset("medical", bogus=1, use_cache=False)

@@ -178,7 +178,7 @@ def test_partial_dataset_cache_file_is_rebuilt_never_loaded(tmp_path, monkeypatc
         return ImageDataset(images=rng.random((8, 1, 8, 8), dtype=np.float32), labels=np.arange(8) % 2,
                             classes=["a", "b"], groups=np.arange(8))
 
-    first = cache.load_or_build("t", {"n": 8}, build)
+    first = cache.load_or_build("t", {"n": 8}, build, code="test")
     (path,) = tmp_path.glob("t-*.npz")
     data = path.read_bytes()
 
@@ -189,7 +189,7 @@ def test_partial_dataset_cache_file_is_rebuilt_never_loaded(tmp_path, monkeypatc
         path.write_bytes(broken)
         assert cache.load_arrays(path) is None
         n = len(builds)
-        ds = cache.load_or_build("t", {"n": 8}, build)
+        ds = cache.load_or_build("t", {"n": 8}, build, code="test")
         assert len(builds) == n + 1  # rebuilt, not loaded
         assert cache.load_arrays(path) is not None  # and the file is whole again
         assert ds.images.shape == first.images.shape
@@ -200,7 +200,7 @@ def test_partial_dataset_cache_file_is_rebuilt_never_loaded(tmp_path, monkeypatc
     path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
     assert cache.load_arrays(path) is None
     n = len(builds)
-    cache.load_or_build("t", {"n": 8}, build)
+    cache.load_or_build("t", {"n": 8}, build, code="test")
     assert len(builds) == n + 1
 
 

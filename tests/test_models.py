@@ -10,6 +10,8 @@ from spectral_ray.models import (
     create_model,
     freeze_stages,
     head_prefixes,
+    input_normalization,
+    is_backbone_file,
     load_backbone,
     model_stages,
     param_groups,
@@ -63,9 +65,13 @@ def test_timm_pretrained_file(tmp_path):
     b = create_model("test_resnet", in_chans=3, num_classes=5, pretrained_file=tmp_path / "w.pth")
     # timm drops a classifier whose size differs from its pretrained_cfg; the backbone must match
     sa = a.state_dict()
-    assert all(torch.equal(sa[k], v) for k, v in b.state_dict().items() if not k.startswith("fc."))
+    assert all(torch.equal(sa[k], v) for k, v in b.state_dict().items() if not k.startswith(("fc.", "input_norm.")))
+    # published weights bring their preprocessing: the architecture's timm pretrained_cfg mean/std
+    cfg = b.pretrained_cfg
+    assert input_normalization(b) == {"mean": pytest.approx(list(cfg["mean"])), "std": pytest.approx(list(cfg["std"]))}
     c = create_model("test_resnet", in_chans=1, num_classes=2, pretrained_file=tmp_path / "w.pth")
     assert torch.allclose(c.layer1[0].conv1.weight, a.layer1[0].conv1.weight)
+    assert input_normalization(c)["mean"] == pytest.approx([sum(cfg["mean"]) / 3])  # gray: RGB averaged
 
 
 def test_mismatch_lists_keys(tmp_path):
@@ -152,3 +158,47 @@ def test_freeze_stages_group_matcher_fallback(name):
     b = create_model(name, num_classes=2)
     del b.feature_info
     assert freeze_stages(a, 2) == freeze_stages(b, 2)
+
+
+def test_input_normalization_travels_with_the_backbone(tmp_path):
+    torch.manual_seed(0)
+    a = create_model("test_resnet", in_chans=3, num_classes=4, input_norm=([0.4, 0.5, 0.6], [0.2, 0.25, 0.3]))
+    x = torch.rand(2, 3, 32, 32)
+    seen = []
+    a.conv1[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    a.eval()
+    with torch.no_grad():
+        ya = a(x)
+    mean, std = torch.tensor([0.4, 0.5, 0.6])[:, None, None], torch.tensor([0.2, 0.25, 0.3])[:, None, None]
+    torch.testing.assert_close(seen[0], (x - mean) / std)  # the first conv sees normalised input
+    path = save_backbone(a, tmp_path / "b.pt")
+    b = create_model("test_resnet", in_chans=3, num_classes=4)
+    assert input_normalization(b) is None  # random init: raw input
+    load_backbone(b, path)  # a backbone file carries its normalisation
+    assert input_normalization(b) == input_normalization(a)
+    b.fc.load_state_dict(a.fc.state_dict())
+    b.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), ya)
+    c = create_model("test_resnet", in_chans=3, num_classes=2, pretrained_file=path)
+    assert input_normalization(c) == input_normalization(a)
+    plain = save_backbone(create_model("test_resnet", in_chans=3, num_classes=2), tmp_path / "plain.pt")
+    with pytest.raises(BackboneMismatch, match="input_norm.mean"):  # a normalised model, a raw backbone
+        load_backbone(create_model("test_resnet", in_chans=3, num_classes=2, input_norm=(0.5, 0.5)), plain)
+
+
+def test_is_backbone_file_one_rule(tmp_path):
+    path = save_backbone(create_model("test_resnet", num_classes=2), tmp_path / "b.pt")
+    assert is_backbone_file(path)
+    torch.save(create_model("test_resnet", num_classes=2).state_dict(), tmp_path / "plain.pt")
+    assert not is_backbone_file(tmp_path / "plain.pt")
+    (tmp_path / "x.safetensors").write_bytes(b"{}")
+    assert not is_backbone_file(tmp_path / "x.safetensors")
+    # another format version is still recognised as a backbone file, and refused with a reason
+    payload = torch.load(path, weights_only=True)
+    payload["format"] = "spectral-ray-backbone/9"
+    torch.save(payload, tmp_path / "future.pt")
+    assert is_backbone_file(tmp_path / "future.pt")
+    with pytest.raises(CorruptCheckpoint, match="another version"):
+        read_backbone(tmp_path / "future.pt")
+

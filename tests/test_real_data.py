@@ -15,9 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from spectral_ray.data import get_dataset
-from spectral_ray.data import real
-from spectral_ray.data.real import FolderImageDataset, make_loader, missing_paths
+from spectral_ray.data import get_dataset, missing_paths
+from spectral_ray.data.real import FolderImageDataset, common, make_loader
 
 torch.set_num_threads(1)
 
@@ -93,7 +92,8 @@ def lodopab_root(tmp_path_factory):
             rows.append(dict(file=f"ground_truth_{part}_000.hdf5", index=i, label=LODO_LABEL[p], patient=f"P{p}"))
     pd.DataFrame(rows).to_csv(root / "slices.csv", index=False)
     pd.DataFrame(rows).drop(columns="patient").to_csv(root / "slices_nopatient.csv", index=False)
-    pd.DataFrame([dict(patient=p, label=l) for p, l in LODO_LABEL.items()]).to_csv(root / "patients.csv", index=False)
+    part_of = {p: part for part, ids in LODO_PATIENTS.items() for p in ids}
+    pd.DataFrame([dict(patient=p, label=l, part=part_of[p]) for p, l in LODO_LABEL.items()]).to_csv(root / "patients.csv", index=False)
     return root
 
 
@@ -255,7 +255,7 @@ def test_lodopab_slice_csv(lodopab_root):
     # a slice equals the HDF5 slice resized
     with h5py.File(lodopab_root / "ground_truth_validation_000.hdf5", "r") as f:
         assert f["data"].shape == (4, 362, 362)
-        ref = real._resize_plane(f["data"][3], 32)
+        ref = common.resize_plane(f["data"][3], 32)
     np.testing.assert_allclose(ds.images[6 + 3, 0], np.clip(ref, 0, 1), atol=1e-6)
     ds3 = get_dataset("lodopab_ct", root=str(lodopab_root), labels_csv=str(lodopab_root / "slices.csv"), size=16, channels=3, n=7, cache=False)
     assert ds3.images.shape == (7, 3, 16, 16) and set(ds3.labels.tolist()) == {0, 1}
@@ -268,6 +268,37 @@ def test_lodopab_patient_ids_from_lodopab_files(lodopab_root):
     assert sorted(zip(b.groups.tolist(), b.labels.tolist())) == sorted(zip(a.groups.tolist(), a.labels.tolist()))
     c = get_dataset("lodopab_ct", root=str(lodopab_root), labels_csv=str(lodopab_root / "patients.csv"), size=16, parts=["test"], cache=False)
     assert sorted(set(c.groups.tolist())) == [301, 302]
+
+
+def test_lodopab_patient_level_needs_the_part_with_several_parts(lodopab_root, tmp_path):
+    csv = tmp_path / "nopart.csv"
+    pd.read_csv(lodopab_root / "patients.csv").drop(columns="part").to_csv(csv, index=False)
+    with pytest.raises(ValueError, match="'part'"):
+        get_dataset("lodopab_ct", root=str(lodopab_root), labels_csv=str(csv), size=16, cache=False)
+    with pytest.raises(ValueError, match=r"\[101, 102, 103, 301, 302\] for part 'validation'"):
+        get_dataset("lodopab_ct", root=str(lodopab_root), labels_csv=str(csv), size=16, parts="validation", cache=False)
+    df = pd.read_csv(csv)
+    df[df.patient.isin([201, 202])].to_csv(csv, index=False)
+    one = get_dataset("lodopab_ct", root=str(lodopab_root), labels_csv=str(csv), size=16, parts="validation", cache=False)
+    assert sorted(set(one.groups.tolist())) == [201, 202]  # one part: every row is of that part
+
+
+def test_lodopab_relative_patient_ids_are_refused(lodopab_root, tmp_path):
+    # dival's get_patient_ids() counts from 0 in each part by default: validation patient 0 would
+    # silently be read as train patient 0. LoDoPaB's own files hold absolute ids (here 101.. / 201.. / 301..).
+    rel = tmp_path / "relative.csv"
+    pd.DataFrame(dict(patient=[0, 1, 0, 1], label=[0, 1, 0, 1], part=["train", "train", "validation", "validation"])).to_csv(rel, index=False)
+    with pytest.raises(ValueError, match=r"same patient to different parts.*relative=False"):
+        get_dataset("lodopab_ct", root=str(lodopab_root), labels_csv=str(rel), size=16, cache=False)
+    pd.DataFrame(dict(patient=[0, 1, 2], label=[0, 1, 1], part=["train"] * 3)).to_csv(rel, index=False)
+    with pytest.raises(ValueError, match=r"part 'train'.*101–103.*relative=False"):
+        get_dataset("lodopab_ct", root=str(lodopab_root), labels_csv=str(rel), size=16, cache=False)
+    # slice-level rows naming their patients: one id on slices of two parts cannot be LoDoPaB's
+    rows = [dict(file=f"ground_truth_{part}_000.hdf5", index=i, label=i % 2, patient=i // 2)
+            for part in ("train", "validation") for i in range(4)]
+    pd.DataFrame(rows).to_csv(rel, index=False)
+    with pytest.raises(ValueError, match=r"different parts.*\['train', 'validation'\].*absolute"):
+        get_dataset("lodopab_ct", root=str(lodopab_root), labels_csv=str(rel), size=16, cache=False)
 
 
 def test_lodopab_cache_keyed_by_mtime(lodopab_root, tmp_path, monkeypatch):
@@ -404,8 +435,32 @@ def test_csv_target_folder_and_npz(csv_folder):
     z = get_dataset("csv_target", csv=str(csv_folder / "npz.csv"), npz=str(csv_folder / "images.npz"), size=16, cache=False)
     assert z.images.shape == (12, 1, 16, 16) and z.groups.tolist() == [i // 3 for i in range(12)]
     with np.load(csv_folder / "images.npz") as f:
-        ref = real._resize_plane(f["images"][5].astype(np.float32) / 255, 16)
+        ref = common.resize_plane(f["images"][5].astype(np.float32) / 255, 16)
     np.testing.assert_allclose(z.images[5, 0], np.clip(ref, 0, 1), atol=1e-6)
+
+
+def test_csv_target_lidc_style_hu_crops_with_a_window(tmp_path):
+    """The LIDC-IDRI route (docs/REAL_DATA.md): nodule crops saved as .npy in Hounsfield units,
+    label from the readers' median malignancy, patient = LIDC-IDRI-NNNN; a fixed HU window maps
+    them to [0, 1] (-1000 HU -> 0, 400 HU -> 1), clipped outside."""
+    rows = []
+    for i in range(8):
+        crop = np.full((32, 32), -1000.0, np.float32)  # air
+        crop[8:24, 8:24] = 40.0 + 20 * i  # soft-tissue nodule
+        crop[0, 0] = 3000.0  # bone/metal: clipped to 1
+        np.save(tmp_path / f"nodule{i}.npy", crop.astype(np.int16))
+        rows.append(dict(path=f"nodule{i}.npy", label=int(i >= 4), patient=f"LIDC-IDRI-{i // 2:04d}"))
+    pd.DataFrame(rows).to_csv(tmp_path / "nodules.csv", index=False)
+    ds = get_dataset("csv_target", csv=str(tmp_path / "nodules.csv"), size=32, window=[-1000, 400], crop="stretch", cache=False)
+    assert ds.classes == ["negative", "positive"] and ds.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert ds.groups.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    np.testing.assert_allclose(ds.images[3, 0, 16, 16], (100 + 1000) / 1400, atol=1e-6)
+    np.testing.assert_allclose(ds.images[3, 0, 30, 30], 0.0, atol=1e-6)
+    assert ds.images[3, 0, 0, 0] == 1.0
+    with pytest.raises(ValueError, match="window"):
+        get_dataset("csv_target", csv=str(tmp_path / "nodules.csv"), size=32, window=[400, -1000], cache=False)
+    with pytest.raises(ValueError, match="not both"):
+        get_dataset("csv_target", csv=str(tmp_path / "nodules.csv"), size=32, window=[-1000, 400], scale="minmax", cache=False)
 
 
 def test_csv_target_errors(csv_folder, tmp_path):
@@ -421,6 +476,10 @@ def test_csv_target_errors(csv_folder, tmp_path):
         get_dataset("csv_target", csv=str(tmp_path / "c.csv"), root=str(csv_folder))
     with pytest.raises(FileNotFoundError, match="nothere.npz"):
         get_dataset("csv_target", csv=str(csv_folder / "npz.csv"), npz=str(tmp_path / "nothere.npz"))
+    with pytest.raises(ValueError, match="window maps raw array values"):
+        get_dataset("csv_target", csv=str(csv_folder / "labels.csv"), window=[0, 255], cache=False)
+    with pytest.raises(ValueError, match="scale must be one of auto, minmax"):
+        get_dataset("csv_target", csv=str(csv_folder / "labels.csv"), scale="zscore", cache=False)
 
 
 # ----------------------------------------------------------------------------- one tiny fine-tune per target

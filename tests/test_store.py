@@ -67,6 +67,7 @@ def _worker(config_dict, root, q):
 
 
 def cfg(**kw):
+    _register_tiny_source()  # a config's key hashes its source's code, so the source must be registered
     base = dict(source="_store_test_source", source_params={"size": 16, "channels": 1, "n": 60, "seed": 0},
                 model="test_resnet", recipe=Recipe(epochs=1, batch_size=16), seed=0)
     base.update(kw)

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from spectral_ray import weights as W
+from spectral_ray.models import input_normalization
 
 torch.set_num_threads(1)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -152,15 +154,21 @@ def test_radimagenet_h5_to_checkpoint_to_model(tmp_path, keras_weights, capsys):
     assert _script().main([str(h5), str(out)]) == 0
     assert "timm resnet50 layout" in capsys.readouterr().out
     state = torch.load(out, weights_only=True)
+    keras_mean = [m / 255 for m in W.KERAS_CAFFE_MEAN_BGR]  # preprocess_input, then rescale=1/255
+    torch.testing.assert_close(state["input_norm.mean"].flatten(), torch.tensor(keras_mean))
+    torch.testing.assert_close(state["input_norm.std"].flatten(), torch.ones(3))
     model = W.load_pretrained("resnet50", in_chans=1, num_classes=2, source="radimagenet", file=str(out))
     torch.testing.assert_close(model.conv1.weight, state["conv1.weight"].sum(1, keepdim=True))  # RGB filters summed
     torch.testing.assert_close(model.layer3[2].conv2.weight, state["layer3.2.conv2.weight"])
     assert model.fc.weight.shape == (2, 2048)
-    model.eval()
+    assert input_normalization(model) == {"mean": pytest.approx([np.mean(keras_mean)]), "std": [1.0]}
+    # the Keras file itself loads to the same model (converted in memory)
+    direct = W.load_pretrained("resnet50", in_chans=1, num_classes=2, source="radimagenet", file=str(h5))
+    x = torch.rand(2, 1, 32, 32)
+    direct.fc.load_state_dict(model.fc.state_dict())
+    model.eval(), direct.eval()
     with torch.no_grad():
-        assert model(torch.rand(2, 1, 32, 32)).shape == (2, 2)
-    with pytest.raises(ValueError, match="convert_radimagenet.py"):
-        W.load_pretrained("resnet50", num_classes=2, source="radimagenet", file=str(h5))
+        torch.testing.assert_close(direct(x), model(x))
     assert _script().main([str(tmp_path / "missing.h5"), str(out)]) == 1
 
 
@@ -234,3 +242,192 @@ def test_weights_spec_parsing():
     assert W.parse_weights_spec("/w/a.safetensors") == ("file", "/w/a.safetensors")
     with pytest.raises(ValueError):
         W.parse_weights_spec("imagenet")
+
+
+# ----------------------------------------------------------------------------- RadImageNet's PyTorch release
+
+
+class ReleaseBackbone(torch.nn.Module):
+    """The module RadImageNet's PyTorch checkpoint was saved from (acl/acl_pytorch_train.ipynb):
+    ``nn.Sequential(*list(resnet50().children())[:9])`` as ``self.backbone``."""
+
+    def __init__(self, arch="resnet50"):
+        import torchvision
+
+        super().__init__()
+        self.backbone = torch.nn.Sequential(*list(getattr(torchvision.models, arch)(weights=None).children())[:9])
+        g = torch.Generator().manual_seed(0)
+        for m in self.modules():  # non-trivial batch-norm statistics, so a misplaced layer shows
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                m.weight.data.copy_(1 + 0.1 * torch.randn(m.num_features, generator=g))
+                m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
+
+    def forward(self, x):
+        return self.backbone(x)
+
+
+def release_checkpoint(path, arch="resnet50"):
+    torch.manual_seed(1)
+    net = ReleaseBackbone(arch).eval()
+    torch.save(net.state_dict(), path)
+    return net
+
+
+def test_radimagenet_pytorch_release_loads_with_its_preprocessing(tmp_path):
+    path = tmp_path / "ResNet50.pt"
+    release = release_checkpoint(path)
+    keys = list(torch.load(path, weights_only=True))
+    assert keys[0] == "backbone.0.weight" and "backbone.7.2.bn3.running_var" in keys  # the real layout
+    model = W.load_pretrained("resnet50", in_chans=3, num_classes=2, source=f"radimagenet:{path}")
+    assert input_normalization(model) == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    model.reset_classifier(0)
+    model.eval()
+    x = torch.rand(2, 3, 64, 64)  # raw [0, 1] images
+    with torch.no_grad():
+        ours = model(x)
+        theirs = release((x * 255 - 127.5) * 2 / 255).flatten(1)  # the release's own preprocessing
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4)  # float32 rounding through 50 layers
+    gray = W.load_pretrained("resnet50", in_chans=1, num_classes=2, source="radimagenet", file=str(path))
+    torch.testing.assert_close(gray.conv1.weight, release.backbone[0].weight.sum(1, keepdim=True))
+
+
+def test_radimagenet_unexpected_layouts_are_named(tmp_path):
+    release_checkpoint(tmp_path / "r.pt", arch="resnet18")  # same layout, smaller
+    state = torch.load(tmp_path / "r.pt", weights_only=True)
+    wrapped = tmp_path / "wrapped.pt"  # the fine-tuned nn.Sequential(backbone, classifier) of the example
+    torch.save({f"0.{k}": v for k, v in state.items()} | {"1.linear.weight": torch.zeros(2, 512)}, wrapped)
+    with pytest.raises(W.WeightsMismatch, match=r"timm keys with input_norm"):
+        W.load_pretrained("resnet18", num_classes=2, source="radimagenet", file=str(wrapped))
+    odd = tmp_path / "odd.pt"
+    torch.save(state | {"backbone.9.weight": torch.zeros(1)}, odd)
+    with pytest.raises(W.WeightsMismatch, match=r"layout of RadImageNet's PyTorch ResNet-50.*backbone\.9\.weight"):
+        W.load_pretrained("resnet18", num_classes=2, source="radimagenet", file=str(odd))
+    short = tmp_path / "short.pt"
+    torch.save({k: v for k, v in state.items() if not k.startswith("backbone.7.")}, short)
+    with pytest.raises(W.WeightsMismatch, match=r"missing keys: layer4"):  # strict: every layer must be there
+        W.load_pretrained("resnet18", num_classes=2, source="radimagenet", file=str(short))
+    plain = tmp_path / "timm.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), plain)
+    with pytest.raises(W.WeightsMismatch, match="convert_radimagenet.py"):  # no preprocessing to go by
+        W.load_pretrained("resnet18", num_classes=2, source="radimagenet", file=str(plain))
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+def test_timm_imagenet_start_sees_normalised_inputs(monkeypatch):
+    def offline_hub(name, in_chans, num_classes, timeout, kwargs):  # the hub's model, without the download
+        return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **kwargs)
+
+    monkeypatch.setattr(W, "_from_hub", offline_hub)
+    model = W.load_pretrained("resnet10t", in_chans=3, num_classes=2, source="timm")
+    cfg = model.pretrained_cfg
+    assert input_normalization(model) == {"mean": pytest.approx(list(cfg["mean"])), "std": pytest.approx(list(cfg["std"]))}
+    seen = []
+    model.conv1[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    x = torch.rand(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    mean, std = torch.tensor(cfg["mean"])[:, None, None], torch.tensor(cfg["std"])[:, None, None]
+    torch.testing.assert_close(seen[0], (x - mean) / std)
+
+
+def test_priority_with_folded_normalisation_equals_explicit():
+    """The priority of a model whose normalisation is a layer (gradients w.r.t. the raw image)
+    equals the priority computed with the normalisation applied outside, by autograd through it."""
+    from spectral_ray import spectrum
+    from spectral_ray.models import create_model, set_input_normalization
+
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.manual_seed(0)
+    bare = create_model("test_resnet", in_chans=3, num_classes=2)
+    folded = create_model("test_resnet", in_chans=3, num_classes=2)
+    folded.load_state_dict(bare.state_dict())
+    set_input_normalization(folded, mean, std)
+    x = torch.rand(6, 3, 32, 32)
+    y = torch.arange(6) % 2
+    p_folded = spectrum.learning_priority(folded, x, y, normalize=None)
+
+    bare.eval()
+    raw = x.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(bare((raw - mean[:, None, None]) / std[:, None, None]), y, reduction="sum")
+    (g,) = torch.autograd.grad(loss, raw)
+    p_explicit = spectrum.radial_psd(g.sum(1)).mean(0)
+    torch.testing.assert_close(p_folded, p_explicit.float(), rtol=1e-5, atol=1e-12)
+    p_raw = spectrum.learning_priority(bare, x, y, normalize=None)  # and the normalisation does matter
+    assert not torch.allclose(p_raw, p_folded, rtol=1e-2)
+
+
+def test_preprocessing_override_and_errors(tmp_path):
+    path = tmp_path / "r10.pth"
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), path)
+    ident = W.load_pretrained("resnet10t", num_classes=2, source="file", file=str(path), preprocessing="identity")
+    assert input_normalization(ident) == {"mean": [0.0] * 3, "std": [1.0] * 3}
+    own = W.load_pretrained("resnet10t", in_chans=1, num_classes=2, source="file", file=str(path),
+                            preprocessing={"mean": [0.2], "std": [0.1]})
+    assert input_normalization(own) == {"mean": [0.2], "std": [0.1]}
+    with pytest.raises(ValueError, match="auto, identity"):
+        W.load_pretrained("resnet10t", num_classes=2, source="file", file=str(path), preprocessing="imagenet")
+
+
+@pytest.mark.parametrize("kind", ["imagenet_file", "radimagenet_release"])
+def test_published_starts_are_fine_tuned_on_normalised_inputs(kind, tmp_path, monkeypatch):
+    """Through the whole trial (store, backbone file, fine-tuning, priorities): the first conv sees
+    the start's normalised input during fine-tuning, and the result records the normalisation."""
+    from spectral_ray import training
+    from spectral_ray.config import TrialConfig
+    from spectral_ray.experiment import run_finetune
+
+    if kind == "imagenet_file":
+        torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "w.pth")
+        spec, mean = f"file:{tmp_path / 'w.pth'}", float(np.mean(timm.create_model("resnet18").pretrained_cfg["mean"]))
+    else:
+        release_checkpoint(tmp_path / "ResNet.pt", arch="resnet18")
+        spec, mean = f"radimagenet:{tmp_path / 'ResNet.pt'}", 0.5
+    seen = []
+    real_fit = training.fit
+
+    def watched_fit(model, *args, **kwargs):
+        hook = model.conv1.register_forward_pre_hook(lambda m, a: seen.append(float(a[0].min())))
+        try:
+            return real_fit(model, *args, **kwargs)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(training, "fit", watched_fit)
+    cfg = TrialConfig(model="resnet18", source="none", source_weights=spec, size=32, target_n=48, psd_images=8,
+                      finetune={"epochs": 1}, store=str(tmp_path / "store"))
+    final = run_finetune(cfg)
+    assert final["input_mean"] == pytest.approx([mean]) and len(final["input_std"]) == 1
+    assert seen and min(seen) < -0.4  # raw images are >= 0; normalised ones are not
+
+
+
+def test_pretraining_from_published_weights_keeps_their_normalisation(tmp_path, monkeypatch):
+    """Continued pretraining on a source (the paper's edited arms) trains, measures and saves the
+    model with the start's normalisation; the stored backbone hands it to fine-tuning."""
+    from spectral_ray.data import ImageDataset, registry
+    from spectral_ray.models import create_model, load_backbone
+    from spectral_ray.store import PretrainConfig, get_or_train, load_meta
+    from spectral_ray.training import Recipe
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @registry.register_dataset("_weights_test_source", kind="source", cached=False)
+    def tiny(size=16, channels=1, n=24, seed=0):
+        rng = np.random.default_rng(seed)
+        return ImageDataset(rng.random((n, channels, size, size), dtype=np.float32), np.arange(n) % 3, ["a", "b", "c"])
+
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), tmp_path / "w.pth")
+    config = PretrainConfig(source="_weights_test_source", source_params={"size": 16, "channels": 1, "n": 24, "seed": 0},
+                            model="resnet10t", init=f"file:{tmp_path / 'w.pth'}", recipe=Recipe(epochs=1, batch_size=8))
+    assert "-prep" in config.code_version  # published-weight starts are keyed with their preprocessing version
+    path = get_or_train(config, root=tmp_path / "store")
+    want = {"mean": pytest.approx([float(np.mean(IMAGENET_MEAN))]), "std": pytest.approx([float(np.mean(IMAGENET_STD))])}
+    assert load_meta(path)["history"]["input_normalization"] == want
+    model = create_model("resnet10t", in_chans=1, num_classes=3)
+    load_backbone(model, path)
+    assert input_normalization(model) == want

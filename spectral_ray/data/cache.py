@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -19,45 +17,23 @@ import numpy as np
 from filelock import FileLock
 
 from spectral_ray.atomic import atomic_open
+from spectral_ray.data.dataset import ImageDataset
+from spectral_ray.paths import cache_path
 
-# Bump on a change of the cache format. Generator changes are caught by code_version(), which
-# hashes the source files whose code decides a dataset's arrays.
+# Bump on a change of the cache format. A change of the code that generates a dataset changes its
+# code version instead (``registry.code_version``), which the caller passes in with ``code=``.
 CODE_VERSION = "2"
-GENERATOR_FILES = {
-    "natural": ("data/natural.py", "data/arrays.py"),
-    "medical": ("data/medical.py", "data/phantoms.py", "data/arrays.py"),
-    "ct_lesion": ("data/targets.py", "data/phantoms.py", "data/arrays.py"),
-    "mri_knee": ("data/targets.py", "data/phantoms.py", "data/arrays.py"),
-}
-EDIT_FILES = ("editing.py", "artifacts.py")
 ENV_VAR = "SPECTRAL_RAY_CACHE"
-
-
-@lru_cache(maxsize=64)
-def code_version(name: str) -> str:
-    """CODE_VERSION + a short hash of the source files that generate dataset ``name`` (``NAME+edit``
-    adds the editing code), so that editing a generator never lets an old cache — or a backbone
-    pretrained on old data — be reused, while unrelated edits keep both."""
-    base, _, suffix = name.partition("+")
-    files = GENERATOR_FILES.get(base, ()) + (EDIT_FILES if suffix == "edit" else ())
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(CODE_VERSION.encode())
-    for rel in files:
-        path = root / rel
-        h.update(rel.encode() + (path.read_bytes() if path.exists() else b""))
-    return f"{CODE_VERSION}-{h.hexdigest()[:12]}"
 
 
 def cache_dir() -> Path:
     """``$SPECTRAL_RAY_CACHE`` or ``~/.cache/spectral-ray`` (``$XDG_CACHE_HOME`` honoured)."""
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "spectral-ray"
+    return cache_path(ENV_VAR)
 
 
-def cache_key(name: str, params: dict) -> str:
-    blob = json.dumps({"name": name, "params": params, "code": code_version(name)}, sort_keys=True, default=str)
+def cache_key(name: str, params: dict, code: str) -> str:
+    """20 hex digits of sha256 over name, parameters and the code version of the builder."""
+    blob = json.dumps({"name": name, "params": params, "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -90,11 +66,12 @@ def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict] | None:
     return arrays, meta
 
 
-def load_or_build(name: str, params: dict, build: Callable):
-    """The cached dataset for (name, params), building and storing it on a miss."""
-    from spectral_ray.data.registry import ImageDataset
+def load_or_build(name: str, params: dict, build: Callable[[], ImageDataset], *, code: str) -> ImageDataset:
+    """The cached dataset for (name, params), building and storing it on a miss.
 
-    path = cache_dir() / f"{name}-{cache_key(name, params)}.npz"
+    ``code`` is the code version of what builds it (``registry.code_version``): part of the key,
+    so arrays built by other code are never loaded."""
+    path = cache_dir() / f"{name}-{cache_key(name, params, code)}.npz"
 
     def from_disk():
         got = load_arrays(path)
@@ -123,5 +100,5 @@ def load_or_build(name: str, params: dict, build: Callable):
         arrays = {"images": ds.images, "labels": ds.labels}
         if ds.groups is not None:
             arrays["groups"] = ds.groups
-        save_arrays(path, arrays, {"name": name, "params": params, "classes": ds.classes, "code": code_version(name)})
+        save_arrays(path, arrays, {"name": name, "params": params, "classes": ds.classes, "code": code})
     return ds
