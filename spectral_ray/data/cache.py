@@ -29,7 +29,7 @@ GENERATOR_FILES = {
     "ct_lesion": ("data/targets.py", "data/phantoms.py", "data/arrays.py"),
     "mri_knee": ("data/targets.py", "data/phantoms.py", "data/arrays.py"),
 }
-EDIT_FILES = ("editing.py", "artifacts.py")
+EDIT_FILES = ("editing.py", "artifacts.py", "families.py")
 ENV_VAR = "SPECTRAL_RAY_CACHE"
 
 
