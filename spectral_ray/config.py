@@ -435,8 +435,10 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
     # each value on its own (clear messages), then every trial of the grid (combinations)
     fixed = {k: v for options in axes.values() for k, v in options[0].items()}
     for key, options in axes.items():
+        # an option replaces its axis's first option entirely: keys only that one sets must not leak
+        base = {k: v for k, v in fixed.items() if k not in options[0]}
         for option in options:
-            _validate_trial({**fixed, **option}, source, key if len(option) == 1 else None, next(iter(option.values())))
+            _validate_trial({**base, **option}, source, key if len(option) == 1 else None, next(iter(option.values())))
     trials = sweep.trials()
     missing = sorted({m for flat in trials for m in missing_paths(flat)})
     if missing:

@@ -137,3 +137,14 @@ def test_family_keys_come_from_the_registries():
         with pytest.raises(ValueError) as e:
             TrialConfig(**kwargs)
         assert f"[{key}]" in str(e.value), (kwargs, str(e.value))
+
+
+def test_a_later_case_is_validated_without_the_first_cases_keys(tmp_path):
+    """Keys that only the first case sets (here its artifact_params) must not be merged into the
+    other cases when each value is validated on its own."""
+    raw = {"name": "cases", "storage": str(tmp_path), "params": {"shortcut": {"cases": [
+        {"target": "ct_lesion", "artifact": "photon_noise", "artifact_params": {"photons_per_pixel": 500000}},
+        {"target": "mri_knee", "artifact": "nlm"}]}}}
+    trials = parse_sweep(raw).trials()
+    assert [(t["artifact"], t["artifact_params"]) for t in trials] == [
+        ("photon_noise", {"photons_per_pixel": 500000}), ("nlm", {})]
