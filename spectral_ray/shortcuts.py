@@ -65,9 +65,9 @@ def clean_model_gaps(
 
     Returns:
         ``{"iid_auc", "val_auc": float, "ood_auc": {name: float}, "gap": {name: ood_auc − iid},
-        "iid_auc_for": {name: float}, "n_train": int, "train_time_s": float}``: ``gap`` and
-        ``iid_auc_for`` use the I.I.D. AUC of the model trained with the artifact's own baseline;
-        ``iid_auc``/``val_auc``/``n_train`` are those of the model without a baseline (the first
+        "iid_auc_for", "val_auc_for": {name: float}, "n_train": int, "train_time_s": float}``:
+        ``gap``, ``iid_auc_for`` and ``val_auc_for`` are those of the model trained with the
+        artifact's own baseline; ``iid_auc``/``val_auc``/``n_train`` are those of the model without a baseline (the first
         model when every artifact has one); ``train_time_s`` sums all models. AUCs are ROC AUC in
         [0, 1] (NaN when undefined). An identity artifact (``none``) has gap 0.
     """
@@ -75,7 +75,7 @@ def clean_model_gaps(
         raise TypeError("artifacts must be a mapping or a sequence of family names, not one string")
     named = dict(artifacts) if isinstance(artifacts, Mapping) else {name: name for name in artifacts}
     named = {name: get_artifact(a) if isinstance(a, str) else a for name, a in named.items()}
-    by_baseline: dict = {}
+    by_baseline: dict = {} if named else {None: []}  # no artifacts: still the clean model's AUCs
     for name, artifact in named.items():
         by_baseline.setdefault(artifact.baseline, []).append(name)
     old_threads = torch.get_num_threads()
@@ -88,10 +88,9 @@ def clean_model_gaps(
         }
     finally:
         torch.set_num_threads(old_threads)
-    main = scored.get(None) or next(iter(scored.values()), None)
-    if main is None:
-        main = _score_d0_model(dataset, {}, fold, seed, model=model, epochs=epochs, lr=lr, num_threads=num_threads, device=device)
+    main = scored[None] if None in scored else next(iter(scored.values()))
     iid_for = {name: s["iid_auc"] for s in scored.values() for name in s["ood_auc"]}
+    val_for = {name: s["val_auc"] for s in scored.values() for name in s["ood_auc"]}
     ood = {name: a for s in scored.values() for name, a in s["ood_auc"].items()}
     return {
         "iid_auc": main["iid_auc"],
@@ -99,6 +98,7 @@ def clean_model_gaps(
         "ood_auc": {name: ood[name] for name in named},
         "gap": {name: ood[name] - iid_for[name] for name in named},
         "iid_auc_for": {name: iid_for[name] for name in named},
+        "val_auc_for": {name: val_for[name] for name in named},
         "n_train": main["n_train"],
         "train_time_s": sum(s["train_time_s"] for s in scored.values()),
     }

@@ -25,7 +25,7 @@ def test_clean_model_gaps_keys_identity_and_determinism():
     threads = torch.get_num_threads()
     out = clean_model_gaps(ds, {"identity": "none", "band": get_artifact("band", amplitude=0.5)}, fold=1, epochs=1)
     assert torch.get_num_threads() == threads
-    assert set(out) == {"iid_auc", "val_auc", "ood_auc", "gap", "iid_auc_for", "n_train", "train_time_s"}
+    assert set(out) == {"iid_auc", "val_auc", "ood_auc", "gap", "iid_auc_for", "val_auc_for", "n_train", "train_time_s"}
     assert set(out["ood_auc"]) == set(out["gap"]) == {"identity", "band"}
     assert all(0.0 <= a <= 1.0 for a in [out["iid_auc"], out["val_auc"], *out["ood_auc"].values()])
     assert out["ood_auc"]["identity"] == out["iid_auc"] and out["gap"]["identity"] == 0.0
