@@ -324,15 +324,14 @@ def normalize_trial(flat: dict) -> dict:
     from spectral_ray.editing import EDITS, is_edit
 
     out = dict(flat)
+    if not is_edit(out.get("edit", "none"), out.get("edit_strength", 0.0)):
+        for key, value in (("edit", "none"), ("edit_strength", 0.0), ("edit_params", {})):
+            if key in out:
+                out[key] = value
     for registry in (FAMILIES, EDITS):
         for key in registry.ignored_keys(out.get(registry.kind, _default(registry.kind))):
             if key in out:
                 out[key] = None
-    edit, strength = out.get("edit", "none"), out.get("edit_strength", 0.0)
-    if not is_edit(edit, strength):
-        for key, value in (("edit", "none"), ("edit_strength", 0.0), ("edit_omega", None), ("edit_params", {})):
-            if key in out:
-                out[key] = value
     return out
 
 
