@@ -98,10 +98,11 @@ def _cell_name(family: str, params: dict) -> str:
 
 
 def run_cell(ds: ImageDataset, family: str, params: dict, d: float, fold: int, seed: int, args) -> dict:
-    """Train on the (d, fold, seed) splits and score I.I.D./O.O.D. At d = 0 the training data do
-    not depend on the artifact, so one clean model per (target, fold, seed) is trained and scored
-    on every d = 0 cell's O.O.D. set at once (``clean_model_gaps``); the first such cell carries
-    its times."""
+    """Train on the (d, fold, seed) splits and score I.I.D./O.O.D. At d = 0 the training data
+    depend on the artifact only through its baseline (photon noise: every image at the baseline
+    dose), so ``clean_model_gaps`` trains one model per (target, fold, seed, baseline) and scores
+    it on the O.O.D. sets of every d = 0 cell with that baseline at once; the first d = 0 cell
+    carries the times of all of them."""
     from spectral_ray.training import evaluate
 
     recipe = {"model": args.model, "epochs": args.epochs, "lr": args.lr}
@@ -115,7 +116,8 @@ def run_cell(ds: ImageDataset, family: str, params: dict, d: float, fold: int, s
             _CLEAN_GAPS[key] = clean_model_gaps(ds, d0_cells, fold, seed, **recipe)
             t_total = time.perf_counter() - t0
         gaps = _CLEAN_GAPS[key]
-        val, iid, ood = gaps["val_auc"], gaps["iid_auc"], gaps["ood_auc"][_cell_name(family, params)]
+        cell = _cell_name(family, params)
+        val, iid, ood = gaps["val_auc_for"][cell], gaps["iid_auc_for"][cell], gaps["ood_auc"][cell]
         n_train, n_art_train = gaps["n_train"], 0
         t_train = gaps["train_time_s"] if first else 0.0
         t_split = t_total - t_train if first else 0.0

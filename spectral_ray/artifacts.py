@@ -6,21 +6,21 @@ the same shape and dtype and is clipped to [0, 1]. ``artifact.signature(size)`` 
 radial PSD of ``artifact(x) − x`` averaged over a fixed reference set of synthetic 1/f² images
 (:func:`reference_images`), the artifact's spectral fingerprint used for alignment.
 
-Families (parameters, their ranges and defaults are in ``FAMILIES``; ``list_artifacts()``):
+Families register themselves with ``@FAMILIES.register(name, params=…, trial_keys=…)``
+(:mod:`spectral_ray.families`); ``list_artifacts()``, ``FAMILIES[name].params``.
 
 * ``none`` — identity (clean runs). Its signature is all zeros.
 * ``band`` — additive random-phase pattern with its energy in a ring of normalised radial
   frequency ``omega`` ∈ (0, 1] (1 = Nyquist, bin K = N/2), ``bandwidth`` wide (normalised, total
   width; never narrower than one ring), standard deviation ``amplitude`` × the image's own std.
   The same pattern is added to every channel of an image.
-* ``photon_noise`` — CT dose reduction. Image values x ∈ [0, 1] are read as a CT window
-  (``hu_level``, ``hu_width``): HU = level + (x − ½)·width; attenuation line integral
-  μ = ``mu_water``·(1 + HU/1000); counts ~ Poisson(N₀·exp(−μ)) (clamped at 0.5 photons),
-  μ' = −log(counts/N₀), mapped back to x. ``mode="sinogram"`` does the faithful version: the
-  attenuation map is projected (skimage ``radon``, ``n_angles`` views, scaled so a path of water
-  across the image integrates to ``mu_water``), Poisson noise is drawn on the projections and
-  the *difference* FBP(noisy) − FBP(clean) (``iradon``, ramp filter) is added to the image, so
-  that only the noise, not the FBP discretisation error, is the artifact.
+* ``photon_noise`` — CT dose reduction, the lab's recipe (DovileDo/source-matters
+  ``include_noise.py``) line by line (:func:`lab_photon_noise`): 8-bit dither, HU in the display
+  window ``disp_window`` [−1200, 800], μ = HU·(``mu_water`` − ``mu_air``)/1000 + ``mu_water``,
+  Poisson(exp(−μ)·N₀)/N₀, −log, back, window clip, 8 bits. The artifact images get N₀ =
+  ``photons_per_pixel`` (1.5·10⁷); its ``baseline`` gives every image of the split N₀ =
+  ``baseline_photons_per_pixel`` (2·10⁷; None = no baseline). ``mode="sinogram"`` draws the
+  Poisson noise on the rays of a ``radon`` projection instead and adds the FBP of the noise.
 * ``nlm`` — scikit-image non-local-means denoising (``h`` in image units, fast mode), which strips
   fine texture and high frequencies.
 * ``lowpass`` — ideal or Butterworth low-pass (``order``) at normalised cutoff ``omega``.
@@ -28,13 +28,11 @@ Families (parameters, their ranges and defaults are in ``FAMILIES``; ``list_arti
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
 
 import numpy as np
 
+from spectral_ray.families import ImageTransform, Param, ParamError, Registry, check_params
 from spectral_ray.spectrum import normalize_spectrum, radial_psd
 
 __all__ = [
@@ -45,60 +43,15 @@ __all__ = [
     "reference_images",
     "radius_grid",
     "FAMILIES",
+    "Param",
+    "ParamError",
+    "check_params",
+    "lab_photon_noise",
+    "LAB_PHOTON_NOISE",
 ]
 
-
-# ------------------------------------------------------------------------ parameter checking
-
-
-@dataclass(frozen=True)
-class Param:
-    default: Any
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    integer: bool = False
-    choices: tuple | None = None
-    allow_none: bool = False
-
-    def describe(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        kind = "integer" if self.integer else "number"
-        left = "(" if self.lo_open else "["
-        text = f"{kind} in {left}{self.lo:g}, {self.hi:g}]"
-        return text + (" or None" if self.allow_none else "")
-
-    def check(self, family: str, name: str, value):
-        if value is None and self.allow_none:
-            return None
-        bad = ValueError(f"{family}: parameter {name!r} must be {self.describe()}, got {value!r}")
-        if self.choices is not None:
-            if value not in self.choices:
-                raise bad
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise bad
-        if self.integer and float(value) != int(value):
-            raise bad
-        v = float(value)
-        if not math.isfinite(v) or v > self.hi or v < self.lo or (self.lo_open and v <= self.lo):
-            raise bad
-        return int(value) if self.integer else v
-
-
-def check_params(family: str, spec: dict[str, Param], params: dict) -> dict:
-    """Defaults filled in, values validated; unknown names and bad values raise ValueError."""
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise ValueError(
-            f"{family}: unknown parameter(s) {unknown}; allowed: "
-            + "; ".join(f"{k} ({p.describe()})" for k, p in spec.items())
-        )
-    out = {}
-    for name, p in spec.items():
-        out[name] = p.check(family, name, params.get(name, p.default))
-    return out
+# name -> Family; families register themselves below with @FAMILIES.register(...)
+FAMILIES = Registry("artifact")
 
 
 # ---------------------------------------------------------------------------- shared helpers
@@ -115,15 +68,6 @@ def apply_filter(images: np.ndarray, transfer: np.ndarray) -> np.ndarray:
     """Multiply the rfft2 of every (…, N, N) image by ``transfer`` (n, n//2+1); float64 out."""
     n = images.shape[-1]
     return np.fft.irfft2(np.fft.rfft2(images.astype(np.float64)) * transfer, s=(n, n))
-
-
-def _check_images(images) -> np.ndarray:
-    x = np.asarray(images)
-    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"images must be (n, C, N, N), got shape {x.shape}")
-    if x.shape[-1] % 2:
-        raise ValueError(f"image size must be even, got N={x.shape[-1]}")
-    return x
 
 
 @lru_cache(maxsize=16)
@@ -149,15 +93,17 @@ def reference_images(size: int, n: int = 16, seed: int = 0) -> np.ndarray:
 # ------------------------------------------------------------------------------- the object
 
 
-class Artifact:
-    """A planted artifact: ``artifact(images, rng) -> images`` plus its spectral signature."""
+class Artifact(ImageTransform):
+    """A planted artifact: ``artifact(images, rng) -> images`` plus its spectral signature.
 
-    family: str = ""
+    ``baseline`` is the transform every image of a split gets when this artifact is planted
+    (photon noise: the baseline dose), or None; on the artifact images the artifact replaces it.
+    """
 
-    def __init__(self, family: str, params: dict, fn: Callable[[np.ndarray, np.random.Generator, dict], np.ndarray]):
+    def __init__(self, family: str, params: dict):
         self.family = family
         self.params = dict(params)
-        self._fn = fn
+        self._fn = FAMILIES[family].fn
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -169,12 +115,18 @@ class Artifact:
     def __hash__(self) -> int:
         return hash((self.family, tuple(sorted(self.params.items()))))
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        x = _check_images(images)
-        if len(x) == 0 or self.family == "none":
-            return x.astype(np.float32, copy=True)
-        out = self._fn(x.astype(np.float32, copy=False), rng, self.params)
-        return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+    @property
+    def is_identity(self) -> bool:
+        return self.family == "none"
+
+    def _apply(self, x, rng):
+        return self._fn(x, rng, self.params)
+
+    @property
+    def baseline(self) -> Artifact | None:
+        rule = FAMILIES[self.family].baseline
+        params = rule(self.params) if rule is not None else None
+        return None if params is None else Artifact(self.family, params)
 
     def signature(self, size: int, n_samples: int = 16, seed: int = 0) -> np.ndarray:
         """Unit-sum radial PSD (``size//2 + 1`` bins) of ``artifact(x) − x`` averaged over
@@ -196,6 +148,11 @@ def _signature(art: Artifact, size: int, n_samples: int, seed: int) -> np.ndarra
 # ---------------------------------------------------------------------------------- families
 
 
+@FAMILIES.register("none", summary="identity (clean runs)")
+def _none(x, rng, p):
+    return x
+
+
 def _image_std(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1).std(axis=1).astype(np.float64)
 
@@ -211,6 +168,16 @@ def band_pattern(n_images: int, size: int, omega: float, bandwidth: float, rng: 
     return pattern / np.maximum(std, 1e-12)[:, None, None]
 
 
+@FAMILIES.register(
+    "band",
+    params={
+        "omega": Param(0.5, 0.0, 1.0, lo_open=True),
+        "amplitude": Param(0.1, 0.0, 10.0),
+        "bandwidth": Param(0.05, 0.0, 1.0, lo_open=True),
+    },
+    trial_keys={"artifact_omega": "omega", "artifact_amplitude": "amplitude"},
+    summary="additive random-phase ring at omega, std = amplitude × image std",
+)
 def _band(x, rng, p):
     n, _, size, _ = x.shape
     pattern = band_pattern(n, size, p["omega"], p["bandwidth"], rng)
@@ -218,48 +185,107 @@ def _band(x, rng, p):
     return x + (scale[:, None, None] * pattern)[:, None].astype(np.float32)
 
 
-def _hu_to_mu(x, p):
-    hu = p["hu_level"] + (x.astype(np.float64) - 0.5) * p["hu_width"]
-    return p["mu_water"] * (1.0 + hu / 1000.0)
+# The lab's constants (DovileDo/source-matters, include_noise.py): attenuation of water and air as
+# the lab sets them, the display window in HU, and the doses: every image 2·10⁷ photons per pixel,
+# the artifact images 1.5·10⁷ instead.
+LAB_PHOTON_NOISE = {"mu_water": 0.1837, "mu_air": 0.1662, "disp_window": (-1200.0, 800.0),
+                    "photons_per_pixel": 1.5e7, "baseline_photons_per_pixel": 2e7}
 
 
-def _mu_to_x(mu, p):
-    hu = (mu / p["mu_water"] - 1.0) * 1000.0
-    return (hu - p["hu_level"]) / p["hu_width"] + 0.5
+def _poisson_log(mu: np.ndarray, photons: float, rng: np.random.Generator) -> np.ndarray:
+    """The lab's measurement: −log(max(10⁻⁸, Poisson(exp(−mu)·photons) / photons))."""
+    proj = rng.poisson(np.exp(-mu) * photons) / photons
+    return -np.log(np.maximum(1e-8, proj))
 
 
-def _poisson_log(mu: np.ndarray, n0: float, rng: np.random.Generator) -> np.ndarray:
-    counts = rng.poisson(n0 * np.exp(-mu)).astype(np.float64)
-    return -np.log(np.maximum(counts, 0.5) / n0)
-
-
-# Default photons per ray when n0 is None: the lab's artifact dose in the image domain; in the
-# sinogram domain FBP amplifies projection noise (≈ 7–8× in std at 64 px), so the default dose is
-# raised 60× to give about the same added noise std (docs/SHORTCUTS.md).
-N0_DEFAULT = {"image": 1.5e7, "sinogram": 9e8}
-
-
-def _photon_noise(x, rng, p):
-    n0 = p["n0"] if p["n0"] is not None else N0_DEFAULT[p["mode"]]
-    if p["mode"] == "image":
-        mu = _hu_to_mu(x, p)
-        return _mu_to_x(_poisson_log(mu, n0, rng), p)
+def _sinogram_measure(mu: np.ndarray, photons: float, rng: np.random.Generator, n_angles: int | None) -> np.ndarray:
+    """``mu`` (n, C, N, N, the per-pixel line integrals of image mode) measured through a CT
+    sinogram: the map mu/N (so N pixels of water integrate to mu_water) is projected
+    (skimage ``radon``), Poisson noise drawn on each ray, and the ramp-filtered FBP of the
+    *difference* noisy − clean added back, so only the noise, not FBP's discretisation error,
+    enters the image."""
     from skimage.transform import iradon, radon
 
-    n, c, size, _ = x.shape
-    theta = np.linspace(0.0, 180.0, p["n_angles"] or size, endpoint=False)
-    out = np.empty_like(x, dtype=np.float64)
-    # mu per pixel so that `size` pixels of water integrate to mu_water.
-    per_pixel = _hu_to_mu(x, p) / size
+    n, c, size, _ = mu.shape
+    theta = np.linspace(0.0, 180.0, n_angles or size, endpoint=False)
+    out = np.empty_like(mu)
     for i in range(n):
         for ch in range(c):
-            sino = radon(per_pixel[i, ch], theta=theta, circle=False)
-            noisy = _poisson_log(sino, n0, rng)
-            delta = iradon(noisy - sino, theta=theta, circle=False, filter_name="ramp", output_size=size)
-            out[i, ch] = _mu_to_x(per_pixel[i, ch] * size + delta * size, p)
+            per_pixel = mu[i, ch] / size
+            sino = radon(per_pixel, theta=theta, circle=False)
+            delta = iradon(_poisson_log(sino, photons, rng) - sino, theta=theta, circle=False,
+                           filter_name="ramp", output_size=size)
+            out[i, ch] = mu[i, ch] + delta * size
     return out
 
 
+def lab_photon_noise(x: np.ndarray, rng: np.random.Generator, p: dict) -> np.ndarray:
+    """The lab's ``noise(img, PHOTONS_PER_PIXEL)`` on [0, 1] images, line by line.
+
+    x·255 (the lab's 8-bit scale) + U(0, 1) quantisation dither → HU = v/255·(b − a) + a for the
+    display window [a, b] → μ = HU·(μ_water − μ_air)/1000 + μ_water → −log(max(10⁻⁸,
+    Poisson(exp(−μ)·N₀)/N₀)) (``mode="sinogram"``: on the projections, see
+    :func:`_sinogram_measure`) → HU = 1000·(μ' − μ_water)/(μ_water − μ_air), clipped to the
+    window → 0–255 → ``astype(uint8)`` (truncation, as the lab's) → /255. On a continuous input
+    the dither and the truncation together are an unbiased stochastic rounding to 8 bits.
+    Returns float64 (n, C, N, N) on the 1/255 grid.
+    """
+    lo, hi = p["disp_window"]
+    mu_w, mu_a = p["mu_water"], p["mu_air"]
+    img = x.astype(np.float64) * 255.0
+    img = img + rng.uniform(0.0, 1.0, size=img.shape)
+    img = img / 255.0 * (hi - lo) + lo
+    img = img * (mu_w - mu_a) / 1000 + mu_w
+    if p["mode"] == "image":
+        proj = _poisson_log(img, p["photons_per_pixel"], rng)
+    else:
+        proj = _sinogram_measure(img, p["photons_per_pixel"], rng, p["n_angles"])
+    recon = 1000 * (proj - mu_w) / (mu_w - mu_a)
+    recon = np.clip(recon, lo, hi)
+    recon = (recon - lo) / (hi - lo) * 255.0
+    return recon.astype(np.uint8) / 255.0
+
+
+def _check_photon_noise(p: dict) -> None:
+    if not p["mu_air"] < p["mu_water"]:
+        raise ParamError(f"photon_noise: parameter 'mu_air' must be below mu_water={p['mu_water']:g}, got {p['mu_air']:g}",
+                         family="photon_noise", param="mu_air")
+
+
+def _photon_noise_baseline(p: dict) -> dict | None:
+    """Every image of the split is measured at the baseline dose (the artifact replaces it)."""
+    if p["baseline_photons_per_pixel"] is None:
+        return None
+    return dict(p, photons_per_pixel=p["baseline_photons_per_pixel"])
+
+
+FAMILIES.register(
+    "photon_noise",
+    params={
+        "photons_per_pixel": Param(LAB_PHOTON_NOISE["photons_per_pixel"], 1.0, 1e12),
+        "baseline_photons_per_pixel": Param(LAB_PHOTON_NOISE["baseline_photons_per_pixel"], 1.0, 1e12, allow_none=True),
+        "mu_water": Param(LAB_PHOTON_NOISE["mu_water"], 0.0, 30.0, lo_open=True),
+        "mu_air": Param(LAB_PHOTON_NOISE["mu_air"], 0.0, 30.0),
+        "disp_window": Param(LAB_PHOTON_NOISE["disp_window"], -5000.0, 5000.0, pair=True),
+        "mode": Param("image", choices=("image", "sinogram")),
+        "n_angles": Param(None, 8, 2048, integer=True, allow_none=True),
+    },
+    summary="the lab's CT dose reduction: Poisson(exp(−mu)·photons_per_pixel) per pixel or per ray; "
+            "every image of the split at baseline_photons_per_pixel",
+    validate=_check_photon_noise,
+    baseline=_photon_noise_baseline,
+)(lab_photon_noise)
+
+
+@FAMILIES.register(
+    "nlm",
+    params={
+        "h": Param(0.02, 0.0, 1.0, lo_open=True),
+        "patch_size": Param(5, 3, 15, integer=True),
+        "patch_distance": Param(6, 1, 20, integer=True),
+    },
+    summary="scikit-image non-local-means denoising with strength h (image units)",
+)
 def _nlm(x, rng, p):
     from skimage.restoration import denoise_nl_means
 
@@ -287,52 +313,18 @@ def lowpass_transfer(size: int, omega: float, kind: str = "butterworth", order: 
     return 1.0 / (1.0 + (r / omega) ** (2 * order))
 
 
+@FAMILIES.register(
+    "lowpass",
+    params={
+        "omega": Param(0.5, 0.0, 1.0, lo_open=True),
+        "kind": Param("butterworth", choices=("ideal", "butterworth")),
+        "order": Param(4, 1, 16, integer=True),
+    },
+    trial_keys={"artifact_omega": "omega"},
+    summary="ideal or Butterworth low-pass at normalised cutoff omega",
+)
 def _lowpass(x, rng, p):
     return apply_filter(x, lowpass_transfer(x.shape[-1], p["omega"], p["kind"], p["order"]))
-
-
-FAMILIES: dict[str, tuple[dict[str, Param], Callable, str]] = {
-    "none": ({}, lambda x, rng, p: x, "identity (clean runs)"),
-    "band": (
-        {
-            "omega": Param(0.5, 0.0, 1.0, lo_open=True),
-            "amplitude": Param(0.1, 0.0, 10.0),
-            "bandwidth": Param(0.05, 0.0, 1.0, lo_open=True),
-        },
-        _band,
-        "additive random-phase ring at omega, std = amplitude × image std",
-    ),
-    "photon_noise": (
-        {
-            "n0": Param(None, 1.0, 1e12, allow_none=True),
-            "mu_water": Param(10.0, 0.0, 30.0, lo_open=True),
-            "hu_level": Param(40.0, -1000.0, 3000.0),
-            "hu_width": Param(100.0, 1.0, 4000.0),
-            "mode": Param("image", choices=("image", "sinogram")),
-            "n_angles": Param(None, 8, 2048, integer=True, allow_none=True),
-        },
-        _photon_noise,
-        "CT dose reduction: Poisson(N0·exp(−mu)) in the image or the sinogram domain",
-    ),
-    "nlm": (
-        {
-            "h": Param(0.02, 0.0, 1.0, lo_open=True),
-            "patch_size": Param(5, 3, 15, integer=True),
-            "patch_distance": Param(6, 1, 20, integer=True),
-        },
-        _nlm,
-        "scikit-image non-local-means denoising with strength h (image units)",
-    ),
-    "lowpass": (
-        {
-            "omega": Param(0.5, 0.0, 1.0, lo_open=True),
-            "kind": Param("butterworth", choices=("ideal", "butterworth")),
-            "order": Param(4, 1, 16, integer=True),
-        },
-        _lowpass,
-        "ideal or Butterworth low-pass at normalised cutoff omega",
-    ),
-}
 
 
 def list_artifacts() -> list[str]:
@@ -348,10 +340,8 @@ def artifact_defaults(family: str) -> dict:
 def get_artifact(family: str, **params) -> Artifact:
     """The artifact ``family`` with ``params`` (defaults filled in, all validated).
 
-    Raises ValueError for an unknown family, an unknown parameter name, or a value outside its
-    allowed range (the message names the parameter and the range).
+    Raises :class:`~spectral_ray.families.ParamError` (a ValueError) for an unknown family, an
+    unknown parameter name, or a value outside its allowed range (the message names the
+    parameter and the range; ``.param`` carries its name).
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown artifact family {family!r}; families: {', '.join(FAMILIES)}")
-    spec, fn, _ = FAMILIES[family]
-    return Artifact(family, check_params(family, spec, params), fn)
+    return Artifact(family, FAMILIES.family(family).check(params))

@@ -129,9 +129,10 @@ class TrialConfig(BaseModel):
     def _check_names(self):
         """Cross-field checks; each error starts with ``[field]`` so the sweep validator can
         name the key at fault."""
-        from spectral_ray.artifacts import get_artifact
+        from spectral_ray.artifacts import FAMILIES, get_artifact
         from spectral_ray.data import list_datasets
-        from spectral_ray.editing import get_edit, is_edit
+        from spectral_ray.editing import EDITS, get_edit, is_edit
+        from spectral_ray.families import ParamError
 
         sources = list_datasets("source")
         if self.source != "none" and self.source not in sources:
@@ -152,14 +153,12 @@ class TrialConfig(BaseModel):
             raise ValueError(f"[fold] fold must be in [0, n_folds={self.n_folds}), got {self.fold}")
         if any(not 0 <= f < self.n_folds for f in self.folds):
             raise ValueError(f"[folds] folds must be in [0, n_folds={self.n_folds}), got {self.folds}")
-        try:
-            get_artifact(self.artifact, **self.artifact_kwargs())
-        except ValueError as e:
-            raise ValueError(f"[{_culprit(str(e), 'artifact', self.artifact_omega, self.artifact_amplitude)}] {e}") from None
-        try:
-            get_edit(self.edit, self.edit_strength, **self.edit_kwargs())
-        except ValueError as e:
-            raise ValueError(f"[{_culprit(str(e), 'edit', self.edit_omega, None)}] {e}") from None
+        for registry, make in ((FAMILIES, lambda: get_artifact(self.artifact, **self.artifact_kwargs())),
+                               (EDITS, lambda: get_edit(self.edit, self.edit_strength, **self.edit_kwargs()))):
+            try:
+                make()
+            except ParamError as e:
+                raise ValueError(f"[{_culprit(e, registry, self)}] {e}") from None
         for name in ("pretrain", "finetune"):
             try:
                 setattr(self, name, _recipe(getattr(self, name), DEFAULT_RECIPES[name], name))
@@ -170,21 +169,16 @@ class TrialConfig(BaseModel):
         return self
 
     def artifact_kwargs(self) -> dict:
+        """The artifact's parameters: ``artifact_params`` plus the trial keys its family reads."""
         from spectral_ray.artifacts import FAMILIES
 
-        spec = FAMILIES[self.artifact][0] if self.artifact in FAMILIES else {}
-        kw = dict(self.artifact_params)
-        if self.artifact_omega is not None and "omega" in spec:
-            kw["omega"] = self.artifact_omega
-        if self.artifact_amplitude is not None and "amplitude" in spec:
-            kw["amplitude"] = self.artifact_amplitude
-        return kw
+        return FAMILIES.trial_kwargs(self.artifact, dict(self), self.artifact_params)
 
     def edit_kwargs(self) -> dict:
-        kw = dict(self.edit_params)
-        if self.edit_omega is not None and self.edit in ("band_gain", "blend_lowpass", "blend_highpass"):
-            kw["omega"] = self.edit_omega
-        return kw
+        """The edit's parameters: ``edit_params`` plus the trial keys its family reads."""
+        from spectral_ray.editing import EDITS
+
+        return EDITS.trial_kwargs(self.edit, dict(self), self.edit_params)
 
     @property
     def effective_finetune_seed(self) -> int:
@@ -202,14 +196,18 @@ def _is_model(name: str) -> bool:
     return name in _timm_models()
 
 
-def _culprit(message: str, prefix: str, omega, amplitude) -> str:
-    """Which TrialConfig key an artifact/edit error is about, from the parameter it names."""
-    if message.startswith("unknown"):
-        return prefix
-    for param, value in (("'strength'", True), ("'omega'", omega), ("'amplitude'", amplitude)):
-        if param in message and value is not None:
-            return f"{prefix}_{param.strip(chr(39))}"
-    return f"{prefix}_params"
+def _culprit(error, registry, trial: TrialConfig) -> str:
+    """Which TrialConfig key a :class:`~spectral_ray.families.ParamError` of an artifact or edit
+    is about: the family key for an unknown family, ``edit_strength``, the trial key that set the
+    parameter, else the ``*_params`` dict."""
+    kind = registry.kind
+    if error.param is None:
+        return kind
+    if error.param == "strength" and kind == "edit":
+        return "edit_strength"
+    name = getattr(trial, kind)
+    key = registry[name].trial_key(error.param) if name in registry and error.family == name else None
+    return key if key is not None and getattr(trial, key) is not None else f"{kind}_params"
 
 
 def _unknown(key: str, value, allowed: list[str], show: int = 20) -> str:
@@ -323,19 +321,17 @@ def normalize_trial(flat: dict) -> dict:
     only in them are recognised as the same trial (e.g. ``artifact_omega`` for ``nlm``; the edit's
     family and band when its strength is 0, which is the unedited source)."""
     from spectral_ray.artifacts import FAMILIES
-    from spectral_ray.editing import is_edit
+    from spectral_ray.editing import EDITS, is_edit
 
     out = dict(flat)
-    family = out.get("artifact", _default("artifact"))
-    spec = FAMILIES.get(family, ({},))[0]
-    for key, param in (("artifact_omega", "omega"), ("artifact_amplitude", "amplitude")):
-        if key in out and param not in spec:
-            out[key] = None
-    edit, strength = out.get("edit", "none"), out.get("edit_strength", 0.0)
-    if not is_edit(edit, strength):
-        for key, value in (("edit", "none"), ("edit_strength", 0.0), ("edit_omega", None), ("edit_params", {})):
+    if not is_edit(out.get("edit", "none"), out.get("edit_strength", 0.0)):
+        for key, value in (("edit", "none"), ("edit_strength", 0.0), ("edit_params", {})):
             if key in out:
                 out[key] = value
+    for registry in (FAMILIES, EDITS):
+        for key in registry.ignored_keys(out.get(registry.kind, _default(registry.kind))):
+            if key in out:
+                out[key] = None
     return out
 
 
@@ -438,8 +434,10 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
     # each value on its own (clear messages), then every trial of the grid (combinations)
     fixed = {k: v for options in axes.values() for k, v in options[0].items()}
     for key, options in axes.items():
+        # an option replaces its axis's first option entirely: keys only that one sets must not leak
+        base = {k: v for k, v in fixed.items() if k not in options[0]}
         for option in options:
-            _validate_trial({**fixed, **option}, source, key if len(option) == 1 else None, next(iter(option.values())))
+            _validate_trial({**base, **option}, source, key if len(option) == 1 else None, next(iter(option.values())))
     trials = sweep.trials()
     missing = sorted({m for flat in trials for m in missing_paths(flat)})
     if missing:

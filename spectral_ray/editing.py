@@ -26,14 +26,17 @@ so through the dataset registry and caches the edited arrays on disk.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 
-from spectral_ray.artifacts import Param, _check_images, apply_filter, check_params, get_artifact, lowpass_transfer, radius_grid
+from spectral_ray.artifacts import apply_filter, get_artifact, lowpass_transfer, radius_grid
 from spectral_ray.data.registry import ImageDataset, get_dataset, load_or_build
+from spectral_ray.families import ImageTransform, Param, Registry
 
 __all__ = ["Edit", "get_edit", "list_edits", "edit_dataset", "get_edited_dataset", "is_edit", "EDITS"]
+
+# name -> Family; families register themselves below with @EDITS.register(...)
+EDITS = Registry("edit")
 
 _CHUNK = 512
 
@@ -56,14 +59,14 @@ def is_edit(family, strength) -> bool:
     return math.isfinite(s) and s != 0.0
 
 
-class Edit:
+class Edit(ImageTransform):
     """A source-data edit: ``edit(images, rng) -> images``."""
 
-    def __init__(self, family: str, strength: float, params: dict, fn: Callable):
+    def __init__(self, family: str, strength: float, params: dict):
         self.family = family
         self.strength = strength
         self.params = dict(params)
-        self._fn = fn
+        self._fn = EDITS[family].fn
 
     def __repr__(self) -> str:
         args = "".join(f", {k}={v!r}" for k, v in self.params.items())
@@ -73,16 +76,17 @@ class Edit:
     def is_identity(self) -> bool:
         return not is_edit(self.family, self.strength)
 
+    def _apply(self, x, rng):
+        return self._fn(x, rng, self.strength, self.params)
+
     def config(self) -> dict:
         """A JSON-able description (family, strength, params) for cache keys and reports."""
         return {"family": self.family, "strength": self.strength, "params": dict(self.params)}
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        x = _check_images(images)
-        if self.is_identity or len(x) == 0:
-            return np.array(x, dtype=np.float32, copy=True)
-        out = self._fn(x.astype(np.float32, copy=False), rng, self.strength, self.params)
-        return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+@EDITS.register("none", strength=Param(0.0, -math.inf, math.inf), summary="identity at any strength")
+def _none(x, rng, s, p):
+    return x
 
 
 def band_gain_transfer(size: int, omega: float, bandwidth: float) -> np.ndarray:
@@ -91,6 +95,13 @@ def band_gain_transfer(size: int, omega: float, bandwidth: float) -> np.ndarray:
     return np.exp(-0.5 * ((radius_grid(size) - omega) / sigma) ** 2)
 
 
+@EDITS.register(
+    "band_gain",
+    strength=Param(0.0, -1.0, 10.0),
+    params={"omega": Param(0.25, 0.0, 1.0), "bandwidth": Param(0.1, 0.0, 2.0, lo_open=True)},
+    trial_keys={"edit_omega": "omega"},
+    summary="x' = F⁻¹(F(x)·(1 + s·B(ω))), B a Gaussian bump at omega with FWHM bandwidth",
+)
 def _band_gain(x, rng, s, p):
     return apply_filter(x, 1.0 + s * band_gain_transfer(x.shape[-1], p["omega"], p["bandwidth"]))
 
@@ -99,15 +110,31 @@ def _lowpassed(x, p):
     return apply_filter(x, lowpass_transfer(x.shape[-1], p["omega"], "butterworth", p["order"]))
 
 
+_FILTER = {"omega": Param(0.25, 0.0, 1.0, lo_open=True), "order": Param(2, 1, 16, integer=True)}
+
+
+@EDITS.register("blend_lowpass", strength=Param(0.0, 0.0, 1.0), params=_FILTER, trial_keys={"edit_omega": "omega"},
+                summary="x' = (1 − s)·x + s·LP(x), LP a Butterworth low-pass at omega")
 def _blend_lowpass(x, rng, s, p):
     return (1.0 - s) * x + s * _lowpassed(x, p)
 
 
+@EDITS.register("blend_highpass", strength=Param(0.0, 0.0, 1.0), params=_FILTER, trial_keys={"edit_omega": "omega"},
+                summary="x' = (1 − s)·x + s·HP(x), HP(x) = x − LP(x) + mean(x)")
 def _blend_highpass(x, rng, s, p):
     high = x - _lowpassed(x, p) + x.mean(axis=(-2, -1), keepdims=True)
     return (1.0 - s) * x + s * high
 
 
+def _inoculate_params(params: dict) -> dict:
+    """``artifact`` (family name, default ``"band"``) + that artifact's own parameters, validated."""
+    params = dict(params)
+    art = get_artifact(params.pop("artifact", "band"), **params)
+    return {"artifact": art.family, "artifact_params": art.params}
+
+
+@EDITS.register("inoculate", strength=Param(0.0, 0.0, 1.0), parse=_inoculate_params,
+                summary="each image, with probability s and regardless of label, gets an artifact")
 def _inoculate(x, rng, s, p):
     art = get_artifact(p["artifact"], **p["artifact_params"])
     hit = rng.random(len(x)) < s
@@ -115,22 +142,6 @@ def _inoculate(x, rng, s, p):
     if hit.any():
         out[hit] = art(x[hit], rng)
     return out
-
-
-_FILTER = {"omega": Param(0.25, 0.0, 1.0, lo_open=True), "order": Param(2, 1, 16, integer=True)}
-
-# family -> (strength range, param spec, function)
-EDITS: dict[str, tuple[Param, dict[str, Param], Callable]] = {
-    "none": (Param(0.0, -math.inf, math.inf), {}, lambda x, rng, s, p: x),
-    "band_gain": (
-        Param(0.0, -1.0, 10.0),
-        {"omega": Param(0.25, 0.0, 1.0), "bandwidth": Param(0.1, 0.0, 2.0, lo_open=True)},
-        _band_gain,
-    ),
-    "blend_lowpass": (Param(0.0, 0.0, 1.0), dict(_FILTER), _blend_lowpass),
-    "blend_highpass": (Param(0.0, 0.0, 1.0), dict(_FILTER), _blend_highpass),
-    "inoculate": (Param(0.0, 0.0, 1.0), {}, _inoculate),
-}
 
 
 def list_edits() -> list[str]:
@@ -141,20 +152,13 @@ def get_edit(family: str, strength: float = 0.0, **params) -> Edit:
     """The edit ``family`` at ``strength`` with ``params`` (defaults filled in, all validated).
 
     ``inoculate`` takes ``artifact`` (family name, default ``"band"``) and that artifact's own
-    parameters. Unknown family/parameter or a value out of range → ValueError naming it.
+    parameters. Unknown family/parameter or a value out of range →
+    :class:`~spectral_ray.families.ParamError` (a ValueError) naming it.
     """
-    if family not in EDITS:
-        raise ValueError(f"unknown edit family {family!r}; families: {', '.join(EDITS)}")
-    s_spec, spec, fn = EDITS[family]
+    fam = EDITS.family(family)
     if family != "none":
-        strength = s_spec.check(family, "strength", strength)
-    if family == "inoculate":
-        art_family = params.pop("artifact", "band")
-        art = get_artifact(art_family, **params)  # validates the artifact's parameters
-        checked = {"artifact": art.family, "artifact_params": art.params}
-    else:
-        checked = check_params(family, spec, params)
-    return Edit(family, float(strength), checked, fn)
+        strength = fam.strength.check(family, "strength", strength)
+    return Edit(family, float(strength), fam.check(params))
 
 
 def edit_dataset(dataset: ImageDataset, edit: Edit, seed: int) -> ImageDataset:

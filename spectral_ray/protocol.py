@@ -17,6 +17,10 @@ image per patient):
   (half to even). ``test_iid`` is clean; ``test_ood`` has the artifact on every negative
   (label 0) test image, its noise drawn from a generator seeded with (seed, test_seed) only, so
   test_ood is identical across folds.
+* **baseline** — an artifact may carry a baseline transform (``artifact.baseline``; photon noise:
+  the baseline dose) that every image of train, val, test_iid and test_ood gets; the artifact
+  images get the artifact instead. Its draws depend on neither d nor the mask, and test_iid and
+  test_ood share them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ __all__ = ["Splits", "make_splits", "fixed_test_split", "artifact_count", "DEGRA
 DEGRADATIONS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
 
 # Stream ids keep the generators of the different random choices independent.
-_PICK_TRAIN, _PICK_VAL, _NOISE_TRAIN, _NOISE_VAL, _NOISE_TEST = range(5)
+_PICK_TRAIN, _PICK_VAL, _NOISE_TRAIN, _NOISE_VAL, _NOISE_TEST, _BASELINE = range(6)
 
 
 @dataclass
@@ -104,9 +108,17 @@ def fixed_test_split(dataset: ImageDataset, test_fraction: float = 0.2, test_see
     return np.sort(pool), np.sort(test)
 
 
-def _with_artifact(ds: ImageDataset, mask: np.ndarray, artifact: Artifact, rng: np.random.Generator) -> ImageDataset:
+def _with_artifact(ds: ImageDataset, mask: np.ndarray, artifact: Artifact, rng: np.random.Generator,
+                   baseline_rng: np.random.Generator) -> ImageDataset:
+    """Every image gets the artifact's baseline (photon noise: the baseline dose; most artifacts
+    have none), drawn from ``baseline_rng`` whatever the mask; the ``mask`` images get the
+    artifact instead, applied to the original image (as the lab's include_noise.py does)."""
+    original = ds.images
+    baseline = artifact.baseline
+    if baseline is not None:
+        ds.images = baseline(original, baseline_rng)
     if mask.any() and artifact.family != "none":
-        ds.images[mask] = artifact(ds.images[mask], rng)
+        ds.images[mask] = artifact(original[mask], rng)
     return ds
 
 
@@ -177,13 +189,15 @@ def make_splits(
         chosen = rng(pick, fold).choice(pos, size=k, replace=False) if k else np.empty(0, int)
         mask = np.zeros(len(ds), bool)
         mask[chosen] = True
-        parts[name] = _with_artifact(ds, mask, artifact, rng(noise, fold))
+        parts[name] = _with_artifact(ds, mask, artifact, rng(noise, fold), rng(_BASELINE, noise, fold))
         masks[name] = mask
-    test_iid = _subset(dataset, test)
+    # the baseline's draws are shared by test_iid and test_ood: their positives are the same images
+    test_rng = (_NOISE_TEST, 10_000 + test_seed)
     masks["test_iid"] = np.zeros(len(test), bool)
+    test_iid = _with_artifact(_subset(dataset, test), masks["test_iid"], artifact, rng(*test_rng), rng(_BASELINE, *test_rng))
     test_ood = _subset(dataset, test)
     masks["test_ood"] = test_ood.labels == 0
-    test_ood = _with_artifact(test_ood, masks["test_ood"], artifact, rng(_NOISE_TEST, 10_000 + test_seed))
+    test_ood = _with_artifact(test_ood, masks["test_ood"], artifact, rng(*test_rng), rng(_BASELINE, *test_rng))
 
     return Splits(
         train=parts["train"],

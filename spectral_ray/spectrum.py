@@ -8,6 +8,10 @@ Conventions used throughout the project:
   the Nyquist ring are left out. A radial PSD is the *mean* power over each ring, shape
   ``(..., K + 1)``.
 * The normalised radial frequency of bin k is ω̄_k = k / K ∈ [0, 1] (``frequency_axis``).
+* A learning priority is measured three ways (``learning_priority(measure=…)``, ``MEASURES``):
+  ``power`` (this project's, used by every trial, figure and finding), ``freqbias`` (an exact
+  port of Lin et al.'s zhiyugege/FreqBias ``grad.py``) and ``lin2022_centred`` (the same idea on
+  this module's centred rings). ``measure_axis(measure, N)`` gives each one's x-axis.
 * A unit-sum spectrum is a distribution over frequency (centroid, band mass, entropy,
   alignment); a unit-max spectrum is what the paper plots.
 """
@@ -21,11 +25,17 @@ import numpy as np
 import torch
 
 Normalize = Literal[None, "sum", "max"]
-Measure = Literal["power", "lin2022"]
+Measure = Literal["power", "freqbias", "lin2022_centred"]
+MEASURES = ("power", "freqbias", "lin2022_centred")
 
 __all__ = [
     "radial_psd",
     "learning_priority",
+    "MEASURES",
+    "check_measure",
+    "measure_axis",
+    "freqbias_profile",
+    "lin2022_centred_profile",
     "normalize_spectrum",
     "frequency_axis",
     "summarize",
@@ -129,16 +139,76 @@ def _input_gradients(model, x, y, loss_fn) -> torch.Tensor:
     return grad.float().sum(dim=1)  # channels summed -> (B, N, N), fp32 even under bf16
 
 
-def _lin2022_profile(g: torch.Tensor) -> torch.Tensor:
-    """Prior art (Lin et al., IJCAI 2022): per image |FFT| ring means, DC and outermost bins
-    dropped (set to 0) and the rest min–max scaled to [0, 1] per image."""
+def check_measure(measure: str) -> str:
+    """``measure`` if it is one of :data:`MEASURES`, else ValueError listing them."""
+    if measure == "lin2022":
+        raise ValueError("measure 'lin2022' is ambiguous: use 'freqbias' (an exact port of Lin et al.'s "
+                         "FreqBias grad.py) or 'lin2022_centred' (its idea on this project's centred rings, "
+                         "what 'lin2022' used to compute); the README's \"The measurement\" compares them")
+    if measure not in MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; allowed: {', '.join(map(repr, MEASURES))}")
+    return measure
+
+
+def _min_max(profile: torch.Tensor) -> torch.Tensor:
+    lo = profile.min(-1, keepdim=True)[0]
+    hi = profile.max(-1, keepdim=True)[0]
+    return (profile - lo) / (hi - lo).clamp_min(torch.finfo(profile.dtype).tiny)
+
+
+def lin2022_centred_profile(g: torch.Tensor) -> torch.Tensor:
+    """Lin et al.'s idea on this module's rings (centred at DC, rounded radius, corners beyond
+    Nyquist left out): per image the |FFT| ring means k = 0 … K, bins 0 and K set to 0 and the
+    rest min–max scaled to [0, 1]. ``g`` (B, N, N) → (B, N/2 + 1); x-axis k/K."""
     amp = radial_psd(g, magnitude=True)
-    inner = amp[..., 1:-1]
-    lo = inner.min(-1, keepdim=True)[0]
-    hi = inner.max(-1, keepdim=True)[0]
     out = torch.zeros_like(amp)
-    out[..., 1:-1] = (inner - lo) / (hi - lo).clamp_min(torch.finfo(amp.dtype).tiny)
+    out[..., 1:-1] = _min_max(amp[..., 1:-1])
     return out
+
+
+@lru_cache(maxsize=16)
+def _freqbias_rings(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """grad.py's ``azimuthalAverage`` bins for an n×n fftshifted spectrum: ring index floor(r),
+    r the distance from ((n−1)/2, (n−1)/2), the pixel grid's centre (fftshift puts DC at n/2);
+    returns (ring of each pixel, pixels per ring, m = the largest ring, the corner's)."""
+    y, x = np.indices((n, n))
+    centre = np.array([(x.max() - x.min()) / 2.0, (y.max() - y.min()) / 2.0])
+    ring = np.hypot(x - centre[0], y - centre[1]).astype(int)
+    m = int(ring.max())
+    counts = np.bincount(ring.ravel(), minlength=m + 1)
+    if (counts == 0).any():  # grad.py: "Assumes all radii represented"
+        raise ValueError(f"freqbias: a ring between 0 and {m} is empty at N={n}; grad.py's binning needs every radius")
+    return (torch.from_numpy(ring.ravel()).to(device), torch.from_numpy(counts).to(device, torch.float64), m)
+
+
+def freqbias_profile(g: torch.Tensor) -> torch.Tensor:
+    """FreqBias ``grad.py`` ``cal_power``'s per-image profile: |fftshift(fft2(g))| averaged over
+    rings floor(r) = 1 … m − 1 (ring 0 and the corner ring m dropped, as ``azimuthalAverage``'s
+    cumulative sums do), min–max scaled to [0, 1] per image. Float64.
+
+    ``g`` (B, N, N) → (B, m − 1), m = floor((N − 1)/√2) (43 bins at 64 px); x-axis
+    :func:`measure_axis`. One deviation: a constant profile (e.g. a zero gradient) gives 0s here
+    where grad.py divides 0 by 0."""
+    if g.ndim != 3 or g.shape[-1] != g.shape[-2]:
+        raise ValueError(f"expected (B, N, N) gradient maps, got shape {tuple(g.shape)}")
+    ring, counts, m = _freqbias_rings(g.shape[-1], str(g.device))
+    mag = torch.fft.fftshift(torch.fft.fft2(g.double()), dim=(-2, -1)).abs().flatten(-2)
+    sums = torch.zeros(g.shape[0], m + 1, dtype=torch.float64, device=g.device).index_add_(-1, ring, mag)
+    return _min_max(sums[:, 1:m] / counts[1:m])
+
+
+def measure_axis(measure: str, size: int) -> np.ndarray:
+    """The x-axis of a ``measure``'s spectrum at image size N = ``size``: ``power`` and
+    ``lin2022_centred`` bin k = 0 … K at k/K (K = N/2, 1 = Nyquist along an axis); ``freqbias``
+    bin j = 1 … m − 1 (floored radius from the grid centre) at j/m, m = floor((N − 1)/√2) the
+    corner radius (so the axis-Nyquist ring sits near 0.71)."""
+    if check_measure(measure) == "freqbias":
+        m = _freqbias_rings(int(size), "cpu")[2]
+        return np.arange(1, m) / m
+    return frequency_axis(int(size) // 2 + 1)
+
+
+_PROFILES = {"power": lambda g: radial_psd(g), "freqbias": freqbias_profile, "lin2022_centred": lin2022_centred_profile}
 
 
 CPU_PRIORITY_PIXELS = 2**19  # learning_priority's default batch on the CPU, in pixels
@@ -174,14 +244,19 @@ def learning_priority(
         normalize: ``"sum"`` (a distribution over frequency), ``"max"`` (the paper's plots) or None.
         loss: ``loss(logits, labels) -> scalar`` summed over the batch; cross-entropy by default.
         per_class: return ``{label: spectrum}`` over the images of each class instead.
-        measure: ``"power"`` (|FFT|², this project's definition) or ``"lin2022"`` (the prior art's
-            per-image min–max scaled |FFT| with DC and outermost bins zeroed, for comparison).
+        measure: ``"power"`` (ring-mean |FFT|², this project's definition, N/2 + 1 bins),
+            ``"freqbias"`` (Lin et al.'s grad.py exactly: per-image min–max scaled |FFT| over
+            grad.py's rings, m − 1 bins, :func:`freqbias_profile`) or ``"lin2022_centred"``
+            (:func:`lin2022_centred_profile`, N/2 + 1 bins). Anything else → ValueError. The
+            x-axis of each: :func:`measure_axis`. grad.py's own output is ``normalize=None``.
         autocast_dtype: run the forward pass under ``torch.autocast`` (e.g. ``torch.bfloat16``);
             gradients and spectra are still accumulated in fp32.
 
     Returns:
-        float32 CPU tensor ``(N//2 + 1,)`` (or a dict of them with ``per_class``).
+        float32 CPU tensor ``(N//2 + 1,)`` (freqbias: ``(m − 1,)``), or a dict of them with
+        ``per_class``.
     """
+    profile = _PROFILES[check_measure(measure)]
     loss_fn = loss or (lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
     device = next(model.parameters()).device
     # row-major batches and deterministic CUDA kernels: the same kernels as in fit
@@ -207,7 +282,7 @@ def learning_priority(
                         g = _input_gradients(model, x, y, loss_fn)
                 else:
                     g = _input_gradients(model, x, y, loss_fn)
-                spectra = (_lin2022_profile(g) if measure == "lin2022" else radial_psd(g)).double().cpu()
+                spectra = profile(g).double().cpu()
                 keys = y.cpu().tolist() if per_class else [0] * len(y)
                 for key in set(keys):
                     rows = spectra[torch.tensor(keys) == key]

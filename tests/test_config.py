@@ -110,3 +110,41 @@ def test_cases_pair_values_and_ignored_keys_do_not_duplicate(tmp_path):
     # the first axis varies fastest
     assert [t["artifact"] for t in trials[:3]] == ["photon_noise", "nlm", "band"]
     assert {t["fold"] for t in trials[:4]} == {0}
+
+
+def test_family_keys_come_from_the_registries():
+    """artifact/edit kwargs, normalisation and the key named in an error follow each family's
+    declared trial keys, with no family names in the config."""
+    from spectral_ray.config import normalize_trial
+
+    cfg = TrialConfig(artifact="lowpass", artifact_omega=0.3, artifact_amplitude=0.2, edit="blend_lowpass",
+                      edit_strength=0.5, edit_omega=0.4, edit_params={"order": 3})
+    assert cfg.artifact_kwargs() == {"omega": 0.3}
+    assert cfg.edit_kwargs() == {"order": 3, "omega": 0.4}
+    flat = normalize_trial({"artifact": "lowpass", "artifact_omega": 0.3, "artifact_amplitude": 0.2,
+                            "edit": "inoculate", "edit_strength": 0.5, "edit_omega": 0.4})
+    assert flat["artifact_omega"] == 0.3 and flat["artifact_amplitude"] is None and flat["edit_omega"] is None
+    for kwargs, key in (({"artifact": "band", "artifact_omega": 0.9, "artifact_params": {"bandwidth": 5}}, "artifact_params"),
+                        ({"artifact": "band", "artifact_params": {"omega": 2.0}}, "artifact_params"),
+                        ({"artifact": "band", "artifact_params": {"freq": 0.1}}, "artifact_params"),
+                        ({"artifact": "lowpass", "artifact_omega": 1.0, "artifact_params": {"order": 0}}, "artifact_params"),
+                        ({"artifact": "photon_noise", "artifact_params": {"mu_air": 1.0}}, "artifact_params"),
+                        ({"artifact": "jpeg"}, "artifact"),
+                        ({"edit": "band_gain", "edit_strength": 1.0, "edit_omega": 1.5}, "edit_omega"),
+                        ({"edit": "band_gain", "edit_strength": 11.0}, "edit_strength"),
+                        ({"edit": "band_gain", "edit_strength": 1.0, "edit_params": {"bandwidth": 0}}, "edit_params"),
+                        ({"edit": "sharpen", "edit_strength": 1.0}, "edit")):
+        with pytest.raises(ValueError) as e:
+            TrialConfig(**kwargs)
+        assert f"[{key}]" in str(e.value), (kwargs, str(e.value))
+
+
+def test_a_later_case_is_validated_without_the_first_cases_keys(tmp_path):
+    """Keys that only the first case sets (here its artifact_params) must not be merged into the
+    other cases when each value is validated on its own."""
+    raw = {"name": "cases", "storage": str(tmp_path), "params": {"shortcut": {"cases": [
+        {"target": "ct_lesion", "artifact": "photon_noise", "artifact_params": {"photons_per_pixel": 500000}},
+        {"target": "mri_knee", "artifact": "nlm"}]}}}
+    trials = parse_sweep(raw).trials()
+    assert [(t["artifact"], t["artifact_params"]) for t in trials] == [
+        ("photon_noise", {"photons_per_pixel": 500000}), ("nlm", {})]

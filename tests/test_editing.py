@@ -163,3 +163,36 @@ def test_is_edit_is_the_one_rule_negative_strengths_included():
     t = pd.DataFrame({"edit": ["band_gain", "band_gain", "none"], "edit_strength": [-0.5, 0.0, 1.0]})
     assert is_edited(t).tolist() == [True, False, False]
     assert edit_label(t).tolist() == ["band_gain s=-0.5", "unedited", "unedited"]
+
+
+def test_band_gain_is_bit_identical_to_before_the_registry():
+    """Digests of the pre-registry code (commit 0b1fa95) on this project's numpy; see
+    tests/test_artifacts.py's BAND_DIGESTS for the caveat."""
+    import hashlib
+
+    x = reference_images(32, 6, seed=3).copy()
+
+    def digest(a):
+        return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+    assert digest(get_edit("band_gain", 1.0, omega=0.5)(x, np.random.default_rng(2))) == "3aa66674d4bf0845"
+    assert digest(get_edit("band_gain", -0.5, omega=0.3)(x, np.random.default_rng(2))) == "252b4823e0478b4b"
+
+
+def test_edit_registry_declares_strength_params_and_trial_keys():
+    from spectral_ray.config import TrialConfig
+    from spectral_ray.editing import EDITS
+    from spectral_ray.families import ImageTransform, ParamError
+
+    assert isinstance(get_edit("band_gain", 1.0), ImageTransform)
+    for name, fam in EDITS.items():
+        assert fam.strength is not None and fam.summary
+        assert all(key in TrialConfig.model_fields and p in fam.params for key, p in fam.trial_keys.items())
+    assert {n for n, f in EDITS.items() if "edit_omega" in f.trial_keys} == {"band_gain", "blend_lowpass", "blend_highpass"}
+    assert EDITS.ignored_keys("inoculate") == ["edit_omega"]
+    with pytest.raises(ParamError) as e:
+        get_edit("band_gain", 20.0)
+    assert e.value.param == "strength" and e.value.family == "band_gain"
+    with pytest.raises(ParamError) as e:
+        get_edit("inoculate", 0.5, artifact="band", omega=2.0)
+    assert (e.value.family, e.value.param) == ("band", "omega")

@@ -207,13 +207,112 @@ def test_per_class_and_numpy_input():
     torch.testing.assert_close(sum(by_class.values()) / 3, pooled, rtol=1e-4, atol=0)
 
 
-def test_lin2022_measure():
+def test_lin2022_centred_measure():
     model = _small_cnn()
     x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 3, (6,))
-    p = S.learning_priority(model, x, y, measure="lin2022", normalize="max")
+    p = S.learning_priority(model, x, y, measure="lin2022_centred", normalize="max")
     assert p.shape == (17,)
     assert p[0] == 0 and p[-1] == 0  # DC and outermost bins dropped
     assert float(p.max()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("measure", ["lin2022", "freq_bias", "psd"])
+def test_unknown_or_ambiguous_measure_is_rejected(measure):
+    model = _small_cnn()
+    with pytest.raises(ValueError) as e:
+        S.learning_priority(model, torch.rand(2, 3, 16, 16), torch.tensor([0, 1]), measure=measure)
+    for name in ("freqbias", "lin2022_centred"):
+        assert name in str(e.value)
+    if measure != "lin2022":
+        assert "'power'" in str(e.value)
+
+
+# ---- zhiyugege/FreqBias grad.py, transcribed (azimuthalAverage and cal_power verbatim; the
+# gradients as its eval_model takes them: CrossEntropyLoss (mean), loss.backward(), inp.grad).
+
+
+def _grad_py_azimuthalAverage(image, center=None):
+    y, x = np.indices(image.shape)
+
+    if not center:
+        center = np.array([(x.max()-x.min())/2.0, (y.max()-y.min())/2.0])
+
+    r = np.hypot(x - center[0], y - center[1])
+    ind = np.argsort(r.flat)
+    r_sorted = r.flat[ind]
+    i_sorted = image.flat[ind]
+    r_int = r_sorted.astype(int)
+    deltar = r_int[1:] - r_int[:-1]  # Assumes all radii represented
+    rind = np.where(deltar)[0] # location of changed radius
+    nr = rind[1:] - rind[:-1]        # number of radius bin
+
+    # Cumulative sum to figure out sums for each radius bin
+    csim = np.cumsum(i_sorted, dtype=float)
+    tbin = csim[rind[1:]] - csim[rind[:-1]]
+    radial_prof = tbin / nr
+    return radial_prof
+
+
+def _grad_py_cal_power(grad):
+    psd1D_total = []
+    grad = grad.transpose(0,2,3,1)
+    for i in range(len(grad)):
+        data = grad[i]
+        data = np.sum(data,axis=2)
+        # grad.py ran on numpy 1.x, whose fft2 computes float32 input in float64; numpy >= 2 keeps
+        # float32, so the cast restores the original arithmetic
+        f = np.fft.fft2(data.astype(np.float64))
+        fshift = np.fft.fftshift(f)
+
+        magnitude_spectrum = np.abs(fshift)
+        psd1D = _grad_py_azimuthalAverage(magnitude_spectrum)
+        psd1D = (psd1D-np.min(psd1D))/(np.max(psd1D)-np.min(psd1D))
+        psd1D_total.append(psd1D)
+    psd1D_total = np.array(psd1D_total)
+    _dim = psd1D_total.shape[1]
+    psd1D_org_mean = np.zeros(_dim)
+    for x in range(_dim):
+        psd1D_org_mean[x] = np.mean(psd1D_total[:,x])
+    return psd1D_org_mean
+
+
+def _grad_py_input_gradients(model, images, labels, batch_size=4):
+    criterion = torch.nn.CrossEntropyLoss()
+    model = model.eval()
+    grad_arr = []
+    for start in range(0, len(images), batch_size):
+        inp = images[start:start + batch_size].clone().requires_grad_(True)
+        loss = criterion(model(inp), labels[start:start + batch_size])
+        loss.backward()
+        grad_arr.append(inp.grad.cpu().detach())
+    return torch.cat(grad_arr).numpy()
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_freqbias_equals_a_transcription_of_grad_py(size):
+    model = _small_cnn()
+    gen = torch.Generator().manual_seed(size)
+    x, y = torch.rand(10, 3, size, size, generator=gen), torch.randint(0, 3, (10,), generator=gen)
+    expected = _grad_py_cal_power(_grad_py_input_gradients(model, x, y))
+    ours = S.learning_priority(model, x, y, measure="freqbias", normalize=None, batch_size=3)
+    m = int((size - 1) / np.sqrt(2))
+    assert expected.shape == ours.shape == (m - 1,)  # 20 bins at 32 px, 43 at 64 px
+    assert np.abs(ours.double().numpy() - expected).max() <= 1e-6
+    # the profile on identical gradient maps agrees to float64 rounding
+    g = torch.from_numpy(_grad_py_input_gradients(model, x, y)).sum(1)
+    per_image = S.freqbias_profile(g).mean(0).numpy()
+    np.testing.assert_allclose(per_image, _grad_py_cal_power(g[:, None].numpy()), rtol=0, atol=1e-12)
+    assert S.measure_axis("freqbias", size).shape == (m - 1,)
+
+
+def test_freqbias_differs_from_the_centred_variant():
+    """The two are not the same number: centre, rounding and corners differ (README)."""
+    model = _small_cnn()
+    x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 3, (6,))
+    fb = S.learning_priority(model, x, y, measure="freqbias", normalize=None)
+    lc = S.learning_priority(model, x, y, measure="lin2022_centred", normalize=None)
+    assert fb.shape == (20,) and lc.shape == (17,)
+    np.testing.assert_allclose(S.measure_axis("lin2022_centred", 32), np.arange(17) / 16)
 
 
 def test_bf16_autocast_keeps_fp32_spectra():

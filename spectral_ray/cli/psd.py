@@ -17,8 +17,10 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
     p.add_argument("--dataset", default=None, help="registered dataset to draw images from "
                    "(default: synthetic 1/f² random fields with random labels)")
-    p.add_argument("--measure", choices=["power", "lin2022"], default="power",
-                   help="power spectrum of gradients (default) or the prior art's min–max scaled |FFT|")
+    p.add_argument("--measure", choices=["power", "freqbias", "lin2022_centred"], default="power",
+                   help="power: ring-mean |FFT|² of the gradients (default, what sweeps measure); freqbias: "
+                   "Lin et al.'s FreqBias grad.py exactly (per-image min–max |FFT|, its rings); "
+                   "lin2022_centred: the same on centred rings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("psd.png"), help="PNG path (default: psd.png)")
     p.set_defaults(func=run)
@@ -46,7 +48,7 @@ def run(args) -> int:
     from spectral_ray.cli import UserError
     from spectral_ray.models import create_model
     from spectral_ray.plots import plot_spectra
-    from spectral_ray.spectrum import frequency_axis, learning_priority, summarize
+    from spectral_ray.spectrum import learning_priority, measure_axis, summarize
 
     if args.size % 2 or args.size < 8:
         raise UserError(f"--size must be an even number of pixels ≥ 8, got {args.size}")
@@ -68,14 +70,20 @@ def run(args) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     p = learning_priority(model, images, labels, measure=args.measure).numpy()
-    omega = frequency_axis(len(p))
-    print(f"learning priority of {args.model} (random init) on {len(labels)} images of {args.size} px")
-    print(f"{'k':>3}  {'ω̄':>5}  {'unit-sum':>9}  {'unit-max':>8}")
-    for k, (w, v) in enumerate(zip(omega, p)):
-        print(f"{k:>3}  {w:5.3f}  {v:9.5f}  {v / p.max():8.4f}")
-    s, s_nodc = summarize(p), summarize(p, exclude_dc=True)
-    print("summary:", ", ".join(f"{k}={v:.3f}" for k, v in s.items()))
-    print("without DC:", ", ".join(f"{k}={v:.3f}" for k, v in s_nodc.items()))
+    omega = measure_axis(args.measure, args.size)
+    first_bin = 1 if args.measure == "freqbias" else 0
+    axis = "r/r_max" if args.measure == "freqbias" else "k/K"
+    print(f"learning priority ({args.measure}) of {args.model} (random init) on {len(labels)} images of {args.size} px")
+    print(f"{'bin':>3}  {axis:>7}  {'unit-sum':>9}  {'unit-max':>8}")
+    for k, (w, v) in enumerate(zip(omega, p), start=first_bin):
+        print(f"{k:>3}  {w:7.3f}  {v:9.5f}  {v / p.max():8.4f}")
+    if args.measure == "power":  # the summaries read bins on the k/K axis of the power measure
+        s, s_nodc = summarize(p), summarize(p, exclude_dc=True)
+        print("summary:", ", ".join(f"{k}={v:.3f}" for k, v in s.items()))
+        print("without DC:", ", ".join(f"{k}={v:.3f}" for k, v in s_nodc.items()))
+    if args.measure == "freqbias":  # plots.plot_spectra draws the k/K axis, which freqbias's bins are not on
+        print(f"no plot for --measure freqbias (its bins are on r/r_max, the plot's axis is k/K); {args.out} not written")
+        return 0
     plot_spectra({args.model: p}, args.out, title=f"Learning priority, {args.model}, {args.size} px")
     print(f"wrote {args.out}")
     return 0
