@@ -43,7 +43,7 @@ GROUP_KEYS = [SOURCE, "edit", "edit_strength", "target", "artifact", "degradatio
 REPLICATE_KEYS = ["fold", "seed"]
 SCALAR_METRICS = [
     "ood_auc", "iid_auc", "val_auc",
-    "centroid_pretrained", "centroid_finetuned", "centroid_pretrained_nodc", "centroid_finetuned_nodc",
+    "centroid_pretrained", "centroid_probe", "centroid_finetuned", "centroid_pretrained_nodc", "centroid_finetuned_nodc",
     "alignment_pretrained", "alignment_finetuned", "band_alignment_pretrained", "band_alignment_finetuned",
     "cosine_pretrained", "cosine_finetuned",
 ]

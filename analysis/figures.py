@@ -73,7 +73,11 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
 
 
 def _panel_keys(trials: pd.DataFrame) -> list[str]:
-    return [k for k in group_keys(trials) if k not in PANEL_EXCLUDE]
+    """Group keys that make panels; artifact parameters other than ω and amplitude only where they vary."""
+    ft = finetune_trials(trials)
+    shown = {f"{RESOLVED}omega", f"{RESOLVED}amplitude"}
+    return [k for k in group_keys(trials) if k not in PANEL_EXCLUDE
+            and (not k.startswith(RESOLVED) or k in shown or ft[k].nunique(dropna=False) > 1)]
 
 
 def _panel_title(key: tuple, keys: list[str]) -> str:

@@ -468,7 +468,7 @@ def _f4_test(tab: pd.DataFrame, align: str, rng: np.random.Generator) -> dict:
     x_all = per[align].unstack("stratum")
     x, y = _complete(x_all, per["ood_drop"].unstack("stratum"))
     rho, p, p_min, _ = joint_permutation_spearman(x.to_numpy(), y.to_numpy(), rng)
-    usable = int(((np.ptp(x.to_numpy(), 0) > 0) & (np.ptp(y.to_numpy(), 0) > 0)).sum()) if x.size else 0
+    usable = int(((np.ptp(x.to_numpy(), 0) > 0) & (np.ptp(y.to_numpy(), 0) > 0)).sum()) if len(x) >= 3 else 0
     return {"rho": rho, "p": p, "p_min": p_min, "n_models": len(x), "n_strata": usable,
             "n_left_out": int(x_all.size - x.size)}
 
@@ -584,7 +584,7 @@ def _f5_comparison(ft, models, source, label, levels) -> dict:
 
 def _f5_details(trials: pd.DataFrame) -> pd.DataFrame:
     ft = finished_finetunes(trials)
-    if "source_label" not in ft or "ood_auc" not in ft or not ft["edited"].any() or ft["edited"].all():
+    if SOURCE not in ft or "ood_auc" not in ft or not ft["edited"].any() or ft["edited"].all():
         return pd.DataFrame()
     models = pretrained_models(trials)
     levels = sorted(ft["degradation"].dropna().unique())

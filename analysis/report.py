@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .aggregate import (D0_TOLERANCE, GROUP_KEYS, RESOLVED, REPLICATE_KEYS, aggregate, artifact_at_d0, export_csv,
+from .aggregate import (D0_TOLERANCE, GROUP_KEYS, REPLICATE_KEYS, RESOLVED, SOURCE, aggregate, artifact_at_d0, export_csv,
                         finetune_trials, group_keys, robustness)
 from .collect import Collected, collect
 from .figures import draw_all
@@ -24,7 +24,7 @@ __all__ = ["build_report", "default_out_dir", "RELIED_ON"]
 
 # What the analysis reads (docs/ARCHITECTURE.md, "What the finetune trainable reports").
 RELIED_ON = {
-    "config": [k for k in GROUP_KEYS if k != "source_label"] + REPLICATE_KEYS,
+    "config": ["source", "source_weights"] + [k for k in GROUP_KEYS if k != SOURCE] + REPLICATE_KEYS,
     "config (identity of a trained model)": ["pretrain_key or source/source_weights/edit/seed/model/size …",
                                              "target_params/…, fold, finetune_seed, finetune/… (d = 0 twins: analysis/units.py)",
                                              "any other key that varies between trials (becomes a grouping key)"],
