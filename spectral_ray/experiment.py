@@ -165,11 +165,10 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
 
     Reports per epoch ``epoch, train_loss, val_loss, val_auc, iid_auc, ood_auc`` (plus accuracies,
     losses and timing); the final report adds the learning priorities before (``psd_pretrained``:
-    the backbone on its source, from the store; ``psd_before``: the backbone with the trial's fresh
-    head on the target's probe set, :func:`probe_set`; ``psd_probe``: the same with a head drawn
-    under a fixed seed, :func:`probe_priority`) and after fine-tuning (``psd_finetuned``, the probe
-    set), ``source_label``, ``artifact_resolved`` (the artifact's parameters with its defaults
-    filled in), their
+    the backbone on its source, from the store; ``psd_probe``: the backbone with a fresh head on
+    the target's probe set, :func:`probe_set` and :func:`probe_priority`, also reported as
+    ``psd_before``) and after fine-tuning (``psd_finetuned``, the probe set), ``source_label``,
+    ``artifact_resolved`` (the artifact's parameters with its defaults filled in), their
     summaries (``_nodc`` variants drop the DC bin), the artifact's signature ``psd_artifact`` and
     the alignment of each priority with it.
     """
@@ -204,8 +203,7 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
 
     test = splits.test_iid
     psd_images, psd_labels = probe_set(test, cfg.psd_images)
-    psd_before = spectrum.learning_priority(model, psd_images, psd_labels)
-    psd_probe = probe_priority(model, psd_images, psd_labels)
+    psd_probe = psd_before = probe_priority(model, psd_images, psd_labels)
     # the pretrained priority is measured on the source; a backbone with no source data of its
     # own (random init, published weights as they are) is measured on the clean target instead
     psd_pretrained = (meta.get("history") or {}).get("learning_priority")
