@@ -612,6 +612,8 @@ def check_f5(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
         f.verdict = not_testable("finished fine-tuning trials with and without source editing for the same source")
         return f
     f.details, f.priority = det, PRIORITY_TEXT[priority_column(trials)] + " (centroid)"
+    ft = finished_finetunes(trials)
+    f.n_units = f"{_plural(ft['backbone'].nunique(), 'pretrained model')}, {_plural(ft['unit'].nunique(), '(model, fold) fine-tune')}"
     both = det[det["p_centroid_holm"].notna() & det["p_robustness_holm"].notna()]
     if both.empty:
         need = ("≥ 2 edited and ≥ 2 unedited pretrained models, or ≥ 3 (model, fold) units paired between the arms "
