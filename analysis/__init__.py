@@ -4,4 +4,4 @@ Reads Ray Tune experiment folders from disk (no running cluster needed). Submodu
 lazily by callers: ``analysis.collect`` needs only pandas/pyarrow; figures need matplotlib.
 """
 
-__all__ = ["collect", "aggregate", "figures", "findings", "report"]
+__all__ = ["collect", "aggregate", "units", "stats", "figures", "findings", "simulate", "report"]

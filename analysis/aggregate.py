@@ -1,9 +1,15 @@
 """Aggregate fine-tuning trials over folds, and score shortcut robustness per configuration.
 
-A *group* is one cell of the sweep: (source, edit, edit_strength, target, artifact,
-artifact_omega, artifact_amplitude, degradation) plus any other config key that varies between
-the fine-tuning trials (a recipe key such as ``lr`` or ``model``), so that different recipes are
-never averaged together. The replicates inside a group are the folds (and their seeds).
+A *group* is one cell of the sweep: (source_label, edit, edit_strength, target, artifact, every
+parameter the artifact ran with, degradation) plus any other config key that varies between the
+fine-tuning trials (a recipe key such as ``lr`` or ``model``), so that different recipes are never
+averaged together. The replicates inside a group are the folds (and their seeds).
+
+Two keys are read from what the trial reported (:func:`with_identity`): ``source_label`` (what the
+backbone was pretrained on, published weights included) and ``artifact_resolved/<param>`` (the
+artifact's parameters with its defaults filled in). Experiments run before trials reported them
+get them from their own params.json keys (``source``/``source_weights``; ``artifact_omega``,
+``artifact_amplitude``, ``artifact_params/…``), never from today's defaults.
 
 Only finished trials (``status == "TERMINATED"``) enter the means; the others are counted in
 ``n_excluded`` so that a missing fold is visible in every table. Standard deviations are sample
@@ -21,18 +27,23 @@ import numpy as np
 import pandas as pd
 
 from spectral_ray.editing import is_edit
+from spectral_ray.robustness import robustness as level_mean
 
 __all__ = [
-    "GROUP_KEYS", "REPLICATE_KEYS", "SCALAR_METRICS", "group_keys", "finetune_trials", "is_edited",
-    "edit_label", "aggregate", "robustness", "artifact_at_d0", "D0_TOLERANCE", "export_csv", "pinned",
+    "GROUP_KEYS", "REPLICATE_KEYS", "SCALAR_METRICS", "SOURCE", "RESOLVED", "group_keys", "artifact_keys",
+    "with_identity", "finetune_trials", "is_edited", "edit_label", "aggregate", "robustness", "artifact_at_d0",
+    "D0_TOLERANCE", "export_csv", "pinned",
 ]
 
-GROUP_KEYS = ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "artifact_amplitude",
-              "degradation"]
+SOURCE = "source_label"           # what a backbone was pretrained on (reported by the trial)
+RESOLVED = "artifact_resolved/"   # prefix of the artifact parameters the trial ran with
+# The one list of grouping keys; the artifact's resolved parameters (artifact_keys) join them
+# after ``artifact``. ``source``/``source_weights`` and the artifact's config keys are implied.
+GROUP_KEYS = [SOURCE, "edit", "edit_strength", "target", "artifact", "degradation"]
 REPLICATE_KEYS = ["fold", "seed"]
 SCALAR_METRICS = [
     "ood_auc", "iid_auc", "val_auc",
-    "centroid_pretrained", "centroid_finetuned", "centroid_pretrained_nodc", "centroid_finetuned_nodc",
+    "centroid_pretrained", "centroid_probe", "centroid_finetuned", "centroid_pretrained_nodc", "centroid_finetuned_nodc",
     "alignment_pretrained", "alignment_finetuned", "band_alignment_pretrained", "band_alignment_finetuned",
     "cosine_pretrained", "cosine_finetuned",
 ]
@@ -40,12 +51,61 @@ AUC_METRICS = ("ood_auc", "iid_auc", "val_auc")
 # Config keys never used to split groups: replicates, bookkeeping, and keys that name a run
 # rather than a condition.
 _NOT_A_CONDITION = set(REPLICATE_KEYS) | {"trial_id", "name", "experiment", "storage_path", "epochs_total",
-                                          "data_dir", "cache_dir", "output_dir", "store", "threads"}
+                                          "data_dir", "cache_dir", "output_dir", "store", "threads",
+                                          "source", "source_weights", "artifact_omega", "artifact_amplitude"}
 
 
 def _is_condition(key: str) -> bool:
     """Seeds (``seed``, ``finetune_seed``, ``data_seed`` …) are replicates, not conditions."""
-    return key not in _NOT_A_CONDITION and not key.endswith("seed")
+    return key not in _NOT_A_CONDITION and not key.endswith("seed") and not key.startswith("artifact_params/")
+
+
+def _config_artifact_params(trials: pd.DataFrame) -> dict[str, str]:
+    """{resolved column: params.json column} for experiments whose trials did not report
+    ``artifact_resolved``: only what the sweep recorded (``artifact_omega``, ``artifact_amplitude``,
+    ``artifact_params/…``)."""
+    out = {f"{RESOLVED}omega": "artifact_omega", f"{RESOLVED}amplitude": "artifact_amplitude"}
+    out.update({RESOLVED + c.split("/", 1)[1]: c for c in trials.columns if c.startswith("artifact_params/")})
+    return {k: v for k, v in out.items() if v in trials}
+
+
+def _source_label_from_config(source, weights) -> str:
+    if not isinstance(weights, str) or not weights:
+        return source
+    from spectral_ray.experiment import source_label  # the trial's own rule (torch only for weight runs)
+
+    return source_label(source, weights)
+
+
+def with_identity(trials: pd.DataFrame) -> pd.DataFrame:
+    """``trials`` with ``source_label`` and ``artifact_resolved/*`` complete (a copy if anything was
+    added): what the trial reported, else its params.json keys (see the module docstring)."""
+    out = trials
+    if "source" in trials:
+        reported = trials[SOURCE] if SOURCE in trials else pd.Series(np.nan, index=trials.index, dtype=object)
+        lacking = reported.isna() & trials["source"].notna()
+        if lacking.any():
+            weights = trials["source_weights"] if "source_weights" in trials else pd.Series(None, index=trials.index)
+            out = out.copy()
+            out[SOURCE] = reported.astype(object)
+            out.loc[lacking, SOURCE] = [_source_label_from_config(s, w)
+                                        for s, w in zip(trials.loc[lacking, "source"], weights[lacking])]
+    resolved = [c for c in trials.columns if c.startswith(RESOLVED)]
+    lacking = trials[resolved].isna().all(axis=1) if resolved else pd.Series(True, index=trials.index)
+    fallback = _config_artifact_params(trials)
+    if lacking.any() and fallback:
+        out = out.copy() if out is trials else out
+        for col, cfg in fallback.items():
+            if col not in out:
+                out[col] = pd.Series(np.nan, index=out.index, dtype=object)
+            out[col] = out[col].astype(object)
+            out.loc[lacking, col] = trials.loc[lacking, cfg].astype(object)
+    return out
+
+
+def artifact_keys(trials: pd.DataFrame) -> list[str]:
+    """The ``artifact_resolved/<param>`` columns of the table, sorted (every artifact parameter)."""
+    return sorted(c for c in trials.columns if c.startswith(RESOLVED))
 
 
 def pinned(values) -> np.ndarray:
@@ -86,7 +146,9 @@ def edit_label(trials: pd.DataFrame) -> pd.Series:
 
 
 def finetune_trials(trials: pd.DataFrame, *, finished: bool = False) -> pd.DataFrame:
-    """The fine-tuning trials (``kind == 'finetune'`` or, without a kind, those with AUCs)."""
+    """The fine-tuning trials (``kind == 'finetune'`` or, without a kind, those with AUCs), with
+    ``source_label`` and ``artifact_resolved/*`` complete (:func:`with_identity`)."""
+    trials = with_identity(trials)
     if "kind" in trials:
         ft = trials[trials["kind"] == "finetune"]
     else:
@@ -101,9 +163,13 @@ def _hashable(v) -> bool:
 
 
 def group_keys(trials: pd.DataFrame, config_columns: list[str] | None = None) -> list[str]:
-    """GROUP_KEYS present in the table, plus other config keys that vary between fine-tuning trials."""
+    """GROUP_KEYS present in the table with the artifact's parameters after ``artifact``, plus other
+    config keys that vary between fine-tuning trials."""
+    trials = with_identity(trials)
     ft = finetune_trials(trials)
     keys = [k for k in GROUP_KEYS if k in trials]
+    at = keys.index("artifact") + 1 if "artifact" in keys else len(keys)
+    keys[at:at] = [k for k in artifact_keys(trials) if trials[k].map(_hashable).all()]
     config_columns = config_columns if config_columns is not None else trials.attrs.get("config_columns", [])
     edited = is_edited(ft) if len(ft) else pd.Series(dtype=bool)
     for c in config_columns:
@@ -153,45 +219,34 @@ def aggregate(trials: pd.DataFrame, metrics: list[str] | None = None, keys: list
 
 
 def robustness(trials: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
-    """Shortcut robustness per configuration: mean O.O.D. AUC over the degradation grid.
+    """Shortcut robustness per configuration (:func:`spectral_ray.robustness.robustness`: mean
+    O.O.D. AUC over the degradation grid, each level weighted equally).
 
-    One row per configuration (the group keys without ``degradation``): ``robustness`` = mean
-    over degradation levels of the fold-mean O.O.D. AUC; ``robustness_std`` = std over folds of
-    each fold's own mean over degradation (only folds that finished every level;
-    ``n_folds_complete`` of them); ``iid_mean`` likewise for I.I.D. AUC; ``degradations`` lists
-    the levels that entered. Configurations with different degradation grids are not comparable:
-    compare ``degradations``.
+    One row per configuration (the group keys without ``degradation``): ``robustness`` over every
+    finished trial; ``robustness_std`` = std over folds of each fold's own robustness (only folds
+    that finished every level; ``n_folds_complete`` of them); ``iid_mean`` likewise for I.I.D. AUC;
+    ``degradations`` lists the levels that entered. Configurations with different degradation
+    grids are not comparable: compare ``degradations``.
     """
     keys = group_keys(trials) if keys is None else keys
-    agg = aggregate(trials, metrics=["ood_auc", "iid_auc"], keys=keys)
-    if agg.empty or "ood_auc_mean" not in agg or "degradation" not in keys:
-        return pd.DataFrame()
-    cfg_keys = [k for k in keys if k != "degradation"]
     ft = finetune_trials(trials, finished=True)
+    if ft.empty or "ood_auc" not in ft or "degradation" not in keys:
+        return pd.DataFrame()
+    ft = ft.dropna(subset=["ood_auc"])
+    cfg_keys = [k for k in keys if k != "degradation"]
     rows = []
-    groups = agg.groupby(cfg_keys, dropna=False, sort=True) if cfg_keys else [((), agg)]
-    for key, g in groups:
+    for key, g in ft.groupby(cfg_keys, dropna=False, sort=True) if cfg_keys else [((), ft)]:
         key = key if isinstance(key, tuple) else (key,)
-        g = g[g["ood_auc_n"] > 0]
-        row = dict(zip(cfg_keys, key))
-        levels = sorted(g["degradation"].tolist())
-        row["degradations"] = ",".join(f"{d:g}" for d in levels)
-        row["n_degradations"] = len(levels)
-        row["robustness"] = float(g["ood_auc_mean"].mean()) if len(g) else np.nan
-        row["iid_mean"] = float(g["iid_auc_mean"].mean()) if "iid_auc_mean" in g and len(g) else np.nan
-        # Per-fold robustness, for a spread over folds.
-        sel = ft
-        for k, v in zip(cfg_keys, key):
-            sel = sel[sel[k].isna()] if (isinstance(v, float) and np.isnan(v)) else sel[sel[k] == v]
-        per_fold = []
-        if "fold" in sel and len(levels):
-            for _, fg in sel.groupby("fold"):
-                fg = fg.dropna(subset=["ood_auc"])
-                if set(fg["degradation"]) >= set(levels):
-                    per_fold.append(fg.groupby("degradation")["ood_auc"].mean().loc[levels].mean())
-        row["robustness_std"] = float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else np.nan
-        row["n_folds_complete"] = len(per_fold)
-        rows.append(row)
+        levels = sorted(g["degradation"].unique())
+        iid = g["iid_auc"] if "iid_auc" in g else pd.Series(np.nan, index=g.index)
+        per_fold = [level_mean(fg["ood_auc"], fg["degradation"], levels)
+                    for _, fg in (g.groupby("fold") if "fold" in g else [])]
+        per_fold = [r for r in per_fold if np.isfinite(r)]
+        rows.append({**dict(zip(cfg_keys, key)), "degradations": ",".join(f"{d:g}" for d in levels),
+                     "n_degradations": len(levels), "robustness": level_mean(g["ood_auc"], g["degradation"]),
+                     "iid_mean": level_mean(iid, g["degradation"]),
+                     "robustness_std": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else np.nan,
+                     "n_folds_complete": len(per_fold)})
     return pd.DataFrame(rows)
 
 

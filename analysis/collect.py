@@ -18,6 +18,11 @@ and any URI Ray itself can store to (``s3://``, ``gs://``, ``hdfs://``, ``file:/
   last epoch's AUCs in place). Lists of numbers (``psd_*``) become float numpy arrays.
 * ``history``: one row per report (per epoch) with the scalar metrics.
 
+Nothing is filled from today's defaults: the launcher writes every TrialConfig key into
+params.json, and the trial reports what it resolved (``source_label``, ``artifact_resolved``).
+For experiments from before those reports, :func:`analysis.aggregate.with_identity` completes
+the two from the trial's own params.json keys.
+
 Status: the newest ``experiment_state-*.json`` is authoritative where present (Ray keeps the
 trial status there; the ``done`` flag in ``result.json`` is usually ``false`` even for finished
 function trainables; a trial retried under ``max_failures`` keeps the ``error.txt`` of its failed
@@ -36,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .aggregate import with_identity
 
 __all__ = ["Collected", "collect", "TUNE_KEYS", "STATUSES"]
 
@@ -65,7 +72,6 @@ class Collected:
     metric_columns: list[str] = field(default_factory=list)
     state_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    filled_defaults: list[str] = field(default_factory=list)  # config keys filled from TrialConfig defaults
 
     def of_kind(self, kind: str) -> pd.DataFrame:
         return self.trials[self.trials["kind"] == kind]
@@ -331,67 +337,8 @@ def collect(path: str | os.PathLike) -> Collected:
         hist = hist.join(ids, on=["experiment", "trial_dir"])
         front = ["experiment", "trial_id", "trial_dir", "status", "training_iteration"]
         hist = hist[front + [c for c in hist.columns if c not in front]]
-    filled = _fill_defaults(trials, cfg_names, warnings)
-    cfg_names += [k for k in filled if k not in cfg_names]
+    trials = with_identity(trials)
     trials.attrs["config_columns"] = cfg_names
     trials.attrs["metric_columns"] = met_names
     return Collected(trials=trials, history=hist, path=os.fspath(path), config_columns=cfg_names,
-                     metric_columns=met_names, state_files=state_files, warnings=warnings, filled_defaults=filled)
-
-
-# Config keys the analysis groups by; a trial whose params.json lacks one ran with the default.
-_DEFAULTED = ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "artifact_amplitude",
-              "degradation", "fold", "seed"]
-
-
-def _fill_defaults(trials: pd.DataFrame, cfg_names: list[str], warnings: list[str]) -> list[str]:
-    """Fill grouping keys a trial's params.json leaves out with the defaults it ran with.
-
-    Ray's params.json holds only what the sweep file set; a key left at its default (e.g.
-    ``target: ct_lesion``, the ``band`` artifact's ω_a) is absent. For the project's trainables
-    (kinds finetune/pretrain/robustness) the defaults come from ``spectral_ray.config.TrialConfig``
-    and, for artifact ω_a / amplitude, from the artifact family's own defaults. Only missing
-    values are filled, in place; returns the columns that got a value this way."""
-    kinds = trials["kind"].isin(["finetune", "pretrain", "robustness"])
-    if not kinds.any():
-        return []
-    try:
-        from spectral_ray.artifacts import FAMILIES, get_artifact
-        from spectral_ray.config import TrialConfig
-    except Exception as e:  # analysis still works without them; groups just lack the key
-        warnings.append(f"config defaults not filled ({type(e).__name__}: {e})")
-        return []
-    filled = []
-    fields = TrialConfig.model_fields
-    for key in _DEFAULTED:
-        if key not in fields:
-            continue
-        missing = kinds & (trials[key].isna() if key in trials else True)
-        default = fields[key].default
-        if default is None or not missing.any():
-            continue
-        if key not in trials:
-            trials[key] = np.nan
-            trials[key] = trials[key].astype(object)
-        trials.loc[missing, key] = default
-        filled.append(key)
-    for key, name in (("artifact_omega", "omega"), ("artifact_amplitude", "amplitude")):
-        if "artifact" not in trials:
-            break
-        missing = kinds & (trials[key].isna() if key in trials else True) & trials["artifact"].isin(list(FAMILIES))
-        if not missing.any():
-            continue
-        if key not in trials:
-            trials[key] = np.nan
-        for i in trials.index[missing]:
-            extra = {k.split("/", 1)[1]: trials.at[i, k] for k in cfg_names
-                     if k.startswith("artifact_params/") and pd.notna(trials.at[i, k])}
-            try:
-                value = get_artifact(trials.at[i, "artifact"], **extra).params.get(name)
-            except Exception:
-                value = None
-            if value is not None:
-                trials.at[i, key] = value
-                if key not in filled:
-                    filled.append(key)
-    return filled
+                     metric_columns=met_names, state_files=state_files, warnings=warnings)

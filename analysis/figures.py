@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from spectral_ray.spectrum import frequency_axis, summarize  # noqa: E402
 
-from .aggregate import aggregate, edit_label, finetune_trials, group_keys, is_edited  # noqa: E402
+from .aggregate import RESOLVED, SOURCE, aggregate, edit_label, finetune_trials, group_keys, is_edited  # noqa: E402
 
 __all__ = ["NotDrawable", "source_colors", "draw_all", "fig_auc_vs_degradation", "fig_priorities",
            "fig_priority_heatmaps", "fig_editing_effect", "fig_alignment_vs_drop"]
@@ -38,7 +38,7 @@ __all__ = ["NotDrawable", "source_colors", "draw_all", "fig_auc_vs_degradation",
 KNOWN_COLORS = {"natural": "#1f77b4", "imagenet": "#1f77b4", "medical": "#d62728", "radimagenet": "#d62728"}
 EXTRA_COLORS = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 EDIT_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
-PANEL_EXCLUDE = {"source", "edit", "edit_strength", "degradation"}
+PANEL_EXCLUDE = {SOURCE, "edit", "edit_strength", "degradation"}
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 8, "figure.dpi": 110,
                      "savefig.dpi": 150, "axes.spines.top": False, "axes.spines.right": False})
@@ -73,22 +73,25 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
 
 
 def _panel_keys(trials: pd.DataFrame) -> list[str]:
-    return [k for k in group_keys(trials) if k not in PANEL_EXCLUDE]
+    """Group keys that make panels; artifact parameters other than ω and amplitude only where they vary."""
+    ft = finetune_trials(trials)
+    shown = {f"{RESOLVED}omega", f"{RESOLVED}amplitude"}
+    return [k for k in group_keys(trials) if k not in PANEL_EXCLUDE
+            and (not k.startswith(RESOLVED) or k in shown or ft[k].nunique(dropna=False) > 1)]
 
 
 def _panel_title(key: tuple, keys: list[str]) -> str:
+    """target · artifact ω=… amp=… (every other recorded artifact parameter as name=value) · other keys."""
     d = dict(zip(keys, key))
-    parts = []
-    if "target" in d:
-        parts.append(str(d["target"]))
+    short = {f"{RESOLVED}omega": "ω", f"{RESOLVED}amplitude": "amp"}
+    parts = [str(d["target"])] if "target" in d else []
     art = str(d.get("artifact", ""))
-    if "artifact_omega" in d and pd.notna(d["artifact_omega"]):
-        art += f" ω={d['artifact_omega']:g}"
-    if "artifact_amplitude" in d and pd.notna(d["artifact_amplitude"]):
-        art += f" amp={d['artifact_amplitude']:g}"
+    for k in keys:
+        if k.startswith(RESOLVED) and pd.notna(d[k]):
+            art += f" {short.get(k, k[len(RESOLVED):])}={d[k]:g}" if isinstance(d[k], (int, float)) else f" {k[len(RESOLVED):]}={d[k]}"
     if art.strip():
         parts.append(art.strip())
-    parts += [f"{k}={d[k]}" for k in keys if k not in ("target", "artifact", "artifact_omega", "artifact_amplitude")]
+    parts += [f"{k}={d[k]}" for k in keys if k not in ("target", "artifact") and not k.startswith(RESOLVED)]
     return " · ".join(parts)
 
 
@@ -113,7 +116,7 @@ def _agg_with_labels(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _auc_lines(ax, g: pd.DataFrame, metric: str, colors, styles, band=True):
-    for (src, lab), line in g.groupby(["source", "edit_label"], sort=True):
+    for (src, lab), line in g.groupby([SOURCE, "edit_label"], sort=True):
         line = line.sort_values("degradation").dropna(subset=[f"{metric}_mean"])
         if line.empty:
             continue
@@ -171,7 +174,7 @@ def _grid(n_panels: int, rows_per_panel: int, max_cols: int = 3, w=3.6, h=2.6):
 
 def fig_auc_vs_degradation(trials: pd.DataFrame, out_dir: Path, name: str = "auc_vs_degradation") -> list[Path]:
     agg = _agg_with_labels(trials)
-    colors, styles = source_colors(agg["source"]), _edit_styles(agg["edit_label"])
+    colors, styles = source_colors(agg[SOURCE]), _edit_styles(agg["edit_label"])
     pkeys = [k for k in _panel_keys(trials) if k in agg]
     panels = list(_groups(agg, pkeys))
     fig, axes, ncols = _grid(len(panels), 2)
@@ -192,7 +195,7 @@ def fig_auc_vs_degradation(trials: pd.DataFrame, out_dir: Path, name: str = "auc
     for j in range(len(panels), axes.shape[1] * (axes.shape[0] // 2)):
         axes[2 * (j // ncols), j % ncols].axis("off")
         axes[2 * (j // ncols) + 1, j % ncols].axis("off")
-    pairs = sorted(agg.groupby(["source", "edit_label"]).groups)
+    pairs = sorted(agg.groupby([SOURCE, "edit_label"]).groups)
     has_pin = any(agg.get(f"n_{m}_pinned", pd.Series(dtype=float)).fillna(0).gt(0).any() for m in ("ood_auc", "iid_auc"))
     title = "AUC vs degradation (mean ± std over folds): O.O.D. top, I.I.D. bottom"
     _finish(fig, title.replace(": ", ":\n") if ncols == 1 else title, _legend_handles(pairs, colors, styles, has_pin), ncols)
@@ -215,7 +218,7 @@ def _mean_psd(rows: pd.Series) -> np.ndarray | None:
 
 
 def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities") -> list[Path]:
-    from .findings import pretrained_models  # one spectrum per pretrained model, pretrain trials included
+    from .units import pretrained_models  # one spectrum per pretrained model
 
     ft = _ft_with_labels(trials)
     ft = ft[ft["status"] == "TERMINATED"] if "status" in ft else ft
@@ -230,10 +233,11 @@ def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities"
         level = float(ft["degradation"].min())
         clean = ft[ft["degradation"] == level]
     pre = models.rename(columns={"psd": "psd_pretrained"}) if has_pre else models
-    sources = pd.concat([ft.get("source", pd.Series(dtype=object)), pre.get("source", pd.Series(dtype=object))])
+    sources = pd.concat([ft.get(SOURCE, pd.Series(dtype=object)), pre.get(SOURCE, pd.Series(dtype=object))])
     labels = pd.concat([ft.get("edit_label", pd.Series(dtype=object)), pre.get("edit_label", pd.Series(dtype=object))])
     colors, styles = source_colors(sources), _edit_styles(labels)
-    cols = [("psd_pretrained", f"pretrained ({len(pre)} models)", pre)] if has_pre else []
+    on = "probe set" if has_pre and models["priority"].iloc[0] == "psd_probe" else "own source"
+    cols = [("psd_pretrained", f"pretrained ({len(pre)} models, on {on})", pre)] if has_pre else []
     if has_ft:
         n_ft = int(clean["psd_finetuned"].map(lambda v: isinstance(v, np.ndarray)).sum())
         cols.append(("psd_finetuned", f"fine-tuned ({n_ft} trials" + (f", degradation {level:g})" if level is not None else ")"),
@@ -242,7 +246,7 @@ def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities"
     pairs = []
     for ax, (col, title, df) in zip(axes[0], cols):
         curves = {}
-        for (src, lab), g in df.groupby(["source", "edit_label"], sort=True):
+        for (src, lab), g in df.groupby([SOURCE, "edit_label"], sort=True):
             m = _mean_psd(g[col])
             if m is None:
                 continue
@@ -293,10 +297,10 @@ def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "prio
         raise NotDrawable("needs `psd_finetuned` vectors and a `degradation` config key")
     pkeys = [k for k in _panel_keys(trials) if k in ft]
     edits = ["unedited"] + sorted(set(ft["edit_label"]) - {"unedited"})
-    columns = [(pk, src) for pk, g in _groups(ft, pkeys) for src in sorted(g["source"].dropna().unique())]
+    columns = [(pk, src) for pk, g in _groups(ft, pkeys) for src in sorted(g[SOURCE].dropna().unique())]
     mats = {}
     for pk, g in _groups(ft, pkeys):
-        for (src, lab), h in g.groupby(["source", "edit_label"]):
+        for (src, lab), h in g.groupby([SOURCE, "edit_label"]):
             levels = sorted(h["degradation"].unique())
             rows = [_mean_psd(h.loc[h["degradation"] == d, "psd_finetuned"]) for d in levels]
             if all(r is not None for r in rows) and len({len(r) for r in rows}) == 1:
@@ -306,7 +310,7 @@ def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "prio
     # Artifact frequency per panel: the config's ω_a, else the peak of the artifact's signature.
     artifact_freq = {}
     for pk, g in _groups(ft, pkeys):
-        aw = dict(zip(pkeys, pk)).get("artifact_omega")
+        aw = dict(zip(pkeys, pk)).get(f"{RESOLVED}omega")
         if (aw is None or pd.isna(aw)) and "psd_artifact" in g:
             sig = _mean_psd(g["psd_artifact"])
             aw = float(frequency_axis(len(sig))[int(np.argmax(sig[1:])) + 1]) if sig is not None else None
@@ -341,7 +345,7 @@ def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "prio
             if i == 0:
                 title = _panel_title(pk, pkeys)
                 ax.set_title(f"{src}" + (f"\n{title.replace(' · ', chr(10))}" if title and len(columns) > 2 else ""),
-                             color=source_colors(ft["source"]).get(str(src), "k"), fontsize=9)
+                             color=source_colors(ft[SOURCE]).get(str(src), "k"), fontsize=9)
     fig.subplots_adjust(hspace=0.15, wspace=0.25)
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.85, label="fine-tuned priority (unit max, log)")
@@ -357,13 +361,13 @@ def fig_editing_effect(trials: pd.DataFrame, out_dir: Path, name: str = "editing
     agg = _agg_with_labels(trials)
     if not agg["edited"].any() or agg["edited"].all():
         raise NotDrawable("needs fine-tuning trials both with and without source editing")
-    colors = source_colors(agg["source"])
+    colors = source_colors(agg[SOURCE])
     labels = sorted(set(agg["edit_label"]) - {"unedited"})
     styles = {"unedited": "-", **{lab: s for lab, s in zip(labels, [":", "--", "-.", (0, (1, 3))] * 4)}}
     pkeys = [k for k in _panel_keys(trials) if k in agg]
     # One panel per source (within each target/artifact), so solid and dotted share a colour.
-    panels = [((*key, src), g[g["source"] == src]) for key, g in _groups(agg, pkeys)
-              for src in sorted(g["source"].dropna().unique())]
+    panels = [((*key, src), g[g[SOURCE] == src]) for key, g in _groups(agg, pkeys)
+              for src in sorted(g[SOURCE].dropna().unique())]
     fig, axes, ncols = _grid(len(panels), 1, max_cols=4, w=3.4, h=2.9)
     for i, (key, g) in enumerate(panels):
         ax = axes[i // ncols, i % ncols]
@@ -378,7 +382,7 @@ def fig_editing_effect(trials: pd.DataFrame, out_dir: Path, name: str = "editing
         ax.grid(alpha=0.25)
     for j in range(len(panels), axes.size):
         axes.flat[j].axis("off")
-    pairs = sorted(agg.groupby(["source", "edit_label"]).groups)
+    pairs = sorted(agg.groupby([SOURCE, "edit_label"]).groups)
     has_pin = agg.get("n_ood_auc_pinned", pd.Series(dtype=float)).fillna(0).gt(0).any()
     title = "O.O.D. AUC with (dotted) and without (solid) source editing, mean ± std over folds"
     _finish(fig, title if ncols > 1 else title.replace(", mean", ",\nmean"),
@@ -399,7 +403,7 @@ def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alig
                                 ("align_clean_finetuned", "clean-fine-tuned priority")) if tab[c].notna().any()]
     if not cols:
         raise NotDrawable("needs priority vectors and an artifact frequency or signature to compute alignment")
-    colors = source_colors(tab["source"])
+    colors = source_colors(tab[SOURCE])
     markers = dict(zip(["unedited"] + sorted(set(tab["edit_label"]) - {"unedited"}), ["o", "^", "s", "D", "v", "P"] * 3))
     levels = sorted(tab["degradation"].unique())
     sizes = {d: 24 + 40 * i / max(1, len(levels) - 1) for i, d in enumerate(levels)}
@@ -407,7 +411,7 @@ def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alig
     from scipy import stats
 
     for ax, (col, title) in zip(axes[0], cols):
-        for (src, lab), g in tab.groupby(["source", "edit_label"]):
+        for (src, lab), g in tab.groupby([SOURCE, "edit_label"]):
             ok = g[~g["pinned"]]
             ax.scatter(ok[col], ok["ood_drop"], s=ok["degradation"].map(sizes), color=colors.get(str(src), "k"),
                        marker=markers[lab], alpha=0.75, edgecolor="white", lw=0.4)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .aggregate import D0_TOLERANCE, aggregate, artifact_at_d0, export_csv, finetune_trials, group_keys, robustness
+from .aggregate import (D0_TOLERANCE, GROUP_KEYS, REPLICATE_KEYS, RESOLVED, SOURCE, aggregate, artifact_at_d0, export_csv,
+                        finetune_trials, group_keys, robustness)
 from .collect import Collected, collect
 from .figures import draw_all
 from .findings import check_all, f4_table, findings_table
@@ -23,31 +24,35 @@ __all__ = ["build_report", "default_out_dir", "RELIED_ON"]
 
 # What the analysis reads (docs/ARCHITECTURE.md, "What the finetune trainable reports").
 RELIED_ON = {
-    "config": ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "artifact_amplitude",
-               "degradation", "fold", "seed"],
-    "config (optional)": ["artifact_bandwidth or artifact_params/bandwidth (F4 band: total width, default 0.05; integrated over at least ±1 bin)",
-                          "any other key that varies between trials (becomes a grouping key)"],
-    "final metrics": ["ood_auc", "iid_auc", "psd_pretrained", "psd_finetuned"],
-    "final metrics (optional)": ["psd_artifact (F4 band for artifacts without `artifact_omega`)",
-                                 "pretrain_key (identifies a pretrained model exactly; else source/edit/seed)",
+    "config": ["source", "source_weights"] + [k for k in GROUP_KEYS if k != SOURCE] + REPLICATE_KEYS,
+    "config (identity of a trained model)": ["pretrain_key or source/source_weights/edit/seed/model/size …",
+                                             "target_params/…, fold, finetune_seed, finetune/… (d = 0 twins: analysis/units.py)",
+                                             "any other key that varies between trials (becomes a grouping key)"],
+    "final metrics": ["ood_auc", "iid_auc", "source_label", f"{RESOLVED}…", "psd_probe", "psd_finetuned"],
+    "final metrics (optional)": ["psd_pretrained (own-source priority: an extra, and the fallback without `psd_probe`)",
+                                 "psd_artifact (F4 band for artifacts without a recorded ω and bandwidth)",
                                  "robustness, iid_mean, objective (robustness-search trials, tabulated)",
-                                 "band_alignment_pretrained / band_alignment_finetuned (F4 fallback without spectra)",
                                  "val_auc, centroid_*, alignment_*, cosine_* (tabulated when present)"],
+    "older experiments": ["source/source_weights for `source_label`; artifact_omega, artifact_amplitude, "
+                          "artifact_params/… for the artifact's parameters (never today's defaults)"],
     "per report": ["every scalar metric (history.csv)"],
 }
 
 FIGURE_CAPTIONS = {
     "auc_vs_degradation": "AUC vs degradation (paper Fig. 2): O.O.D. (top) and I.I.D. (bottom), mean ± std over folds.",
-    "priorities": "Normalised learning priorities of pretrained and clean-fine-tuned models (paper Fig. 3, top); "
+    "priorities": "Normalised learning priorities of pretrained (on the shared probe set where trials report "
+                  "`psd_probe`) and clean-fine-tuned models (paper Fig. 3, top); "
                   "arrows: unedited → edited (vertical: the bin that changes most; top: the centroid shift).",
     "priority_heatmaps": "Fine-tuned learning priority vs degradation, original and edited sources (paper Fig. 3, "
                          "middle/bottom).",
     "editing_effect": "O.O.D. AUC with (dotted) and without (solid) source editing (paper Fig. 4).",
     "alignment_vs_drop": "Alignment of the priority with the artifact vs O.O.D. AUC drop, one point per trial (F4). "
                          "Alignment is integrated over the artifact's band: the unit-sum priority mass within "
-                         "±max(bandwidth/2, 1 bin) of the artifact frequency ω_a, or, without ω_a, in the bins where "
-                         "the artifact's signature reaches ≥ 10 % of its peak (±1 bin). The drop is the O.O.D. AUC "
-                         "of the clean (degradation 0) trial of the same configuration and fold minus the trial's.",
+                         "±max(bandwidth/2, 1 bin) of the artifact frequency ω_a (both as the trial recorded them), or, "
+                         "without them, in the bins where the artifact's signature reaches ≥ 10 % of its peak (±1 bin). "
+                         "The drop is the O.O.D. AUC of the clean (degradation 0) trial of the same backbone, fold and "
+                         "shortcut minus the trial's. The pooled ρ mixes artifact frequencies; the findings table "
+                         "tests within strata.",
 }
 
 
@@ -109,15 +114,12 @@ def _setup_section(c: Collected) -> list[str]:
         out.append("- Swept: " + "; ".join(varying))
     if constant:
         out.append("- Fixed: " + "; ".join(constant))
-    if c.filled_defaults:
-        out.append("- Not in `params.json`, filled with the defaults the trials ran with (TrialConfig / artifact "
-                   "family): " + ", ".join(f"`{k}`" for k in c.filled_defaults))
     keys = group_keys(t, c.config_columns)
     out.append(f"- Aggregation groups: ({', '.join(keys)}); replicates = folds (`fold`, `seed`)")
     bad = t[t["status"] != "TERMINATED"]
     if len(bad):
         out += ["", f"**{len(bad)} trial(s) did not finish** — kept in every table, left out of means and tests:", ""]
-        cols = [c_ for c_ in ["trial_id", "status", "n_reports", "error", "source", "edit_strength", "degradation", "fold"]
+        cols = [c_ for c_ in ["trial_id", "status", "n_reports", "error", "source_label", "edit_strength", "degradation", "fold"]
                 if c_ in bad]
         out.append(md_table(bad[cols]))
     recovered = t[(t["status"] == "TERMINATED") & t["error"].notna()]
@@ -134,10 +136,12 @@ def _findings_section(findings) -> list[str]:
            "Each claim of docs/SCIENCE.md is a statistical check. **Verdict** is *supported* (the test is "
            "significant at α = 0.05 in the claimed direction), *not supported*, or *not testable in this "
            "experiment* (followed by what is missing). **Statistic** is the effect with its size; **p / CI** the "
-           "p-value and, where given, a 95 % interval; **n** the units tested (pretrained models, trials); "
-           "**Data** the trials and keys used. AUCs pinned at exactly 0 or 1 (ties) are flagged in the notes "
-           "and not ranked.", "",
-           "| | Claim | Verdict | Statistic | p / CI | n | Data |", "|---|---|---|---|---|---|---|"]
+           "p-value and, where given, a 95 % interval; **Unit** what one independently trained unit of "
+           "replication is, and **n** how many distinct units the test used (d = 0 twins, the same network "
+           "scored on different artifacts, count once); **Data** the trials and keys used. AUCs pinned at exactly "
+           "0 or 1 (ties) are kept, ranked with midranks and flagged in the notes. docs/FINDINGS.md describes each "
+           "test and its measured false-positive rate and power.", "",
+           "| | Claim | Verdict | Statistic | p / CI | Unit | n | Data |", "|---|---|---|---|---|---|---|---|"]
     for f in findings:
         pci = []
         if f.p_value is not None:
@@ -146,11 +150,12 @@ def _findings_section(findings) -> list[str]:
             pci.append(f"95 % CI{' of ' + f.ci_of if f.ci_of else ''} [{f.ci[0]:.3g}, {f.ci[1]:.3g}]")
         verdict = f"**{f.verdict}**" if f.testable else f"_{f.verdict}_"
         out.append(f"| {f.id} | {_cell(f.claim)} | {verdict} | {_cell(f.statistic)} | {'; '.join(pci)} | "
-                   f"{'' if f.n is None else f.n} | {_cell(f.data)} |")
+                   f"{_cell(f.unit)} | {_cell(f.n_units)} | {_cell(f.data)} |")
     out.append("")
     for f in findings:
-        if f.test or f.notes:
-            out.append(f"- **{f.id}** — test: {f.test}." + (" " + " ".join(f.notes) if f.notes else ""))
+        priority = f" Priority compared: {f.priority}." if f.priority else ""
+        if f.test or f.notes or priority:
+            out.append(f"- **{f.id}** — test: {f.test}.{priority}" + (" " + " ".join(f.notes) if f.notes else ""))
     return out + [""]
 
 

@@ -7,7 +7,12 @@ with synthetic but structured numbers driven by the config, so that every findin
 something to compute:
 
 * pretrained priorities (17 bins = a 32 px image) differ by source (natural decays faster than
-  medical) with seed-to-seed noise; the ``band_gain`` edit adds mass around ω̄ = 0.5;
+  medical) with seed-to-seed noise; the ``band_gain`` edit adds mass around ω̄ = 0.5. The
+  backbone's priority on the shared probe set (``psd_probe``) is the same for every trial of a
+  backbone; its own-source priority (``psd_pretrained``) is measured on edited images for edited
+  backbones and so shows the edit twice as strongly;
+* each trial reports ``source_label`` and ``artifact_resolved`` (the artifact's parameters) as
+  spectral_ray.experiment.run_finetune does;
 * the fine-tuned priority keeps most of the pretrained shape (F2) plus a bump at the artifact
   frequency that grows with degradation (the heat maps);
 * O.O.D. AUC falls with degradation, faster the more pretrained priority sits in the artifact band
@@ -62,15 +67,20 @@ def fake_finetune(config: dict) -> None:
     pre = np.exp(-k / decay) + 0.01
     pre = pre * np.exp(0.08 * rng_pre.standard_normal(K + 1))
     s = float(config["edit_strength"])
+    own = pre.copy()
     if s > 0:  # band_gain edit around ω̄ = 0.5 moves priority towards mid frequencies
         pre = pre * (1 + 4 * s * _bump(8, 2.0))
-    pre = _unit(pre)
+        own = own * (1 + 8 * s * _bump(8, 2.0))  # measured on the edited source: the edit shows twice
+    pre, own = _unit(pre), _unit(own)
     art = _unit(_bump(config["artifact_omega"] * K, 0.7))
+    resolved = {"omega": config["artifact_omega"], "bandwidth": config["artifact_params"]["bandwidth"],
+                "amplitude": config["artifact_amplitude"]}
     d = float(config["degradation"])
     target_shape = _unit(np.exp(-k / 4.0))
     fine = _unit(0.7 * pre + 0.3 * target_shape + 0.05 * d * art)
     fine = _unit(fine * np.exp(0.05 * rng.standard_normal(K + 1)))
-    bm = band_mass(pre, config["artifact_omega"], ARTIFACT_BANDWIDTH)
+    omega, bandwidth = config["artifact_omega"], config["artifact_params"]["bandwidth"]
+    bm = band_mass(pre, omega, bandwidth)
     final_ood = 0.85 - d * (0.25 + 5.0 * bm) + 0.03 * rng.standard_normal()
     if final_ood < 0.15:  # the shortcut wins every O.O.D. pair: AUC pinned at exactly 0 (ties)
         final_ood = 0.0
@@ -91,19 +101,25 @@ def fake_finetune(config: dict) -> None:
         if epoch == EPOCHS:
             sp, sf = summarize(pre), summarize(fine)
             metrics.update(
-                psd_pretrained=pre.tolist(),
+                source_label=config["source"],
+                artifact_resolved=resolved,
+                psd_probe=pre.tolist(),
+                psd_pretrained=own.tolist(),
+                psd_pretrained_on="source",
                 psd_finetuned=fine.tolist(),
                 psd_artifact=art.tolist(),
-                centroid_pretrained=sp["centroid"],
+                centroid_pretrained=summarize(own)["centroid"],
+                centroid_probe=sp["centroid"],
                 centroid_finetuned=sf["centroid"],
                 centroid_pretrained_nodc=summarize(pre, exclude_dc=True)["centroid"],
                 centroid_finetuned_nodc=summarize(fine, exclude_dc=True)["centroid"],
-                alignment_pretrained=alignment(pre, art),
+                alignment_pretrained=alignment(own, art),
                 alignment_finetuned=alignment(fine, art),
-                cosine_pretrained=cosine(pre, art),
+                cosine_pretrained=cosine(own, art),
                 cosine_finetuned=cosine(fine, art),
-                band_alignment_pretrained=bm,
-                band_alignment_finetuned=band_mass(fine, config["artifact_omega"], ARTIFACT_BANDWIDTH),
+                band_alignment_pretrained=band_mass(own, omega, bandwidth),
+                band_alignment_probe=bm,
+                band_alignment_finetuned=band_mass(fine, omega, bandwidth),
             )
         tune.report(metrics)
         time.sleep(0.05)
@@ -125,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         "artifact": "band",
         "artifact_omega": 0.5,
         "artifact_amplitude": 0.05,
-        "artifact_bandwidth": ARTIFACT_BANDWIDTH,
+        "artifact_params": {"bandwidth": ARTIFACT_BANDWIDTH},
+        "source_weights": None,
         "degradation": tune.grid_search([0.0, 0.5, 1.0]),
         "fold": tune.grid_search([0, 1, 2, 3]),
         "seed": tune.sample_from(lambda config: config["fold"]),

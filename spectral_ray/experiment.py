@@ -18,6 +18,7 @@ import torch
 
 from spectral_ray import spectrum
 from spectral_ray.config import TrialConfig
+from spectral_ray.robustness import objective, robustness
 from spectral_ray.training import Recipe
 
 Report = Callable[[dict], None]
@@ -92,6 +93,45 @@ def artifact_band_mass(p, signature) -> float:
     return float((p / p.sum())[a >= 0.1 * a.max()].sum())
 
 
+PROBE_SEED = 7919  # the probe set's selection and its fresh head: fixed, never the trial's seed or fold
+
+
+def source_label(source: str, source_weights: str | None) -> str:
+    """What a backbone was pretrained on, from the trial's keys: the source dataset, the published
+    weights (``timm`` → ``imagenet``, ``radimagenet:…`` → ``radimagenet``, ``file:…`` → the file's
+    stem) or both (``<weights>+<source>``: continued pretraining); ``none`` for a random init."""
+    if source_weights is None:
+        return source
+    from spectral_ray.weights import parse_weights_spec
+
+    kind, path = parse_weights_spec(source_weights)
+    weights = {"timm": "imagenet", "radimagenet": "radimagenet"}.get(kind) or Path(path).stem
+    return weights if source == "none" else f"{weights}+{source}"
+
+
+def probe_set(test, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """The target's probe set: ``n_images`` images of its clean test split picked with
+    :data:`PROBE_SEED`. The test split depends on neither fold nor seed (``make_splits``), so every
+    trial of a target measures its priorities on the same images. Returns (images, labels)."""
+    sel = np.sort(np.random.default_rng(PROBE_SEED).permutation(len(test))[:n_images])
+    return test.images[sel], test.labels[sel]
+
+
+def probe_priority(model: torch.nn.Module, images, labels) -> np.ndarray:
+    """The backbone's learning priority on the probe set, through a copy of ``model`` with a fresh
+    2-class head drawn under :data:`PROBE_SEED`: every trial of one backbone and target reports
+    the same vector, whatever its fold, fine-tuning seed or shortcut. ``model`` and the global RNG
+    are left untouched. Returns (K+1,) unit-sum."""
+    import copy
+
+    from spectral_ray.models import replace_head
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(PROBE_SEED)
+        probe = replace_head(copy.deepcopy(model), 2)
+    return spectrum.learning_priority(probe, images, labels)
+
+
 def run_pretrain(cfg: TrialConfig, report: Report = _noop) -> dict:
     """Pretrain the trial's backbone via the store; report per-epoch loss/accuracy (when this
     call trains) and the pretrained learning priority with its summaries."""
@@ -107,6 +147,7 @@ def run_pretrain(cfg: TrialConfig, report: Report = _noop) -> dict:
     hist = meta.get("history", {})
     final = {
         "pretrain_key": meta.get("key"),
+        "source_label": source_label(cfg.source, cfg.source_weights),
         "trained_here": bool(epochs),
         "pretrain_time_s": meta.get("train_time_s"),
         "device": hist.get("device"),  # where the backbone was trained (by this trial or an earlier one)
@@ -126,8 +167,10 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
 
     Reports per epoch ``epoch, train_loss, val_loss, val_auc, iid_auc, ood_auc`` (plus accuracies,
     losses and timing); the final report adds the learning priorities before (``psd_pretrained``:
-    the backbone on its source, from the store; ``psd_before``: the backbone with a fresh head on
-    the clean target test set) and after fine-tuning (``psd_finetuned``, same images), their
+    the backbone on its source, from the store; ``psd_probe``: the backbone with a fresh head on
+    the target's probe set, :func:`probe_set` and :func:`probe_priority`, also reported as
+    ``psd_before``) and after fine-tuning (``psd_finetuned``, the probe set), ``source_label``,
+    ``artifact_resolved`` (the artifact's parameters with its defaults filled in), their
     summaries (``_nodc`` variants drop the DC bin), the artifact's signature ``psd_artifact`` and
     the alignment of each priority with it.
     """
@@ -161,9 +204,8 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         replace_head(model, 2)
 
     test = splits.test_iid
-    sel = np.random.default_rng(seed).permutation(len(test))[: cfg.psd_images]
-    psd_images, psd_labels = test.images[sel], test.labels[sel]
-    psd_before = spectrum.learning_priority(model, psd_images, psd_labels)
+    psd_images, psd_labels = probe_set(test, cfg.psd_images)
+    psd_probe = psd_before = probe_priority(model, psd_images, psd_labels)
     # the pretrained priority is measured on the source; a backbone with no source data of its
     # own (random init, published weights as they are) is measured on the clean target instead
     psd_pretrained = (meta.get("history") or {}).get("learning_priority")
@@ -207,6 +249,8 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         "best_epoch": history.get("best_epoch"),
         "stopped_early": history.get("stopped_early"),
         "pretrain_key": meta.get("key"),
+        "source_label": source_label(cfg.source, cfg.source_weights),
+        "artifact_resolved": dict(artifact.params),  # every parameter the artifact ran with
         "psd_pretrained_on": psd_pretrained_on,
         "n_train": len(splits.train),
         "n_val": len(splits.val),
@@ -223,7 +267,8 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         "input_std": (input_normalization(model) or {}).get("std"),
         "done": True,
     }
-    for name, p in (("pretrained", psd_pretrained), ("before", psd_before), ("finetuned", psd_finetuned)):
+    for name, p in (("pretrained", psd_pretrained), ("before", psd_before), ("probe", psd_probe),
+                    ("finetuned", psd_finetuned)):
         final.update(_priority_summaries(name, p))
         final[f"alignment_{name}"] = spectrum.alignment(p, signature)
         final[f"cosine_{name}"] = spectrum.cosine(p, signature)
@@ -244,18 +289,18 @@ def run_robustness(cfg: TrialConfig, report: Report = _noop) -> dict:
     ``robustness`` = mean O.O.D. AUC, ``iid_mean`` and ``objective`` (robustness, less the
     shortfall of ``iid_mean`` below ``iid_floor`` when one is set). Reports after each
     degradation level (``training_iteration`` = levels done) so ASHA can stop early."""
-    ood, iid = [], []
+    ood, iid, levels = [], [], []
     for i, d in enumerate(cfg.degradations, start=1):
         for fold in cfg.folds:
             r = run_finetune(cfg.model_copy(update={"degradation": d, "fold": fold}))
             ood.append(r["ood_auc"])
             iid.append(r["iid_auc"])
-        rob, iid_mean = float(np.mean(ood)), float(np.mean(iid))
-        shortfall = max(0.0, cfg.iid_floor - iid_mean) if cfg.iid_floor is not None else 0.0
-        report({"robustness": rob, "iid_mean": iid_mean, "objective": rob - shortfall,
-                "levels_done": i, f"ood_auc_d{d:g}": float(np.mean(ood[-len(cfg.folds):])),
+            levels.append(d)
+        scores = {"robustness": robustness(ood, levels), "iid_mean": robustness(iid, levels)}
+        scores["objective"] = objective(scores["robustness"], scores["iid_mean"], cfg.iid_floor)
+        report({**scores, "levels_done": i, f"ood_auc_d{d:g}": float(np.mean(ood[-len(cfg.folds):])),
                 **({"done": True} if i == len(cfg.degradations) else {})})
-    return {"robustness": rob, "iid_mean": iid_mean, "objective": rob - shortfall}
+    return scores
 
 
 def flat_hparams(cfg: TrialConfig) -> dict:

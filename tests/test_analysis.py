@@ -2,7 +2,7 @@
 
 The fixture (tests/fixtures/experiment) is a real Ray Tune experiment folder written by
 scripts/make_analysis_fixture.py: 48 fake fine-tuning trials (2 sources × 2 edit strengths × 3
-degradations × 4 folds), one of which raised after its first epoch.
+degradations × 4 folds, seed = fold), one of which raised after its first epoch.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 
 from analysis import aggregate as agg_mod
+from analysis.aggregate import RESOLVED, SOURCE
 from analysis.collect import collect
-from analysis.findings import NOT_SUPPORTED, SUPPORTED, check_all, check_f1, check_f3, check_f4, check_f5
+from analysis.findings import FINDINGS, NOT_SUPPORTED, SUPPORTED, check_all, check_f1, check_f3, check_f4, check_f5
 
 FIXTURE = Path(__file__).parent / "fixtures" / "experiment"
 TRIAL_DIRS = sorted(p for p in FIXTURE.iterdir() if p.is_dir())
@@ -63,10 +64,12 @@ def test_one_row_per_trial_failed_one_marked(trials):
 
 
 def test_config_metrics_and_spectra(trials):
-    for col in ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "degradation", "fold", "seed"]:
+    for col in ["source", "edit", "edit_strength", "target", "artifact", "artifact_omega", "degradation", "fold", "seed",
+                SOURCE, f"{RESOLVED}omega", f"{RESOLVED}bandwidth", f"{RESOLVED}amplitude"]:
         assert col in trials
     done = trials[trials["status"] == "TERMINATED"]
-    for col in ["psd_pretrained", "psd_finetuned", "psd_artifact"]:
+    assert (done[f"{RESOLVED}bandwidth"] == 0.1).all()  # reported by the trial, not today's 0.05 default
+    for col in ["psd_pretrained", "psd_probe", "psd_finetuned", "psd_artifact"]:
         vecs = done[col]
         assert all(isinstance(v, np.ndarray) and v.shape == (17,) for v in vecs)
         assert np.allclose([v.sum() for v in vecs], 1.0)
@@ -95,12 +98,12 @@ def test_fold_aggregation_matches_hand_computed(trials):
     for source, strength, d in [("natural", 0.0, 0.5), ("medical", 0.5, 1.0), ("medical", 0.5, 0.5)]:
         vals = [r["last"]["ood_auc"] for r in raw if not r["failed"] and r["params"]["source"] == source
                 and r["params"]["edit_strength"] == strength and r["params"]["degradation"] == d]
-        row = agg[(agg["source"] == source) & (agg["edit_strength"] == strength) & (agg["degradation"] == d)].iloc[0]
+        row = agg[(agg[SOURCE] == source) & (agg["edit_strength"] == strength) & (agg["degradation"] == d)].iloc[0]
         assert row["ood_auc_n"] == len(vals)
         assert row["ood_auc_mean"] == pytest.approx(sum(vals) / len(vals))
         mean = sum(vals) / len(vals)
         assert row["ood_auc_std"] == pytest.approx((sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5)
-    failed_group = agg[(agg["source"] == "medical") & (agg["edit_strength"] == 0.5) & (agg["degradation"] == 0.5)].iloc[0]
+    failed_group = agg[(agg[SOURCE] == "medical") & (agg["edit_strength"] == 0.5) & (agg["degradation"] == 0.5)].iloc[0]
     assert failed_group["n_trials"] == 4 and failed_group["n_excluded"] == 1 and failed_group["folds"] == "0,1,2"
 
 
@@ -109,10 +112,10 @@ def test_robustness_is_mean_over_degradation(trials):
     rob = agg_mod.robustness(trials)
     assert len(rob) == 4
     for _, r in rob.iterrows():
-        g = agg[(agg["source"] == r["source"]) & (agg["edit_strength"] == r["edit_strength"])]
+        g = agg[(agg[SOURCE] == r[SOURCE]) & (agg["edit_strength"] == r["edit_strength"])]
         assert r["robustness"] == pytest.approx(g["ood_auc_mean"].mean())
         assert r["n_degradations"] == 3
-    broken = rob[(rob["source"] == "medical") & (rob["edit_strength"] == 0.5)].iloc[0]
+    broken = rob[(rob[SOURCE] == "medical") & (rob["edit_strength"] == 0.5)].iloc[0]
     assert broken["n_folds_complete"] == 3  # fold 3 lost its degradation-0.5 trial
 
 
@@ -125,10 +128,10 @@ def test_recipe_keys_that_vary_become_group_keys(trials):
 
 def test_findings_return_verdicts(trials):
     findings = check_all(trials)
-    assert [f.id for f in findings] == ["F1", "F2", "F3", "F4", "F5"]
+    assert [f.id for f in findings] == list(FINDINGS) == ["F1", "F2", "F3", "F4", "F5"]
     for f in findings:
         assert f.verdict in (SUPPORTED, NOT_SUPPORTED) or f.verdict.startswith("not testable in this experiment: needs")
-        assert f.statistic and f.data and f.n
+        assert f.statistic and f.data and f.n and f.unit and f.n_units
         assert f.p_value is not None and 0 <= f.p_value <= 1
     by = {f.id: f for f in findings}
     # The fixture is built so that these hold (see scripts/make_analysis_fixture.py).
@@ -138,6 +141,10 @@ def test_findings_return_verdicts(trials):
     assert by["F4"].verdict == SUPPORTED and "pretrained priority" in by["F4"].statistic
     assert "clean-fine-tuned" in by["F4"].statistic  # both priorities are reported
     assert by["F5"].testable
+    # priorities on the shared probe set, said so; 16 pretrained models (2 sources × 2 edits × 4 seeds)
+    for fid in ("F1", "F2", "F5"):
+        assert "probe set" in by[fid].priority, fid
+    assert by["F1"].n == 8 and by["F4"].n == 15  # F4: the model that lost its d = 0.5 trial is left out
 
 
 def _d0_trials(gaps_by_artifact: dict, iid: float = 0.8) -> pd.DataFrame:
@@ -172,14 +179,18 @@ def test_report_has_the_d0_check(report_dir):
     assert ("fail this check" in text) == bool(d0["mimics"].any())
 
 
-def test_pinned_aucs_are_flagged_not_ranked(trials):
-    n_pinned = int(agg_mod.pinned(trials["ood_auc"].dropna()).sum())
+def test_pinned_aucs_are_kept_and_flagged(trials):
+    done = trials[trials["status"] == "TERMINATED"]
+    n_pinned = int(agg_mod.pinned(done["ood_auc"]).sum())
     assert n_pinned > 0, "fixture should contain O.O.D. AUCs pinned at 0"
     f3 = check_f3(trials)
-    assert f3.n == (trials["status"] == "TERMINATED").sum() - n_pinned
-    assert any("pinned" in n for n in f3.notes)
+    assert any(f"{n_pinned} O.O.D. AUC" in n and "pinned" in n and "kept" in n for n in f3.notes)
     f4 = check_f4(trials)
     assert f4.details["pinned"].sum() == n_pinned and any("pinned" in n for n in f4.notes)
+    # every O.O.D. AUC at the highest degradation pinned at 0: still testable (ties are midranks)
+    worst = trials.assign(ood_auc=np.where(trials["degradation"] == 1.0, 0.0, trials["ood_auc"]))
+    f3 = check_f3(worst)
+    assert f3.verdict == SUPPORTED and f3.value < 0
 
 
 def test_missing_trials_are_not_testable(trials):
@@ -313,19 +324,22 @@ def test_real_trainable_shape_nested_config_and_separate_final_report(tmp_path):
     (trial / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     c = collect(exp)
     row = c.trials.iloc[0]
-    assert c.filled_defaults == ["artifact_omega", "artifact_amplitude"]  # from the band family
+    assert not hasattr(c, "filled_defaults")  # nothing is refilled from today's defaults
+    assert pd.isna(row[f"{RESOLVED}omega"]) and row[f"{RESOLVED}bandwidth"] == 0.1  # params.json, as recorded
     assert row["status"] == "TERMINATED" and row["status_from"] == "result.json done" and row["kind"] == "finetune"
     assert row["finetune/lr"] == 5e-4 and row["artifact_params/bandwidth"] == 0.1
     assert row["ood_auc"] == 0.6 and row["epoch"] == 2 and row["extra_key"] == "kept"
     assert isinstance(row["psd_artifact"], np.ndarray) and len(c.history) == 3
     assert "degradations" not in agg_mod.group_keys(c.trials)  # list-valued config keys never group
-    # Keys left at their defaults are absent from params.json: filled from TrialConfig / the family.
+    # A key absent from params.json (an experiment from before the launcher wrote every key) stays
+    # absent: analysis never re-derives a default, and the trial's own report wins.
     config.pop("target")
     (trial / "params.json").write_text(json.dumps(config))
+    lines[-1]["artifact_resolved"] = {"omega": 0.5, "bandwidth": 0.1, "amplitude": 0.1}
+    (trial / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     c = collect(exp)
     row = c.trials.iloc[0]
-    assert row["target"] == "ct_lesion" and row["artifact_omega"] == 0.5
-    assert {"target", "artifact_omega"} <= set(c.filled_defaults)
+    assert "target" not in c.trials and row[f"{RESOLVED}omega"] == 0.5
     findings = check_all(c.trials)  # one trial: every check says what it needs, none raises
     assert all(f.verdict.startswith("not testable") for f in findings)
 
@@ -351,7 +365,7 @@ def test_f4_alignment_without_artifact_frequency_uses_the_signature_band(trials)
     p = row["psd_pretrained"]
     with_omega, how = artifact_alignment(row, p)
     assert "ω_a" in how
-    row["artifact_omega"] = np.nan
+    row[f"{RESOLVED}omega"] = np.nan
     sig_band, how = artifact_alignment(row, p)
     assert "signature" in how
     band = row["psd_artifact"] >= 0.1 * row["psd_artifact"].max()
