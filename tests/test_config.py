@@ -110,3 +110,27 @@ def test_cases_pair_values_and_ignored_keys_do_not_duplicate(tmp_path):
     # the first axis varies fastest
     assert [t["artifact"] for t in trials[:3]] == ["photon_noise", "nlm", "band"]
     assert {t["fold"] for t in trials[:4]} == {0}
+
+
+def test_sweep_settings_from_the_command_line(repo, capsys):
+    """--set reaches the sweep's own keys (resources, max_concurrent, checkpoint) as well as params."""
+    from spectral_ray.cli import main
+
+    assert main(["validate", str(repo / "sweeps/embedded-quick.yaml"), "--set", "resources.gpu=0.125",
+                 "--set", "max_concurrent=8", "--set", "checkpoint=none"]) == 0
+    from spectral_ray.config import load_sweep
+
+    sweep = load_sweep(repo / "sweeps/embedded-quick.yaml", overrides={"resources": {"gpu": 0.125}, "max_concurrent": 8})
+    assert (sweep.resources.cpu, sweep.resources.gpu, sweep.max_concurrent) == (1, 0.125, 8)  # cpu kept from the file
+    assert sweep.checkpoint == "head"  # the default: the small head, not the backbone
+
+
+def test_bad_sweep_settings_from_the_command_line_name_the_key(repo, capsys):
+    from spectral_ray.cli import main
+
+    assert main(["validate", str(repo / "sweeps/embedded-quick.yaml"), "--set", "resources.tpu=1"]) != 0
+    err = capsys.readouterr().err
+    assert "resources.tpu" in err and "cpu, gpu" in err
+    assert main(["validate", str(repo / "sweeps/embedded-quick.yaml"), "--set", "checkpoint=backbone"]) != 0
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "'none', 'head' or 'full'" in err
