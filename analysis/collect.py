@@ -50,7 +50,7 @@ TUNE_KEYS = {
 }
 BOOKKEEPING = ["trial_id", "trial_dir", "experiment", "trainable", "kind", "status", "status_from", "error",
                "n_reports", "training_iteration", "time_total_s"]
-KINDS = ("finetune", "pretrain", "robustness")
+from spectral_ray.config import TRAINABLES as KINDS  # noqa: E402  (trial kinds = trainable names)
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 
 
@@ -352,7 +352,7 @@ def _fill_defaults(trials: pd.DataFrame, cfg_names: list[str], warnings: list[st
     (kinds finetune/pretrain/robustness) the defaults come from ``spectral_ray.config.TrialConfig``
     and, for artifact ω_a / amplitude, from the artifact family's own defaults. Only missing
     values are filled, in place; returns the columns that got a value this way."""
-    kinds = trials["kind"].isin(["finetune", "pretrain", "robustness"])
+    kinds = trials["kind"].isin(KINDS)
     if not kinds.any():
         return []
     try:
