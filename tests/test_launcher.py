@@ -137,3 +137,39 @@ def test_clashing_labels_get_a_suffix():
     points = [{"source": "none", "source_weights": "file:/w/a.pth"}, {"source": "none", "source_weights": "file:/w/b.pth"}]
     names = TrialNames(["source", "source_weights"], points)
     assert sorted(names.by_config.values()) == ["none", "none-2"]
+
+
+def test_scheduler_cap_parks_trials_beyond_max_concurrent():
+    """Restored trials arrive PENDING straight into the controller (Ray #40652): the cap parks the
+    ones beyond max_concurrent as PAUSED and hands them back one at a time as slots free."""
+    from ray.tune.experiment import Trial
+
+    from trainables.tuning import CappedFIFO
+
+    class FakeTrial:
+        def __init__(self, status):
+            self.status = status
+
+        def set_status(self, status):
+            self.status = status
+
+    class FakeController:
+        def __init__(self):
+            self.trials = []
+
+        def get_trials(self):
+            return self.trials
+
+    cap, ctl = CappedFIFO(max_concurrent=2), FakeController()
+    for _ in range(5):  # five restarted errored trials
+        t = FakeTrial(Trial.PENDING)
+        ctl.trials.append(t)
+        cap.on_trial_add(ctl, t)
+    assert [t.status for t in ctl.trials] == [Trial.PENDING] * 2 + [Trial.PAUSED] * 3
+    assert cap.choose_trial_to_run(ctl) is ctl.trials[0]  # pending ones first, as FIFO does
+    for t in ctl.trials[:2]:
+        t.status = Trial.RUNNING
+    assert cap.choose_trial_to_run(ctl) is None  # both slots busy
+    ctl.trials[0].status = Trial.TERMINATED
+    assert cap.choose_trial_to_run(ctl) is ctl.trials[2]  # one slot free: the first parked trial
+    assert CappedFIFO(max_concurrent=None).choose_trial_to_run(ctl) is ctl.trials[2]
