@@ -74,10 +74,11 @@ export PATH=$(dirname "$PYTHON"):$PATH RAY_AUTH_MODE=disabled RAY_USAGE_STATS_EN
 # (the head comes up alone; ray-project/ray#59905, #46204): v1 does, as docs/CLUSTER.md says
 export RAY_UP_enable_autoscaler_v2=0
 CLUSTER=$WORK/cluster.yaml
+# the main job made tiny: 2 sources x 2 shortcuts at d = 0, fold 0 (4 trials, 2 backbones). `ray
+# submit` hands the words after `--` to the head's shell unquoted: no spaces or braces in them
 SWEEP_ARGS=(--storage "$WORK/shared/results" --set size=32 --set source_n=200 --set target_n=160
             --set psd_images=32 --set pretrain.epochs=1 --set finetune.epochs=1 --set fold=0
-            --set 'degradation={grid: [0, 1]}' --set edit_strength=0
-            --set 'shortcut={cases: [{artifact_omega: 0.75, artifact_amplitude: 0.2}]}')
+            --set degradation=0 --set edit_strength=0)
 trap 'step down 120 ray down -y "$CLUSTER" || true' EXIT
 
 step up 300 ray up -y --no-config-cache "$CLUSTER"

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 # the main job, made tiny: natural source, no edit, one shortcut, three degradation levels
 QUICK = ["sweeps/embedded-quick.yaml", "--set", "size=32", "--set", "source_n=200", "--set", "target_n=160",
-         "--set", "psd_images=32", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=2", "--set", "fold=0",
+         "--set", "psd_images=32", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=4", "--set", "fold=0",
          "--set", "source=natural", "--set", "edit_strength=0", "--set", "degradation={grid: [0, 0.5, 1]}",
          "--set", "shortcut={cases: [{artifact_omega: 0.75, artifact_amplitude: 0.2}]}", "--set", "max_concurrent=1"]
 # what a Ray or Tune warning looks like in the driver's output (its logger, Python's warnings)
@@ -53,8 +53,11 @@ def test_one_at_a_time_and_no_warnings(three_cpus, results, repo):
     assert not warnings, "\n".join(warnings)
     intervals = run_intervals(trial_dirs(results / "one"))
     assert len(intervals) == 3 and max_overlap(intervals) == 1, intervals
-    # the progress table: grid keys as trial names and columns, the latest AUCs
-    assert re.search(r"natural-d0\.5\s+\S+\s+.*0\.5", proc.stdout), proc.stdout[-3000:]
+    # the progress table: the grid point as trial name (only degradation varies here), a column
+    # per swept key, the latest AUCs
+    assert re.search(r"Trial name\s+status\s+degradation\s+iter\s+total time \(s\)\s+iid_auc\s+ood_auc", proc.stdout), \
+        proc.stdout[-3000:]
+    assert re.search(r"d0\.5\s+TERMINATED\s+0\.5\s", proc.stdout), proc.stdout[-3000:]
     assert "iid_auc" in proc.stdout and "ood_auc" in proc.stdout
 
 
