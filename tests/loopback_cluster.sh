@@ -102,7 +102,8 @@ for _ in $(seq 60); do
     python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8266/api/version', timeout=2)" 2>/dev/null && break
     sleep 1
 done
-RAY_ADDRESS=http://127.0.0.1:8266 step job 420 ray job submit --working-dir . -- \
+# the job CLI needs ray[default], as on a laptop: the nodes' environment has it
+RAY_ADDRESS=http://127.0.0.1:8266 step job 420 "$WORK/nodeenv/bin/ray" job submit --working-dir . -- \
     python sweeps/launch.py sweeps/embedded-quick.yaml --name job "${SWEEP_ARGS[@]}"
 step report 300 python -m spectral_ray.cli report "$WORK/shared/results/submitted"
 ps -eo pid,args > "$LOGS/ps-before-down.log"

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from raynodes import LoopbackCluster, max_overlap, run_cli, run_intervals, short_tmpdir, trial_dirs
+from raynodes import LoopbackCluster, final_row, max_overlap, run_cli, run_intervals, short_tmpdir, trial_dirs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -75,6 +75,9 @@ def test_errored_trials_restarted_within_the_limit(three_cpus, results, tmp_path
     assert again.returncode == 0 and "resuming" in again.stdout, (again.stdout + again.stderr)[-3000:]
     assert "trials: 3 TERMINATED" in again.stdout, (again.stdout + again.stderr)[-3000:]
     trials = trial_dirs(results / "errored")
-    assert len(trials) == 3, [t.name for t in trials]  # each restart wrote into its own grid point's folder
-    intervals = run_intervals(trials)
+    # Tune gives a restarted trial a new folder (`d0_1a2b` beside the errored attempt's `d0`)
+    finished = [t for t in trials if final_row(t) is not None]
+    assert len(trials) == 6 and len(finished) == 3, [t.name for t in trials]
+    assert sorted(t.name.split("_")[0] for t in finished) == ["d0", "d0.5", "d1"]
+    intervals = run_intervals(finished)
     assert len(intervals) == 3 and max_overlap(intervals) == 1, intervals

@@ -55,10 +55,11 @@ def _unavailable() -> str | None:
 
 def cluster_file(work: Path) -> dict:
     """A `local` provider cluster file like sweeps/cluster/local.yaml, for two loopback hosts on
-    this machine: the checkout copied by file_mounts is what runs (PYTHONPATH), this venv's
-    interpreter for setup and runtime alike, WORK/shared as the shared file system."""
-    venv_bin = Path(sys.executable).parent
-    exports = [f"export PATH={venv_bin}:$PATH", "export PYTHONPATH=~/spectral-ray",
+    this machine: the nodes' environment (:func:`node_env`, the "image") first on PATH in
+    ~/.bashrc, so one interpreter runs setup and runtime; the checkout copied by file_mounts is
+    what runs (PYTHONPATH); WORK/shared is the shared file system."""
+    env = work / "nodeenv"
+    exports = [f"export PATH={env}/bin:$PATH", "export PYTHONPATH=~/spectral-ray",
                f"export SPECTRAL_RAY_STORE={work}/shared/backbones", f"export SPECTRAL_RAY_CACHE={work}/shared/cache",
                "export RAY_AUTH_MODE=disabled", f"export TMPDIR={work}/tmp", f"export RAY_TMPDIR={work}/tmp",
                "export OMP_NUM_THREADS=1"]
@@ -75,7 +76,7 @@ def cluster_file(work: Path) -> dict:
         "initialization_commands": [],
         "setup_commands": ["grep -q SPECTRAL_RAY_STORE ~/.bashrc || printf '%s\\n' "
                            + " ".join(f"'{e}'" for e in exports) + " >> ~/.bashrc",
-                           "python -c 'import ray, spectral_ray.cli'"],
+                           "python -c 'import ray, requests, spectral_ray.cli'"],
         "head_setup_commands": [],
         "worker_setup_commands": [],
         # no `ray stop` before `ray start`: both "hosts" share this machine's process table
@@ -86,6 +87,28 @@ def cluster_file(work: Path) -> dict:
             f"ray start --address=$RAY_HEAD_IP:6379 --node-ip-address=127.0.0.2 {common} "
             f"--temp-dir={work}/tmp/ray-worker"],
     }
+
+
+def node_env(work: Path) -> Path:
+    """The hosts' Python environment, made before the run (the namespace has no network): a venv
+    over this one (a .pth file) plus `ray[default,tune]` at this Ray's version, as the cluster
+    files' setup installs it on real nodes (the job server and `ray job submit` need the extras
+    the project itself does not). Returns its bin folder, with a `ray` command of its own."""
+    import ray
+
+    env = work / "nodeenv"
+    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix) and Path(p).is_dir())
+    subprocess.run([sys._base_executable, "-m", "venv", str(env)], check=True, capture_output=True, timeout=300)
+    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    (env / "lib" / pyver / "site-packages" / "this-venv.pth").write_text(site + "\n")
+    pip = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", f"ray[default,tune]=={ray.__version__}"],
+                         capture_output=True, text=True, timeout=600)
+    if pip.returncode:
+        raise RuntimeError(f"pip install ray[default] for the nodes failed: {pip.stderr[-2000:]}")
+    wrapper = env / "bin" / "ray"
+    wrapper.write_text(f'#!/bin/sh\nexec {env}/bin/python -m ray.scripts.scripts "$@"\n')
+    wrapper.chmod(0o755)
+    return env / "bin"
 
 
 def _log(work: Path, name: str) -> str:
@@ -105,6 +128,7 @@ def loopback_run():
             pytest.fail(f"the ray up test cannot run on this CI machine: {reason}")
         pytest.skip(reason)
     work = short_tmpdir("sr-up-")
+    node_env(work)
     (work / "cluster.yaml").write_text(yaml.safe_dump(cluster_file(work), sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("RAY_ADDRESS", None)

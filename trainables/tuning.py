@@ -160,8 +160,8 @@ def varying_keys(points: list[dict]) -> list[str]:
 class TrialNames:
     """Tune's ``trial_name_creator`` and ``trial_dirname_creator``: the grid point's label. Grid
     labels are made unique up front (``-2``, ``-3`` … on a clash), so a folder name is the point
-    itself and a restarted trial writes into the folder of its earlier attempt, as a retry does;
-    sampled searches add the trial id (two samples may round to one label)."""
+    itself (an errored trial restarted on resume gets Tune's ``_<hex>`` suffix beside the failed
+    attempt's folder); sampled searches add the trial id (two samples may round to one label)."""
 
     def __init__(self, varying: list[str], points: list[dict] | None = None):
         self.varying = varying
