@@ -57,7 +57,7 @@ TUNE_KEYS = {
 }
 BOOKKEEPING = ["trial_id", "trial_dir", "experiment", "trainable", "kind", "status", "status_from", "error",
                "n_reports", "training_iteration", "time_total_s"]
-KINDS = ("finetune", "pretrain", "robustness")
+from spectral_ray.config import TRAINABLES as KINDS  # noqa: E402  (trial kinds = trainable names)
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 
 

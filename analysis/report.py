@@ -19,6 +19,7 @@ from .aggregate import (D0_TOLERANCE, GROUP_KEYS, REPLICATE_KEYS, RESOLVED, SOUR
 from .collect import Collected, collect
 from .figures import draw_all
 from .findings import check_all, f4_table, findings_table
+from .search import search_section
 
 __all__ = ["build_report", "default_out_dir", "RELIED_ON"]
 
@@ -299,6 +300,7 @@ def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | Non
     lines += _figures_section(figs)
     lines += _tables_section(agg, rob)
     lines += _other_trials_section(c)
+    lines += search_section(experiment, t, c.config_columns, out)  # search experiments: analysis/search.py
     lines += _relied_section()
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

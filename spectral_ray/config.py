@@ -42,6 +42,12 @@ DEFAULT_FINETUNE = {"epochs": 5, "lr": 1e-3, "backbone_lr_mult": 0.3, "batch_siz
 
 DEFAULT_RECIPES = {"pretrain": DEFAULT_PRETRAIN, "finetune": DEFAULT_FINETUNE}
 
+# What a trial runs (experiment.run_<name>); trainables/<name>.py holds its Ray trainable.
+TRAINABLES = ("pretrain", "finetune", "robustness")
+# What a finetune trial keeps as its checkpoint: nothing, the fine-tuned classifier head (KiB; the
+# pretrained backbone stays in the store) or the fine-tuned network without its head (MiB).
+CHECKPOINT_POLICIES = ("none", "head", "full")
+
 
 class SweepError(ValueError):
     """A sweep file that cannot run; the message says which key is wrong and how to fix it."""
@@ -259,11 +265,12 @@ class SweepFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    trainable: Literal["pretrain", "finetune", "robustness"] = "finetune"
+    trainable: Literal[TRAINABLES] = "finetune"
     storage: str = "results"
     resources: Resources = Resources()
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(0, ge=-1, description="retries per trial (-1 = unlimited)")
+    checkpoint: Literal[CHECKPOINT_POLICIES] = "head"
     search: Search = Search()
     params: dict[str, Any] = {}
 
@@ -572,7 +579,9 @@ def load_sweep(path: str | os.PathLike, *, check_storage: bool = True, overrides
                          f"[a, b] or '- ' items.") from None
     source = str(path)
     if isinstance(raw, dict) and overrides:
-        raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+        # a mapping (e.g. {"resources": {"gpu": 1}}) updates the file's mapping key by key
+        raw = {**raw, **{k: {**raw[k], **v} if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
+                         for k, v in overrides.items() if v is not None}}
     if isinstance(raw, dict) and param_overrides:
         raw = {**raw, "params": {**(raw.get("params") or {}), **param_overrides}}
         source += " (with --set)"

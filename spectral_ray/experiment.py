@@ -8,7 +8,6 @@ its final metrics. The keys are the contract with ``analysis/`` (docs/ARCHITECTU
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,24 +25,6 @@ Report = Callable[[dict], None]
 
 def _noop(_: dict) -> None:
     pass
-
-
-FAIL_ONCE_ENV = "SPECTRAL_RAY_TEST_FAIL_ONCE"
-
-
-def _fail_once_test_hook(cfg: TrialConfig) -> None:
-    """Test hook (tests/test_fault_tolerance.py): with ``$SPECTRAL_RAY_TEST_FAIL_ONCE`` set to a
-    folder, the first attempt of each trial config raises and leaves a marker there, so that its
-    retry runs normally. Does nothing when the variable is unset."""
-    folder = os.environ.get(FAIL_ONCE_ENV)
-    if not folder:
-        return
-    import hashlib
-
-    marker = Path(folder) / hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
-    if not marker.exists():
-        marker.touch()
-        raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV} test hook); the retry will pass")
 
 
 def pretrain_config(cfg: TrialConfig):
@@ -162,7 +143,7 @@ def run_pretrain(cfg: TrialConfig, report: Report = _noop) -> dict:
 
 
 def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: str | Path | None = None,
-                 checkpoint_path: str | Path | None = None) -> dict:
+                 checkpoint_path: str | Path | None = None, checkpoint: str = "full") -> dict:
     """Fine-tune on (target, artifact, degradation, fold) and measure what the paper measures.
 
     Reports per epoch ``epoch, train_loss, val_loss, val_auc, iid_auc, ood_auc`` (plus accuracies,
@@ -172,7 +153,9 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     ``psd_before``) and after fine-tuning (``psd_finetuned``, the probe set), ``source_label``,
     ``artifact_resolved`` (the artifact's parameters with its defaults filled in), their
     summaries (``_nodc`` variants drop the DC bin), the artifact's signature ``psd_artifact`` and
-    the alignment of each priority with it.
+    the alignment of each priority with it. ``checkpoint_path`` gets the fine-tuned model:
+    ``checkpoint="full"`` the whole network but its head, ``"head"`` only the small classifier
+    (the pretrained backbone stays in the store, named by ``pretrain_key``).
     """
     from spectral_ray.artifacts import get_artifact
     from spectral_ray.data import get_dataset
@@ -180,7 +163,6 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     from spectral_ray.protocol import make_splits
     from spectral_ray.training import fit
 
-    _fail_once_test_hook(cfg)
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
     ckpt, meta = get_backbone(cfg)
@@ -277,9 +259,10 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         tb.final(final, epoch_psds, hparams=flat_hparams(cfg))
         tb.close()
     if checkpoint_path is not None:
-        from spectral_ray.models import save_backbone
+        from spectral_ray.models import save_backbone, save_head
 
-        save_backbone(model, checkpoint_path, meta={"trial": cfg.model_dump(mode="json")})
+        save = {"full": save_backbone, "head": save_head}[checkpoint]
+        save(model, checkpoint_path, meta={"trial": cfg.model_dump(mode="json"), "pretrain_key": meta.get("key")})
     report(final)
     return final
 

@@ -276,9 +276,19 @@ def save_backbone(model: nn.Module, path, meta: dict | None = None) -> Path:
 
     ``meta`` must be JSON-able (it is stored as a JSON string). Returns ``path``.
     """
+    return _save_state(model, backbone_state(model), path, meta)
+
+
+def save_head(model: nn.Module, path, meta: dict | None = None) -> Path:
+    """Write only the classifier head (a few KiB; ``read_backbone`` reads it back), same format."""
+    prefixes = head_prefixes(model)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if is_head_param(k, prefixes)}
+    return _save_state(model, state, path, {**(meta or {}), "part": "head"})
+
+
+def _save_state(model: nn.Module, state: dict[str, torch.Tensor], path, meta: dict | None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = backbone_state(model)
     meta = dict(meta or {})
     meta.setdefault("model", getattr(model, "default_cfg", {}).get("architecture", type(model).__name__))
     meta.setdefault("head", list(head_prefixes(model)))

@@ -285,6 +285,8 @@ def get_or_train(
         previous = sum(1 for e in _log_lines(root_path) if e.get("key") == key)
         fn = train_fn or default_pretrain
         t0 = time.time()
+        if fn is default_pretrain:
+            on_epoch = _with_progress_line(config, t0, on_epoch)
         model, history = fn(config, on_epoch=on_epoch) if on_epoch is not None else fn(config)
         elapsed = time.time() - t0
         save_backbone(model, ckpt, meta={"key": key, "config": config.canonical()})
@@ -308,6 +310,27 @@ def get_or_train(
         with open(root_path / LOG, "a") as f:  # one short O_APPEND write: atomic on POSIX
             f.write(line + "\n")
     return ckpt
+
+
+def _with_progress_line(config: PretrainConfig, t0: float, on_epoch=None):
+    """``on_epoch`` that first prints a tqdm-style line per pretraining epoch to stderr (one line
+    each: Ray forwards a worker's lines to the driver, where carriage returns do not survive)."""
+    import sys
+
+    total = config.recipe.epochs
+    what = f"{config.source}{'+edit' if config.edited else ''} {config.model} seed {config.seed}"
+
+    def progress(m: dict) -> None:
+        done, elapsed = int(m.get("epoch", 0)), time.time() - t0
+        bar = "█" * round(20 * done / max(total, 1))
+        eta = elapsed / max(done, 1) * (total - done)
+        extra = ", ".join(f"{k}={m[k]:.3f}" for k in ("train_loss", "val_accuracy") if isinstance(m.get(k), float))
+        print(f"pretrain {what}: {100 * done / max(total, 1):3.0f}%|{bar:<20}| {done}/{total} epochs "
+              f"[{elapsed:.0f}s<{eta:.0f}s{', ' + extra if extra else ''}]", file=sys.stderr, flush=True)
+        if on_epoch is not None:
+            on_epoch(m)
+
+    return progress
 
 
 def stats(root=None) -> dict:

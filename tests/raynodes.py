@@ -84,11 +84,11 @@ class LoopbackCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.nodes = 0
 
-    def _start(self, *args: str, timeout: float = 120) -> None:
+    def _start(self, *args: str, cpus: int = 1, timeout: float = 120) -> None:
         temp = self.root / f"node{self.nodes}"
         temp.mkdir(parents=True, exist_ok=True)
         self.nodes += 1
-        cmd = ["ray", "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
+        cmd = ["ray", "start", *args, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--num-gpus=0",
                f"--temp-dir={temp}", "--object-store-memory=100000000", "--disable-usage-stats"]
         ray_bin = Path(sys.executable).parent / "ray"
         cmd[0] = str(ray_bin) if ray_bin.exists() else "ray"
@@ -97,8 +97,8 @@ class LoopbackCluster:
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
-    def start_head(self) -> "LoopbackCluster":
-        self._start("--head", f"--port={self.port}", "--include-dashboard=false")
+    def start_head(self, cpus: int = 1) -> "LoopbackCluster":
+        self._start("--head", f"--port={self.port}", "--include-dashboard=false", cpus=cpus)
         return self
 
     def add_node(self) -> "LoopbackCluster":
@@ -136,3 +136,36 @@ def rows(trial: Path) -> list[dict]:
 def final_row(trial: Path) -> dict | None:
     done = [r for r in rows(trial) if r.get("done") and "iid_auc" in r and "psd_finetuned" in r]
     return done[-1] if done else None
+
+
+def tensorboard_tags(trial: Path) -> dict:
+    """{"scalars", "images", "hparams"} tags of all TensorBoard event files in a trial folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(trial), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    return {"scalars": set(tags["scalars"]), "images": set(tags["images"]),
+            "hparams": set(ea.PluginTagToContent("hparams")), "accumulator": ea}
+
+
+def run_intervals(trials: list[Path]) -> list[tuple[float, float]]:
+    """(start, end) wall-clock seconds of each trial's last attempt, from its final report
+    (``timestamp`` is when it was made, ``time_total_s`` how long the attempt had run)."""
+    out = []
+    for t in trials:
+        final = final_row(t)
+        if final is not None:
+            # `timestamp` is whole seconds (truncated): start + 1 s can only hide an overlap under 1 s
+            out.append((final["timestamp"] - final["time_total_s"] + 1.0, float(final["timestamp"])))
+    return out
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one time."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    best = now = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best

@@ -148,3 +148,27 @@ def test_a_later_case_is_validated_without_the_first_cases_keys(tmp_path):
     trials = parse_sweep(raw).trials()
     assert [(t["artifact"], t["artifact_params"]) for t in trials] == [
         ("photon_noise", {"photons_per_pixel": 500000}), ("nlm", {})]
+
+
+def test_sweep_settings_from_the_command_line(repo, capsys):
+    """--set reaches the sweep's own keys (resources, max_concurrent, checkpoint) as well as params."""
+    from spectral_ray.cli import main
+
+    assert main(["validate", str(repo / "sweeps/embedded-quick.yaml"), "--set", "resources.gpu=0.125",
+                 "--set", "max_concurrent=8", "--set", "checkpoint=none"]) == 0
+    from spectral_ray.config import load_sweep
+
+    sweep = load_sweep(repo / "sweeps/embedded-quick.yaml", overrides={"resources": {"gpu": 0.125}, "max_concurrent": 8})
+    assert (sweep.resources.cpu, sweep.resources.gpu, sweep.max_concurrent) == (1, 0.125, 8)  # cpu kept from the file
+    assert sweep.checkpoint == "head"  # the default: the small head, not the backbone
+
+
+def test_bad_sweep_settings_from_the_command_line_name_the_key(repo, capsys):
+    from spectral_ray.cli import main
+
+    assert main(["validate", str(repo / "sweeps/embedded-quick.yaml"), "--set", "resources.tpu=1"]) != 0
+    err = capsys.readouterr().err
+    assert "resources.tpu" in err and "cpu, gpu" in err
+    assert main(["validate", str(repo / "sweeps/embedded-quick.yaml"), "--set", "checkpoint=backbone"]) != 0
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "'none', 'head' or 'full'" in err

@@ -40,7 +40,7 @@ def write_sweep(path: Path, **sweep) -> Path:
 
 
 def trial_states(exp: Path) -> dict[str, str]:
-    """{trial_id: status} as the driver last saved it (experiment_state-*.json)."""
+    """{trial folder name: status} as the driver last saved it (experiment_state-*.json)."""
     states = {}
     for f in sorted(exp.glob("experiment_state-*.json")):
         try:
@@ -49,7 +49,7 @@ def trial_states(exp: Path) -> dict[str, str]:
             continue  # being rewritten
         for trial_json, _ in data.get("trial_data", []):
             t = json.loads(trial_json)
-            states[t["trial_id"]] = t["status"]
+            states[t["relative_logdir"]] = t["status"]
     return states
 
 
@@ -59,7 +59,7 @@ def trial_states(exp: Path) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_failing_trials_are_retried_then_marked_error(tmp_path, raytmp):
-    """Every trial fails its first attempt (the fail-once test hook) and is retried once
+    """Every trial fails its first attempt (trainables/faults.py's fail-once wrapper) and is retried once
     (max_failures: 1): the two sound ones then finish; the divergent one (lr 1e12 really raises
     DivergenceError) fails its retry too and ends ERROR after exactly two attempts."""
     markers = tmp_path / "markers"
@@ -123,8 +123,7 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path, raytmp):
     states = trial_states(exp)
     finished = {}
     for t in trial_dirs(exp):
-        tid = "_".join(t.name.split("_")[1:3])
-        if states.get(tid) == "TERMINATED":
+        if states.get(t.name) == "TERMINATED":
             finished[t.name] = ((t / "result.json").read_bytes(), (t / "result.json").stat().st_mtime_ns)
     assert 1 <= len(finished) < 8, states
 

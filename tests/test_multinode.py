@@ -7,7 +7,8 @@ The nodes are torn down in every case, by killing only the processes under the t
 import pytest
 import yaml
 
-from raynodes import TINY, LoopbackCluster, final_row, pids_mentioning, run_cli, short_tmpdir, trial_dirs
+from raynodes import (TINY, LoopbackCluster, final_row, pids_mentioning, run_cli, short_tmpdir, tensorboard_tags,
+                      trial_dirs)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -41,6 +42,16 @@ def test_sweep_runs_on_both_nodes_and_shares_the_store(cluster, tmp_path):
         assert len(trials) == 4 and all(finals), out
         nodes = {f["node_id"] for f in finals}
         assert len(nodes) == 2, f"trials ran on {nodes}"
+        # folder names say the grid point
+        assert sorted(t.name for t in trials) == ["medical-d0", "medical-d1", "natural-d0", "natural-d1"]
+
+        # every trial's TensorBoard output reached storage, from either node, on a fresh or a
+        # reused worker: PSD images and the HParams entry (written in the trial's working dir)
+        for t in trials:
+            tags = tensorboard_tags(t)
+            assert {"psd/curves", "psd/heatmap_over_epochs"} <= tags["images"], (t.name, tags["images"])
+            assert "_hparams_/session_start_info" in tags["hparams"], t.name
+            assert "ray/tune/ood_auc" in tags["scalars"], t.name
 
         # one store for both nodes: two backbones (natural, medical), each pretrained once, and
         # the two trials of each source used the same one

@@ -108,3 +108,9 @@ def test_optuna_search_over_edit_strength(tmp_path):
     assert len(strengths) == 2 and all(0 <= s <= 1 for s in strengths)
     for r in results:
         assert 0 <= r["final"]["robustness"] <= 1
+    # the report draws the search (analysis/search.py) and names its best setting
+    proc = run_cli("report", tmp_path / "results" / "search")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "results" / "search" / "report" / "report.md").read_text()
+    assert "## Search" in report and "**Best setting:** `edit_strength` = " in report
+    assert (tmp_path / "results" / "search" / "report" / "search_optimization_history.png").exists()

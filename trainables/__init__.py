@@ -1,17 +1,18 @@
 """Ray Tune glue: thin function trainables over :mod:`spectral_ray.experiment`, and the launcher
-that turns a sweep file into a ``tune.Tuner``."""
+that turns a sweep file into a ``tune.Tuner``. The trainable called NAME is the function NAME in
+``trainables/NAME.py``; the names are ``spectral_ray.config.TRAINABLES``."""
 
-TRAINABLES = ("pretrain", "finetune", "robustness")
+import importlib
+
+from spectral_ray.config import TRAINABLES
 
 
 def get_trainable(name: str):
-    """The function trainable called ``name`` (imports Ray)."""
-    if name == "pretrain":
-        from trainables.pretrain import pretrain as fn
-    elif name == "finetune":
-        from trainables.finetune import finetune as fn
-    elif name == "robustness":
-        from trainables.robustness import robustness as fn
-    else:
+    """The function trainable called ``name`` (imports Ray). With ``$SPECTRAL_RAY_TEST_FAIL_ONCE``
+    set (tests), wrapped so that each trial's first attempt fails (trainables/faults.py)."""
+    if name not in TRAINABLES:
         raise ValueError(f"unknown trainable {name!r}; choose one of {', '.join(TRAINABLES)}")
-    return fn
+    fn = getattr(importlib.import_module(f"trainables.{name}"), name)
+    from trainables import faults
+
+    return faults.wrap(fn)

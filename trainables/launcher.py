@@ -78,12 +78,9 @@ def grid_points(sweep: SweepFile) -> list[dict]:
     return [resolved(nest(_trial_constants(sweep, flat))) for flat in sweep.trials()]
 
 
-def param_space(sweep: SweepFile) -> dict:
-    """Tune's param_space. Grid search: the keys of the explicit trial list (values are filled in
-    per trial by the search algorithm). Random/Optuna: grid → grid_search, choice/uniform/
-    loguniform → Tune's samplers; dotted keys nested into the recipes."""
-    if sweep.search.algorithm == "grid":
-        return grid_points(sweep)[0]
+def _search_space(sweep: SweepFile) -> dict:
+    """Random/Optuna: grid → grid_search, choice/uniform/loguniform → Tune's samplers; dotted
+    keys nested into the recipes."""
     from ray import tune
 
     make = {"grid": tune.grid_search, "choice": tune.choice,
@@ -92,49 +89,69 @@ def param_space(sweep: SweepFile) -> dict:
     return resolved(nest(_trial_constants(sweep, flat)))
 
 
-def build_tuner(sweep: SweepFile, *, resume: bool = False):
-    """A ``tune.Tuner`` for the sweep, or the restored one when its experiment exists and
-    ``resume`` is set (finished trials are kept, unfinished and errored ones run again)."""
+def _search_alg(sweep: SweepFile):
+    """(search algorithm, param_space, trial names) for the sweep's search."""
+    from trainables import tuning
+
+    if sweep.search.algorithm == "grid":
+        points = grid_points(sweep)
+        varying = tuning.varying_keys(points)
+        return tuning.GridPoints(points), tuning.table_space(points, varying), tuning.TrialNames(varying, points)
+    varying = [k for k, (kind, _) in sweep.axes().items() if kind != "fixed"]
+    names = tuning.TrialNames(varying)
+    if sweep.search.algorithm == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.search.seed)), _search_space(sweep), names
+    return None, _search_space(sweep), names  # random: Tune's BasicVariantGenerator
+
+
+def _scheduler(sweep: SweepFile):
+    from trainables import tuning
+
+    s = sweep.search.scheduler
+    if s is None:
+        return tuning.CappedFIFO(sweep.max_concurrent)
+    return tuning.CappedASHA(sweep.max_concurrent, time_attr="training_iteration", grace_period=s.grace_period,
+                             max_t=s.max_t, reduction_factor=s.reduction_factor)
+
+
+def trainable_for(sweep: SweepFile):
+    """The sweep's function trainable with its per-trial resources (and checkpoint policy)."""
     from ray import tune
 
     from trainables import get_trainable
 
-    trainable = tune.with_resources(get_trainable(sweep.trainable),
-                                    {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
+    fn = get_trainable(sweep.trainable)
+    if sweep.trainable == "finetune":
+        fn = tune.with_parameters(fn, checkpoint=sweep.checkpoint)
+    return tune.with_resources(fn, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
+
+
+def build_tuner(sweep: SweepFile, *, resume: bool = False):
+    """A ``tune.Tuner`` for the sweep, or the restored one when its experiment exists and
+    ``resume`` is set (finished trials are kept; unfinished and errored ones run again, within
+    ``max_concurrent``: see :class:`trainables.tuning._ConcurrencyCap`)."""
+    from ray import tune
+
+    trainable = trainable_for(sweep)
     path = experiment_path(sweep)
     if resume:
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=True)
 
-    search_alg, scheduler, metric, mode = None, None, sweep.search.metric, sweep.search.mode
-    num_samples = sweep.search.num_samples
-    if sweep.search.algorithm == "grid":
-        from ray.tune.search import BasicVariantGenerator
-
-        # An explicit trial list: paired `cases` and no duplicate trials, which a cartesian
-        # grid_search cannot express.
-        points = grid_points(sweep)
-        search_alg = BasicVariantGenerator(points_to_evaluate=points)
-        num_samples = len(points)
-    elif sweep.search.algorithm == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
-        import optuna
-
-        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.search.seed))
-    if sweep.search.scheduler is not None:
-        from ray.tune.schedulers import ASHAScheduler
-
-        s = sweep.search.scheduler
-        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period, max_t=s.max_t,
-                                  reduction_factor=s.reduction_factor)
+    search_alg, space, names = _search_alg(sweep)
+    sampled = sweep.search.algorithm == "optuna" or sweep.search.scheduler is not None
     tune_config = tune.TuneConfig(
-        num_samples=num_samples,
+        num_samples=sweep.num_trials() if sweep.search.algorithm == "grid" else sweep.search.num_samples,
         search_alg=search_alg,
-        scheduler=scheduler,
-        metric=metric if (sweep.search.algorithm == "optuna" or scheduler) else None,
-        mode=mode if (sweep.search.algorithm == "optuna" or scheduler) else None,
+        scheduler=_scheduler(sweep),
+        metric=sweep.search.metric if sampled else None,
+        mode=sweep.search.mode if sampled else None,
         max_concurrent_trials=sweep.max_concurrent,
+        trial_name_creator=names.name,
+        trial_dirname_creator=names.dirname,
         # one worker process runs trial after trial instead of re-importing torch/timm/Ray for
         # each (≈ 3 s of a tiny trial's 8 s here; bench/overheads.py)
         reuse_actors=True,
@@ -143,13 +160,12 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         name=sweep.name,
         storage_path=storage_uri(sweep.storage),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-        # the trainables write TensorBoard images into the trial's working directory, which is
-        # only copied to the experiment folder with artifact syncing on (with reused workers the
-        # working directory is not the trial folder)
+        # the trainables write TensorBoard images into the trial's working directory, which Ray
+        # copies to the trial folder in storage only with artifact syncing on
         sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=1,
     )
-    return tune.Tuner(trainable, param_space=param_space(sweep), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
 def experiment_exists(sweep: SweepFile) -> bool:
@@ -158,28 +174,41 @@ def experiment_exists(sweep: SweepFile) -> bool:
     return tune.Tuner.can_restore(experiment_path(sweep))
 
 
-def _saved_sweep_path(sweep: SweepFile) -> Path | None:
-    path = experiment_path(sweep)
-    return None if "://" in path else Path(path) / SWEEP_COPY
+def _storage_file(sweep: SweepFile, name: str):
+    """(pyarrow filesystem, path) of a file in the experiment folder: a local folder, ``file://``,
+    ``s3://`` or ``gs://`` alike (the filesystem Tune itself writes the experiment with)."""
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path(sweep))
+    return fs, f"{root.rstrip('/')}/{name}"
+
+
+def _read_saved_sweep(sweep: SweepFile) -> dict | None:
+    import pyarrow.fs
+
+    fs, path = _storage_file(sweep, SWEEP_COPY)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return yaml.safe_load(f.read().decode())
 
 
 def check_same_sweep(sweep: SweepFile) -> str | None:
-    """None when the experiment on disk was made by the same sweep (so resuming is safe), else
-    a message saying what differs."""
-    saved = _saved_sweep_path(sweep)
-    if saved is None or not saved.exists():
+    """None when the experiment in storage was made by the same sweep (so resuming is safe), else
+    a message saying what differs. Works for bucket storage too (``s3://``, ``gs://``)."""
+    before = _read_saved_sweep(sweep)
+    if before is None:
         return None
-    before = yaml.safe_load(saved.read_text())
     now = sweep.model_dump(mode="json")
     diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "description")
     return None if not diff else f"the sweep file changed since that experiment started (keys: {', '.join(diff)})"
 
 
 def save_sweep(sweep: SweepFile) -> None:
-    saved = _saved_sweep_path(sweep)
-    if saved is not None:
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        saved.write_text(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
+    fs, path = _storage_file(sweep, SWEEP_COPY)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False).encode())
 
 
 def init_ray() -> None:
@@ -188,9 +217,6 @@ def init_ray() -> None:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # Save the experiment state often (default: every ~10 s at best), so a driver killed right
-    # after a trial finished does not rerun that trial on resume; cheap at our trial sizes.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -198,29 +224,67 @@ def init_ray() -> None:
              configure_logging=True, logging_level="WARNING")
 
 
-def unused_gpus_note(sweep: SweepFile, cluster_resources: dict | None = None) -> str | None:
-    """A note when the Ray cluster has GPUs but the sweep reserves none per trial. Ray (2.60)
-    then leaves ``CUDA_VISIBLE_DEVICES`` alone (``ray._private.utils.set_visible_accelerator_ids``
-    skips zero-GPU workers), so a trial on a GPU node trains on that node's first GPU, all of
-    them on the same one, unaccounted, and a trial on a CPU-only node trains on the CPU.
-    ``cluster_resources``: ``ray.cluster_resources()`` of the running Ray when not given."""
+def experiment_state_period(sweep: SweepFile) -> str | None:
+    """``TUNE_GLOBAL_CHECKPOINT_S`` for the sweep: every 2 s on a local/shared folder, so a
+    driver killed right after a trial finished does not rerun it on resume (cheap: a local
+    write); on bucket storage Ray's own adaptive default (≥ 10 s, longer when an upload is
+    slow), not an upload of the experiment state back to back."""
+    local = "://" not in sweep.storage or sweep.storage.startswith("file://")
+    return "2" if local else None
+
+
+# What `ray up` leaves on the head node: the cluster file as prepared (node types and their resources).
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def declared_gpu_node_types(path: str | os.PathLike = BOOTSTRAP_CONFIG) -> dict[str, float]:
+    """{node type: GPUs per node} of the cluster file ``ray up`` started this head with (none
+    without one): an autoscaling cluster has 0 GPUs until a trial asks for one."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return {}
+    types = (yaml.safe_load(path.read_text()) or {}).get("available_node_types") or {}
+    return {name: float(t["resources"]["GPU"]) for name, t in types.items()
+            if (t.get("resources") or {}).get("GPU")}
+
+
+def unused_gpus_note(sweep: SweepFile, cluster_resources: dict | None = None,
+                     gpu_node_types: dict[str, float] | None = None) -> str | None:
+    """A note when the Ray cluster has GPUs, or its cluster file declares GPU node types, but the
+    sweep reserves none per trial. Ray (2.60) then leaves ``CUDA_VISIBLE_DEVICES`` alone
+    (``ray._private.utils.set_visible_accelerator_ids`` skips zero-GPU workers), so a trial on a
+    GPU node trains on that node's first GPU, all of them on the same one, unaccounted; and an
+    autoscaler never starts a GPU node for a trial that asks for none.
+    ``cluster_resources``: ``ray.cluster_resources()`` of the running Ray when not given;
+    ``gpu_node_types``: :func:`declared_gpu_node_types` when not given."""
+    if sweep.resources.gpu:
+        return None
     if cluster_resources is None:
         import ray
 
         cluster_resources = ray.cluster_resources()
+    if gpu_node_types is None:
+        gpu_node_types = declared_gpu_node_types()
     gpus = cluster_resources.get("GPU", 0)
-    if not gpus or sweep.resources.gpu:
+    if gpus:
+        where = f"the Ray cluster has {gpus:g} GPU(s)"
+    elif gpu_node_types:
+        where = f"the cluster file declares GPU node types ({', '.join(sorted(gpu_node_types))})"
+    else:
         return None
-    return (f"note: the Ray cluster has {gpus:g} GPU(s), but this sweep reserves none per trial (resources.gpu is 0): "
-            f"Ray neither places trials by GPU nor shares the GPUs out, so trials on a GPU node all use its first GPU "
-            f"and trials on a CPU-only node train on the CPU. Give each trial a share in the sweep file, e.g. "
-            f"`resources: {{cpu: 1, gpu: 0.125}}` with `max_concurrent: 8` (docs/CLUSTER.md).")
+    return (f"note: {where}, but this sweep reserves none per trial (resources.gpu is 0): Ray neither places "
+            f"trials by GPU nor shares the GPUs out, so trials on a GPU node all use its first GPU, trials on a "
+            f"CPU-only node train on the CPU, and an autoscaler starts no GPU node for them. Give each trial a share, "
+            f"e.g. `--set resources.gpu=0.125 --set max_concurrent=8` (docs/CLUSTER.md).")
 
 
 def run_sweep(sweep: SweepFile, *, resume: bool | None = None):
     """Run (or resume) the sweep and return its ``ResultGrid``. ``resume=None`` resumes when
     the experiment already exists, so the same command finishes an interrupted sweep."""
     init_ray()
+    period = experiment_state_period(sweep)
+    if period:
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", period)
     exists = experiment_exists(sweep)
     if resume is None:
         resume = exists

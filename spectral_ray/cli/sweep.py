@@ -27,14 +27,15 @@ def _common(p) -> None:
     p.add_argument("--name", help="experiment name (overrides the file's `name`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter, e.g. --set size=32 --set finetune.epochs=1 "
-                        "(VALUE is YAML: a list or {grid: [...]} works too); repeatable")
+                        "(VALUE is YAML: a list or {grid: [...]} works too), or a sweep setting: "
+                        "--set resources.gpu=0.125 --set max_concurrent=8 --set checkpoint=full; repeatable")
 
 
 def _load(args):
     import yaml
 
     from spectral_ray.cli import UserError
-    from spectral_ray.config import SweepError, load_sweep
+    from spectral_ray.config import SweepError, SweepFile, load_sweep
 
     overrides = {"storage": args.storage, "name": args.name}
     params = {}
@@ -43,9 +44,18 @@ def _load(args):
         if not sep or not key:
             raise UserError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            params[key.removeprefix("params.")] = yaml.safe_load(value)
+            value = yaml.safe_load(value)
         except yaml.YAMLError:
             raise UserError(f"--set {key}: {value!r} is not a YAML value") from None
+        head, dot, rest = key.partition(".")
+        if head in SweepFile.model_fields and head not in ("params", "name", "storage"):
+            # a sweep setting (resources.gpu, max_concurrent, checkpoint, search.num_samples …)
+            if dot:
+                overrides.setdefault(head, {})[rest] = value
+            else:
+                overrides[head] = value
+        else:
+            params[key.removeprefix("params.")] = value
     try:
         return load_sweep(args.file, overrides=overrides, param_overrides=params)
     except SweepError as e:

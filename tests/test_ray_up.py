@@ -1,0 +1,188 @@
+"""The documented cluster commands for real: `ray up` of a `local` provider cluster file (head
+127.0.0.1, worker 127.0.0.2, reached over ssh), `ray submit CLUSTER sweeps/launch.py -- SWEEP
+--set …`, `ray job submit --working-dir . -- python sweeps/launch.py …` through the `ray
+dashboard` tunnel, the report read back, `ray down`.
+
+Everything runs in private Linux namespaces (tests/loopback_cluster.sh): sshd on port 22, Ray's
+ports and `ray stop` see only this run; /tmp and root's home are private folders; the kernel ends
+every process of the run with it. Needs root (namespaces, sshd) and Debian's openssh-server and
+rsync, which the test installs with apt when they are missing. By hand, one command:
+
+    .venv/bin/python -m pytest tests/test_ray_up.py -m slow
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raynodes import short_tmpdir
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).with_name("loopback_cluster.sh")
+PACKAGES = {"/usr/sbin/sshd": "openssh-server", "/usr/bin/rsync": "rsync"}
+
+
+def _unavailable() -> str | None:
+    """Why this machine cannot run the test, or None."""
+    if os.geteuid() != 0:
+        return "needs root (Linux namespaces and sshd)"
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return "needs util-linux's unshare and iproute2's ip"
+    probe = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "true"], capture_output=True, text=True)
+    if probe.returncode:
+        return f"cannot create namespaces here: {probe.stderr.strip()}"
+    missing = [pkg for path, pkg in PACKAGES.items() if not Path(path).exists()]
+    if missing:
+        if not shutil.which("apt-get"):
+            return f"needs {', '.join(missing)} and there is no apt-get to install them"
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+            if proc.returncode:
+                return f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}"
+    return None
+
+
+def cluster_file(work: Path) -> dict:
+    """A `local` provider cluster file like sweeps/cluster/local.yaml, for two loopback hosts on
+    this machine: the nodes' environment (:func:`node_env`, the "image") first on PATH in
+    ~/.bashrc, so one interpreter runs setup and runtime; the checkout copied by file_mounts is
+    what runs (PYTHONPATH); WORK/shared is the shared file system."""
+    env = work / "nodeenv"
+    exports = [f"export PATH={env}/bin:$PATH", "export PYTHONPATH=~/spectral-ray",
+               f"export SPECTRAL_RAY_STORE={work}/shared/backbones", f"export SPECTRAL_RAY_CACHE={work}/shared/cache",
+               "export RAY_AUTH_MODE=disabled", f"export TMPDIR={work}/tmp", f"export RAY_TMPDIR={work}/tmp",
+               "export OMP_NUM_THREADS=1"]
+    common = "--num-cpus=1 --num-gpus=0 --object-store-memory=100000000 --disable-usage-stats"
+    return {
+        "cluster_name": "sr-loopback",
+        "provider": {"type": "local", "head_ip": "127.0.0.1", "worker_ips": ["127.0.0.2"]},
+        "auth": {"ssh_user": "root", "ssh_private_key": str(work / "id_ed25519")},
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": 5,
+        "file_mounts": {"~/spectral-ray": "."},
+        "rsync_filter": [".gitignore"],
+        "rsync_exclude": ["**/.git", "**/.git/**", ".venv"],
+        "initialization_commands": [],
+        "setup_commands": ["grep -q SPECTRAL_RAY_STORE ~/.bashrc || printf '%s\\n' "
+                           + " ".join(f"'{e}'" for e in exports) + " >> ~/.bashrc",
+                           "python -c 'import ray, requests, spectral_ray.cli'"],
+        "head_setup_commands": [],
+        "worker_setup_commands": [],
+        # no `ray stop` before `ray start`: both "hosts" share this machine's process table
+        "head_start_ray_commands": [
+            f"ray start --head --node-ip-address=127.0.0.1 --port=6379 {common} "
+            "--autoscaling-config=~/ray_bootstrap_config.yaml --dashboard-host=127.0.0.1"],
+        "worker_start_ray_commands": [
+            f"ray start --address=$RAY_HEAD_IP:6379 --node-ip-address=127.0.0.2 {common} "
+            f"--temp-dir={work}/tmp/ray-worker"],
+    }
+
+
+def node_env(work: Path) -> Path:
+    """The hosts' Python environment, made before the run (the namespace has no network): a venv
+    over this one (a .pth file) plus `ray[default,tune]` at this Ray's version, as the cluster
+    files' setup installs it on real nodes (the job server and `ray job submit` need the extras
+    the project itself does not). Returns its bin folder, with a `ray` command of its own."""
+    import ray
+
+    env = work / "nodeenv"
+    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix) and Path(p).is_dir())
+    subprocess.run([sys._base_executable, "-m", "venv", str(env)], check=True, capture_output=True, timeout=300)
+    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    (env / "lib" / pyver / "site-packages" / "this-venv.pth").write_text(site + "\n")
+    pip = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", f"ray[default,tune]=={ray.__version__}"],
+                         capture_output=True, text=True, timeout=600)
+    if pip.returncode:
+        raise RuntimeError(f"pip install ray[default] for the nodes failed: {pip.stderr[-2000:]}")
+    wrapper = env / "bin" / "ray"
+    wrapper.write_text(f'#!/bin/sh\nexec {env}/bin/python -m ray.scripts.scripts "$@"\n')
+    wrapper.chmod(0o755)
+    return env / "bin"
+
+
+def _log(work: Path, name: str) -> str:
+    path = work / "logs" / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else f"(no {name}.log)"
+
+
+def _trials(exp: Path) -> list[Path]:
+    return sorted(p for p in exp.iterdir() if (p / "params.json").exists())
+
+
+@pytest.fixture(scope="module")
+def loopback_run():
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the ray up test cannot run on this CI machine: {reason}")
+        pytest.skip(reason)
+    work = short_tmpdir("sr-up-")
+    node_env(work)
+    (work / "cluster.yaml").write_text(yaml.safe_dump(cluster_file(work), sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("RAY_ADDRESS", None)
+    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+           "bash", str(SCRIPT), str(work), str(REPO), sys.executable]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1400, cwd=REPO)
+        yield work, proc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _steps(work: Path) -> dict[str, int]:
+    out = {}
+    for line in _log(work, "steps").splitlines():
+        if " rc=" in line:
+            name, _, rc = line.partition(" rc=")
+            out[name] = int(rc)
+    return out
+
+
+def test_ray_up_submit_job_report_down(loopback_run):
+    work, proc = loopback_run
+    steps = _steps(work)
+    where = f"script rc {proc.returncode}; steps {steps}\n{proc.stderr[-2000:]}"
+    for name in ("up", "wait-worker", "submit", "job", "report", "down"):
+        assert steps.get(name) == 0, f"step {name} failed ({where}):\n{_log(work, name)[-4000:]}"
+    assert proc.returncode == 0, where
+    assert "nodes alive: 2" in _log(work, "wait-worker")
+
+    results = work / "shared" / "results"
+    submitted = _log(work, "submit")
+    assert "trials: 4 TERMINATED" in submitted and "pretrainings in this run: 2" in submitted, submitted[-3000:]
+    job = _log(work, "job")
+    # the job's sweep is the same grid: its backbones come from the shared store
+    assert "trials: 4 TERMINATED" in job and "pretrainings in this run: 0" in job, job[-3000:]
+    assert "succeeded" in job.lower(), job[-2000:]
+
+    for name in ("submitted", "job"):
+        trials = _trials(results / name)
+        assert len(trials) == 4, [t.name for t in trials]
+        finals = [json.loads(t.joinpath("result.json").read_text().splitlines()[-1]) for t in trials]
+        assert all(f.get("done") and isinstance(f.get("ood_auc"), float) for f in finals)
+        # both hosts ran trials: the worker came up through ssh, file_mounts and setup_commands
+        assert len({f["node_ip"] for f in finals}) == 2, [f["node_ip"] for f in finals]
+    report = results / "submitted" / "report" / "report.md"
+    assert report.exists() and "## Findings" in report.read_text()
+
+
+def test_ray_down_left_nothing(loopback_run):
+    work, proc = loopback_run
+    assert _steps(work).get("down") == 0, _log(work, "down")[-3000:]
+    after = _log(work, "ps-after-down")
+    left = [line for line in after.splitlines() if "raylet" in line or "gcs_server" in line or "ray::" in line]
+    assert not left, after
+    # nothing in the real home: the run's ~ was its own folder
+    assert (work / "home" / "ray_bootstrap_config.yaml").exists()
