@@ -119,36 +119,50 @@ def run_spectra(args) -> None:
         e = np.array(etas)
         print(f"{label:<30}" + "".join(f"{m:>9.3f} ({p:.3f})" for m, p in zip(e.mean(0), np.ptp(e, 0))))
     if args.plot:
-        plot_spectra({k: np.mean(v, 0) for k, v in mean_psd.items()}, args.plot)
+        before = None if not args.before else {k: np.asarray(v) for k, v in json.loads(Path(args.before).read_text())["psd"].items()}
+        plot_spectra({k: np.mean(v, 0) for k, v in mean_psd.items()}, args.plot, before)
         print(f"wrote {args.plot}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "class_information": info, "psd": {k: np.mean(v, 0).tolist() for k, v in mean_psd.items()}}, indent=1))
 
 
-def plot_spectra(psd: dict[str, np.ndarray], out: str) -> None:
+def plot_spectra(psd: dict[str, np.ndarray], out: str, before: dict[str, np.ndarray] | None = None) -> None:
+    """Three panels: sources and modalities, medical classes, and each spectrum over natural's
+    (all unit sum over k ≥ 1). ``before``: spectra of an earlier generator version, dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    def unit(q):
+        return np.asarray(q)[1:] / np.sum(np.asarray(q)[1:])
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     k = np.arange(1, 33)
     styles = {"natural": ("k", "-"), "medical": ("C3", "-"), "medical/ct": ("C0", "--"), "medical/mr": ("C2", "--")}
+    nat = unit(psd["natural"])
     for label, (color, ls) in styles.items():
-        q = psd[label][1:] / psd[label][1:].sum()
-        axes[0].loglog(k, q, ls, color=color, label=label)
+        axes[0].loglog(k, unit(psd[label]), ls, color=color, label=label)
+        if label != "natural":
+            axes[2].loglog(k, unit(psd[label]) / nat, ls, color=color, label=label)
+    for label, q in (before or {}).items():
+        if label in styles and label != "natural":
+            color = styles[label][0]
+            axes[0].loglog(k, unit(q), ":", color=color, lw=1, label=f"{label} (before)")
+            axes[2].loglog(k, unit(q) / nat, ":", color=color, lw=1, label=f"{label} (before)")
     for label, q in psd.items():
         if label.count("_"):
-            q = q[1:] / q[1:].sum()
-            axes[1].loglog(k, q, "--" if "/ct_" in label else ":", label=label.split("/")[1], lw=1.2)
-    q = psd["natural"][1:] / psd["natural"][1:].sum()
-    axes[1].loglog(k, q, "k-", lw=1.5, label="natural")
-    for ax, title in zip(axes, ("sources and modalities", "medical classes")):
+            axes[1].loglog(k, unit(q), "--" if "/ct_" in label else ":", label=label.split("/")[1], lw=1.2)
+    axes[1].loglog(k, nat, "k-", lw=1.5, label="natural")
+    axes[2].axhline(1.0, color="k", lw=0.8)
+    titles = ("sources and modalities", "medical classes", "relative to natural")
+    for ax, title in zip(axes, titles):
         ax.set_xlabel("radial frequency k (cycles / image)")
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", lw=0.3)
         ax.legend(fontsize=6.5, ncol=2 if ax is axes[1] else 1)
     axes[0].set_ylabel("mean power (unit sum, k ≥ 1)")
+    axes[2].set_ylabel("power / natural's")
     fig.tight_layout()
     fig.savefig(out, dpi=80)
 
@@ -230,8 +244,9 @@ def compare(results: list[dict]) -> None:
     for name, rs in groups.items():
         c = np.array([r["centroid"] for r in rs])
         acc = np.array([r["val_accuracy"][-1] for r in rs])
+        abl = " ".join(f"{k} {np.mean([r['ablation_accuracy'][k] for r in rs]):.3f}" for k in ABLATIONS)
         print(f"{name:<20} n={len(rs)}: final val acc {acc.mean():.3f} (range {acc.min():.3f}-{acc.max():.3f}), "
-              f"centroid {c.mean():.4f} ± {c.std(ddof=1) if len(c) > 1 else float('nan'):.4f}")
+              f"centroid {c.mean():.4f} ± {c.std(ddof=1) if len(c) > 1 else float('nan'):.4f} | mean {abl}")
     for a, b in itertools.combinations(groups, 2):
         for dc, sl in (("", slice(None)), (" (no DC)", slice(1, None))):
             within = [tv(x["priority"][sl], y["priority"][sl]) for g in (a, b) for x, y in itertools.combinations(groups[g], 2)]
@@ -259,6 +274,7 @@ def main() -> None:
     s.add_argument("--n", type=int, default=2000)
     s.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     s.add_argument("--plot", default=None)
+    s.add_argument("--before", default=None, help="JSON of an earlier run (--json) to overlay on the plot")
     s.add_argument("--json", default=None)
     s.set_defaults(func=run_spectra)
     p = sub.add_parser("pretrain")
