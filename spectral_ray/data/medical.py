@@ -221,7 +221,8 @@ def add_table(hu: np.ndarray, labels: np.ndarray, rng) -> np.ndarray:
     rows = np.where((labels != ph.T["air"]).any(axis=1))[0]
     if rows.size == 0:
         return hu
-    x, y = ph._base_grid(r)
+    scanner = ph.canvas(r)  # unposed coordinates
+    x, y = scanner.x, scanner.y
     top = (rows.max() + 0.5) / r * 2 - 1 + _u(rng, 0.0, 0.04)  # mattress gap
     depth = y - top + _u(rng, 0.05, 0.15) * x**2  # curved upwards at the sides
     shell, core = _u(rng, 0.012, 0.02), _u(rng, 0.03, 0.06)

@@ -175,16 +175,16 @@ def fbp_noise_gain(n: int, n_angles: int, filter_name: str, circle: bool = True)
     return float(np.var(np.stack(recs)))
 
 
-def aec_photons(sino: np.ndarray, noise_hu: float, px_mm: float, n_angles: int, filter_name: str, circle: bool = True) -> float:
+def aec_photons(sino: np.ndarray, noise_hu: float, px_mm: float, n: int, n_angles: int, filter_name: str, circle: bool = True) -> float:
     """Unattenuated photons per ray N₀ that give a central-pixel noise of ``noise_hu`` (HU sd).
 
     What automatic exposure control does (GE's noise index, Siemens' CARE Dose): the tube current
     follows the patient's attenuation so that the image noise stays near a chosen level. The
     −log of Poisson counts has variance e^p / N₀ for a ray of line integral p, so the central
     pixel's variance is ``fbp_noise_gain`` × mean over the rays through the centre of e^p / N₀.
-    ``sino``: noise-free line integrals (detector × angle) in the units ``ct_acquire`` uses.
+    ``sino``: noise-free line integrals (detector × angle) in the units ``ct_acquire`` uses, of
+    an n×n image with pixels of ``px_mm``.
     """
-    n = sino.shape[0] if circle else int(round(sino.shape[0] / np.sqrt(2)))
     centre_rays = np.exp(sino[sino.shape[0] // 2, :]).mean()
     sigma_mu = noise_hu / 1000.0 * MU_WATER_PER_MM * px_mm
     return float(fbp_noise_gain(n, n_angles, filter_name, circle) * centre_rays / sigma_mu**2)
@@ -228,7 +228,7 @@ def ct_acquire(
     theta = np.linspace(0.0, 180.0, n_angles, endpoint=False)
     sino = radon(mu, theta, circle=circle)
     if noise_hu is not None:
-        n0 = aec_photons(sino + extra_attenuation, noise_hu, px_mm, n_angles, aec_filter, circle)
+        n0 = aec_photons(sino + extra_attenuation, noise_hu, px_mm, n, n_angles, aec_filter, circle)
     counts = rng.poisson(n0 * np.exp(-(sino + extra_attenuation)))
     sino_noisy = -np.log(np.maximum(counts, 1) / n0) - extra_attenuation
     mu_rec = iradon(sino_noisy, theta, output_size=n, filter_name=filter_name, circle=circle)
