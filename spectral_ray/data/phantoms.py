@@ -7,13 +7,19 @@ through a modality:
 * **CT** (:func:`ct_acquire`): tissue → Hounsfield units → linear attenuation per pixel (water
   0.019 /mm, the field of view in mm sets the pixel size) → ``skimage.transform.radon`` (line
   integrals) → Poisson photon counts at dose N₀ (plus the attenuation of the rest of the body,
-  for patches) → −log → filtered back-projection (``iradon``, ramp filter) → HU → a display
-  window → [0, 1].
+  for patches) → −log → filtered back-projection (``iradon``, a ramp … Hann kernel) → HU → a
+  display window → [0, 1]. The dose is N₀ photons per ray, or (opt-in) the one automatic
+  exposure control picks for a requested noise level in HU (:func:`aec_photons`).
 * **MR** (:func:`mr_signal` + :func:`mr_acquire`): tissue (PD, T1, T2) → spin-echo signal
   PD·(1 − e^(−TR/T1))·e^(−TE/T2) for a random weighting (T1w / T2w / PD) → smooth coil bias
   field → 2-D FFT (k-space) of the supersampled object → central size×size k-space kept
   (truncation, Gibbs ringing), phase-encode lines truncated further and optionally
   undersampled → complex Gaussian noise → inverse FFT → magnitude (Rician noise) → [0, 1].
+  Opt-in: a reconstruction window over the acquired matrix (:func:`k_window`: Fermi, Hamming)
+  and the noise set by a tissue SNR.
+
+The opt-in parts serve the ``medical`` source; the targets (``ct_lesion``, ``mri_knee``) call
+without them and keep their arrays bit for bit (tests/test_medical_source.py).
 
 All randomness comes from the ``rng`` passed in, so a generator seeded per image is reproducible.
 """
@@ -149,26 +155,70 @@ def hu_map(labels: np.ndarray, rng: np.random.Generator, *, texture: float = 8.0
     return hu
 
 
+FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")  # sharp → smooth (skimage names)
+
+
+@lru_cache(maxsize=64)
+def fbp_noise_gain(n: int, n_angles: int, filter_name: str, circle: bool = True) -> float:
+    """Variance of a central FBP pixel (``iradon``, n×n) per unit variance of white noise in
+    every sinogram sample: the factor that turns projection noise into pixel noise. Estimated
+    once per geometry from 16 noise-only sinograms with a fixed generator (it draws nothing from
+    the caller's), over the central disc of radius n/4."""
+    if filter_name not in FBP_FILTERS:
+        raise ValueError(f"unknown FBP filter {filter_name!r}; allowed: {', '.join(FBP_FILTERS)}")
+    theta = np.linspace(0.0, 180.0, n_angles, endpoint=False)
+    shape = radon(np.zeros((n, n)), theta, circle=circle).shape
+    g = np.random.default_rng(20240601)
+    yy, xx = np.mgrid[:n, :n]
+    centre = (yy - n // 2) ** 2 + (xx - n // 2) ** 2 <= (n // 4) ** 2
+    recs = [iradon(g.standard_normal(shape), theta, output_size=n, filter_name=filter_name, circle=circle)[centre] for _ in range(16)]
+    return float(np.var(np.stack(recs)))
+
+
+def aec_photons(sino: np.ndarray, noise_hu: float, px_mm: float, n: int, n_angles: int, filter_name: str, circle: bool = True) -> float:
+    """Unattenuated photons per ray N₀ that give a central-pixel noise of ``noise_hu`` (HU sd).
+
+    What automatic exposure control does (GE's noise index, Siemens' CARE Dose): the tube current
+    follows the patient's attenuation so that the image noise stays near a chosen level. The
+    −log of Poisson counts has variance e^p / N₀ for a ray of line integral p, so the central
+    pixel's variance is ``fbp_noise_gain`` × mean over the rays through the centre of e^p / N₀.
+    ``sino``: noise-free line integrals (detector × angle) in the units ``ct_acquire`` uses, of
+    an n×n image with pixels of ``px_mm``.
+    """
+    centre_rays = np.exp(sino[sino.shape[0] // 2, :]).mean()
+    sigma_mu = noise_hu / 1000.0 * MU_WATER_PER_MM * px_mm
+    return float(fbp_noise_gain(n, n_angles, filter_name, circle) * centre_rays / sigma_mu**2)
+
+
 def ct_acquire(
     hu: np.ndarray,
     rng: np.random.Generator,
     *,
-    n0: float,
+    n0: float | None = None,
     fov_mm: float,
     window: tuple[float, float],
     n_angles: int = 64,
     extra_attenuation: float = 0.0,
     circle: bool = True,
     filter_name: str = "ramp",
+    noise_hu: float | None = None,
+    aec_filter: str = "shepp-logan",
 ) -> np.ndarray:
     """Simulated CT of an HU image (size×size): radon → Poisson(N₀·e^(−p)) → −log → FBP → window.
 
+    The dose is either ``n0`` (unattenuated photons per ray) or, with ``noise_hu``, set by
+    automatic exposure control (:func:`aec_photons`): N₀ such that the central pixel's noise
+    would be ``noise_hu`` HU with the reference kernel ``aec_filter``; the image is then
+    reconstructed with ``filter_name``, so a sharper kernel shows more noise at the same dose,
+    as on a scanner. Give exactly one of the two.
     ``extra_attenuation`` adds a constant line integral to every ray (the body outside a patch),
     which lowers the counts and raises the noise like a thicker patient would. ``filter_name`` is
     the FBP filter (skimage: ramp, shepp-logan, cosine, hamming, hann), i.e. the reconstruction
     kernel from sharp (ramp) to smooth (hann).
     Returns the windowed image in [0, 1] (float64).
     """
+    if (n0 is None) == (noise_hu is None):
+        raise ValueError("ct_acquire needs exactly one of n0 (photons per ray) or noise_hu (AEC noise level)")
     n = hu.shape[-1]
     px_mm = fov_mm / n
     mu = np.clip(MU_WATER_PER_MM * (1.0 + hu / 1000.0), 0.0, None) * px_mm
@@ -177,6 +227,8 @@ def ct_acquire(
         mu = mu * (((yy - n // 2) ** 2 + (xx - n // 2) ** 2) <= (n // 2) ** 2)
     theta = np.linspace(0.0, 180.0, n_angles, endpoint=False)
     sino = radon(mu, theta, circle=circle)
+    if noise_hu is not None:
+        n0 = aec_photons(sino + extra_attenuation, noise_hu, px_mm, n, n_angles, aec_filter, circle)
     counts = rng.poisson(n0 * np.exp(-(sino + extra_attenuation)))
     sino_noisy = -np.log(np.maximum(counts, 1) / n0) - extra_attenuation
     mu_rec = iradon(sino_noisy, theta, output_size=n, filter_name=filter_name, circle=circle)
@@ -238,7 +290,24 @@ def mr_signal(
     return np.clip(s * bias, 0.0, None)
 
 
-def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=None, noise=None, keep_read=None) -> np.ndarray:
+MR_APODIZATIONS = ("none", "fermi", "hamming")
+
+
+def k_window(name: str, rho: np.ndarray, radius: float = 0.9, width: float = 0.05) -> np.ndarray:
+    """Reconstruction (apodisation) window over k-space at normalised radius ρ (1 = the edge of
+    the acquired matrix): ``none`` (1), ``fermi`` 1/(1 + e^((ρ − radius)/width)) — flat, rolling
+    off the outermost k-space — or ``hamming`` 0.54 + 0.46·cos(πρ), zero beyond ρ = 1."""
+    if name == "none":
+        return np.ones_like(rho)
+    if name == "fermi":
+        return 1.0 / (1.0 + np.exp((rho - radius) / width))
+    if name == "hamming":
+        return np.where(rho <= 1.0, 0.54 + 0.46 * np.cos(np.pi * np.minimum(rho, 1.0)), 0.0)
+    raise ValueError(f"unknown k-space window {name!r}; allowed: {', '.join(MR_APODIZATIONS)}")
+
+
+def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=None, noise=None, keep_read=None,
+               apodize=None, snr=None) -> np.ndarray:
     """Batched MR acquisition of supersampled signal images ``(B, R, R)`` → ``(B, size, size)``.
 
     For image i: central size×size k-space of its R×R object (truncation), phase-encode rows
@@ -249,13 +318,20 @@ def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=N
     of standard deviation ``noise[i]`` × the image's mean signal on the sampled lines, inverse FFT,
     magnitude, normalised by its 99.5th percentile. ``rngs`` gives one generator per image; keep,
     undersample and noise default to per-image random draws from them.
+
+    Opt-in (None = off, as the targets use it): ``apodize[i]`` = ``(name, radius, width)``, a
+    :func:`k_window` over the acquired matrix applied after the noise (the scanner's
+    reconstruction filter); ``snr[i]`` sets the noise instead of ``noise``: the image-domain
+    noise sd (per real channel, before the magnitude) is the mean signal of the object's
+    non-zero pixels / ``snr[i]``, whatever the matrix and window (the NEMA-style tissue SNR).
     """
     b, r, _ = signals.shape
     if r % size:
         raise ValueError(f"supersampled size {r} must be a multiple of {size}")
     keep = np.array([g.uniform(0.55, 1.0) for g in rngs]) if keep is None else np.broadcast_to(keep, (b,))
     undersample = np.array([g.uniform(0.0, 0.35) if g.random() < 0.3 else 0.0 for g in rngs]) if undersample is None else np.broadcast_to(undersample, (b,))
-    noise = np.array([g.uniform(0.015, 0.06) for g in rngs]) if noise is None else np.broadcast_to(noise, (b,))
+    if snr is None:
+        noise = np.array([g.uniform(0.015, 0.06) for g in rngs]) if noise is None else np.broadcast_to(noise, (b,))
     k = torch.fft.fftshift(torch.fft.fft2(torch.from_numpy(signals.astype(np.float32)), norm="ortho"), dim=(-2, -1))
     lo = r // 2 - size // 2
     k = k[:, lo : lo + size, lo : lo + size] * (size / r)
@@ -263,6 +339,7 @@ def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=N
     masks = np.zeros((b, size, 1), np.float32)
     cols = np.ones((b, 1, size), np.float32)
     keep_read = None if keep_read is None else np.broadcast_to(keep_read, (b,))
+    windows = None if apodize is None else np.zeros((b, size, size), np.float32)
     noise_c = np.zeros((b, size, size), np.complex64)
     for i, g in enumerate(rngs):
         m = ky <= keep[i] * size / 2
@@ -272,11 +349,23 @@ def mr_acquire(signals: np.ndarray, size: int, rngs, *, keep=None, undersample=N
         masks[i, :, 0] = m
         if keep_read is not None:
             cols[i, 0] = ky <= keep_read[i] * size / 2  # the same |k| grid along the read direction
-        sigma = noise[i] * float(signals[i].mean())  # ortho FFT: k-space σ = image-domain σ
+        if windows is not None:
+            name, radius, width = apodize[i]
+            read = 1.0 if keep_read is None else keep_read[i]
+            rho = np.hypot(ky[:, None] / (keep[i] * size / 2), ky[None, :] / (read * size / 2))
+            windows[i] = k_window(name, rho, radius, width)
+        if snr is None:
+            sigma = noise[i] * float(signals[i].mean())  # ortho FFT: k-space σ = image-domain σ
+        else:  # per channel, image-domain σ² = σ_k² · Σ(sampled · window²) / size² (ortho inverse FFT)
+            gain = (masks[i] * cols[i] * (1.0 if windows is None else windows[i]) ** 2).sum() / size**2
+            body = signals[i][signals[i] > 0]
+            sigma = np.sqrt(2) * float(body.mean() if body.size else 0.0) / snr[i] / np.sqrt(max(gain, 1e-12))
         noise_c[i] = (g.standard_normal((size, size)) + 1j * g.standard_normal((size, size))) * sigma / np.sqrt(2)
     k = (k + torch.from_numpy(noise_c)) * torch.from_numpy(masks)
     if keep_read is not None:
         k = k * torch.from_numpy(cols)
+    if windows is not None:
+        k = k * torch.from_numpy(windows)
     img = torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho").abs().numpy()
     scale = np.percentile(img.reshape(b, -1), 99.5, axis=1)
     scale = scale * np.array([g.uniform(0.9, 1.2) for g in rngs])
