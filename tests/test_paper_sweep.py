@@ -152,7 +152,7 @@ def test_one_trial_of_the_paper_sweep_on_fabricated_data(tmp_path):
                           text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "trials: 1 TERMINATED" in proc.stdout
-    trial = next((tmp_path / "results" / "paper").glob("finetune_*"))
+    trial = next((tmp_path / "results" / "paper").glob("*/result.json")).parent  # folder named by grid point
     final = json.loads((trial / "result.json").read_text().splitlines()[-1])
     assert final["psd_pretrained_on"] == "source" and len(final["psd_finetuned"]) == 17
     assert 0 <= final["ood_auc"] <= 1
