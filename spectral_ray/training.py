@@ -311,16 +311,64 @@ def fit(
 
 
 def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch, dev: torch.device) -> dict:
+    """The protocol of :func:`fit`, step by step: seed, move data and model, build the optimizer,
+    then per epoch train, evaluate, track the best epoch and maybe stop; restore the best weights."""
+    order_gen = _seed(seed)
+    x_tr, y_tr, sets = _load_data(model, train, val, eval_sets, recipe, dev)
+    opt, backbone = _optimizer(model, recipe, dev)
+    loop = _Loop(model, recipe, dev, x_tr, y_tr, opt, order_gen, _augmenter(recipe, x_tr.shape[-1], seed, dev))
+    history: dict = {"epochs": [], "best_epoch": None, "best_val_loss": None, "stopped_early": False}
+    best = _BestEpoch(recipe.early_stopping_patience)
+    t_start = time.perf_counter()
+    try:
+        for epoch in range(1, recipe.epochs + 1):
+            probe = epoch <= recipe.linear_probe_epochs
+            for p in backbone:
+                p.requires_grad_(not probe)
+            t0 = time.perf_counter()
+            metrics = {**loop.train_epoch(epoch), "linear_probe": probe}
+            train_time = time.perf_counter() - t0
+            metrics.update(_evaluate_epoch(model, sets, recipe, epoch))
+            metrics["epoch_time_s"] = time.perf_counter() - t0
+            metrics["images_per_s"] = loop.steps_per_epoch * loop.batch / train_time if train_time > 0 else float("nan")
+            history["epochs"].append(metrics)
+            stop = best.update(epoch, metrics, model, history)
+            if on_epoch is not None:
+                on_epoch(dict(metrics))
+            if stop:
+                history["stopped_early"] = True
+                break
+    finally:
+        for p in backbone:
+            p.requires_grad_(True)
+        model.eval()
+    best.restore(model)
+    elapsed = time.perf_counter() - t_start
+    history.update(
+        train_time_s=elapsed,
+        images_per_s=loop.images_seen / elapsed if elapsed > 0 else float("nan"),
+        recipe=recipe.to_dict(),
+        seed=seed,
+        device=str(dev),
+    )
+    return history
+
+
+def _seed(seed: int) -> torch.Generator:
+    """Seed torch and numpy; returns the generator of the data order (on the CPU: the same order
+    on any device)."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    gen = torch.Generator(device="cpu").manual_seed(seed)  # data order (CPU: the same order on any device)
+    return torch.Generator(device="cpu").manual_seed(seed)
 
+
+def _load_data(model, train, val, eval_sets: dict, recipe: Recipe, dev: torch.device):
+    """Model and data onto the device: ``(x_train, y_train, {"val": …, name: …})``."""
     model.to(dev)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
     x_tr, y_tr = _to_tensors(train, dev)
-    n = x_tr.shape[0]
-    if n < 2:
+    if x_tr.shape[0] < 2:
         raise ValueError("need at least 2 training images")
     sets = {}
     if val is None and recipe.early_stopping_patience is not None:
@@ -331,8 +379,12 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
         if name == "val" or name == "train":
             raise ValueError(f"eval set name {name!r} is reserved")
         sets[name] = _to_tensors(data, dev)
+    return x_tr, y_tr, sets
 
-    # Permanent freeze (recipe), then the trainable set for the optimizer.
+
+def _optimizer(model, recipe: Recipe, dev: torch.device) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
+    """The recipe's permanent freeze, then the optimizer over what stays trainable; also the
+    trainable backbone parameters (the ones a linear probe freezes for its epochs)."""
     if recipe.freeze_stages:
         _models.freeze_stages(model, "all" if recipe.freeze_stages == -1 else recipe.freeze_stages)
     groups = _models.param_groups(model, recipe.lr, recipe.backbone_lr_mult, recipe.weight_decay)
@@ -346,102 +398,107 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
     else:
         opt = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     head = _models.head_prefixes(model)
-    backbone_trainable = [p for name, p in model.named_parameters() if p.requires_grad and not _models.is_head_param(name, head)]
+    backbone = [p for name, p in model.named_parameters() if p.requires_grad and not _models.is_head_param(name, head)]
+    return opt, backbone
 
-    bs = min(recipe.batch_size, n)
-    steps_per_epoch = n // bs + (1 if n % bs > 1 else 0)  # a last batch of 1 is skipped (batch norm)
-    total_steps = max(1, steps_per_epoch * recipe.epochs)
-    max_shift = max(1, x_tr.shape[-1] // 8) if recipe.augment else 0
-    aug_gen = torch.Generator(device=dev).manual_seed(seed + 1) if recipe.augment else None
-    check_every = 1 if dev.type == "cpu" else 32  # avoid a device sync per step on GPUs
 
-    history: dict = {"epochs": [], "best_epoch": None, "best_val_loss": None, "stopped_early": False}
-    best_state, best_loss, bad_epochs = None, math.inf, 0
-    step_global = 0
-    t_start = time.perf_counter()
-    images_seen = 0
-    try:
-        for epoch in range(1, recipe.epochs + 1):
-            probe = epoch <= recipe.linear_probe_epochs
-            for p in backbone_trainable:
-                p.requires_grad_(not probe)
-            _set_train_mode(model)
-            t0 = time.perf_counter()
-            order = torch.randperm(n, generator=gen).to(dev)
-            losses = torch.zeros(steps_per_epoch, device=dev)
-            for step in range(steps_per_epoch):
-                idx = order[step * bs : (step + 1) * bs]
-                xb, yb = x_tr[idx], y_tr[idx]
-                if max_shift:
-                    xb = _augment(xb, aug_gen, max_shift)
-                if recipe.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                if recipe.scheduler == "cosine":
-                    f = 0.5 * (1 + math.cos(math.pi * step_global / total_steps))
-                    for g in opt.param_groups:
-                        g["lr"] = g["initial_lr"] * f
-                with _autocast(dev, recipe.bf16):
-                    out = model(xb)
-                loss = F.cross_entropy(out.float(), yb, label_smoothing=recipe.label_smoothing)
-                losses[step] = loss.detach()
-                if (step + 1) % check_every == 0 or step == steps_per_epoch - 1:
-                    window = losses[max(0, step + 1 - check_every) : step + 1]
-                    if not bool(torch.isfinite(window).all()):
-                        bad = int((~torch.isfinite(losses[: step + 1])).nonzero()[0])
-                        raise DivergenceError(
-                            f"training loss became {float(losses[bad])} at epoch {epoch}, step {bad} "
-                            f"(lr {recipe.lr}, optimizer {recipe.optimizer})",
-                            epoch=epoch,
-                            step=bad,
-                        )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step_global += 1
-                images_seen += idx.numel()
-            train_time = time.perf_counter() - t0
-            metrics = {
-                "epoch": epoch,
-                "train_loss": float(losses.mean()),
-                "lr": opt.param_groups[0]["lr"],
-                "linear_probe": probe,
-            }
-            metrics.update(_epoch_metrics(model, sets, recipe))
-            for k in [k for k in metrics if k.endswith("_loss")]:
-                if not math.isfinite(metrics[k]):
-                    raise DivergenceError(f"{k} became {metrics[k]} at epoch {epoch}", epoch=epoch, step=None, phase=k)
-            metrics["epoch_time_s"] = time.perf_counter() - t0
-            metrics["images_per_s"] = steps_per_epoch * bs / train_time if train_time > 0 else float("nan")
-            history["epochs"].append(metrics)
+def _augmenter(recipe: Recipe, size: int, seed: int, dev: torch.device) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The recipe's training-batch augmentation as ``batch -> batch``, drawing from its own
+    generator (seed + 1, on the device), or None without augmentation."""
+    if not recipe.augment:
+        return None
+    gen = torch.Generator(device=dev).manual_seed(seed + 1)
+    max_shift = max(1, size // 8)
+    return lambda xb: _augment(xb, gen, max_shift)
 
-            stop = False
-            if "val_loss" in metrics:
-                if metrics["val_loss"] < best_loss:
-                    best_loss, bad_epochs = metrics["val_loss"], 0
-                    history["best_epoch"], history["best_val_loss"] = epoch, best_loss
-                    if recipe.early_stopping_patience is not None:
-                        best_state = copy.deepcopy(model.state_dict())
-                else:
-                    bad_epochs += 1
-                    if recipe.early_stopping_patience is not None and bad_epochs >= recipe.early_stopping_patience:
-                        stop = True
-            if on_epoch is not None:
-                on_epoch(dict(metrics))
-            if stop:
-                history["stopped_early"] = True
-                break
-    finally:
-        for p in backbone_trainable:
-            p.requires_grad_(True)
-        model.eval()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    elapsed = time.perf_counter() - t_start
-    history.update(
-        train_time_s=elapsed,
-        images_per_s=images_seen / elapsed if elapsed > 0 else float("nan"),
-        recipe=recipe.to_dict(),
-        seed=seed,
-        device=str(dev),
-    )
-    return history
+
+class _Loop:
+    """The training steps of one fit: batches in a seeded order, the lr schedule, NaN checks."""
+
+    def __init__(self, model, recipe: Recipe, dev, x, y, opt, order_gen, augment):
+        self.model, self.recipe, self.dev, self.x, self.y = model, recipe, dev, x, y
+        self.opt, self.order_gen, self.augment = opt, order_gen, augment
+        n = x.shape[0]
+        self.batch = min(recipe.batch_size, n)
+        self.steps_per_epoch = n // self.batch + (1 if n % self.batch > 1 else 0)  # a last batch of 1 is skipped (batch norm)
+        self.total_steps = max(1, self.steps_per_epoch * recipe.epochs)
+        self.check_every = 1 if dev.type == "cpu" else 32  # avoid a device sync per step on GPUs
+        self.step_global = 0
+        self.images_seen = 0
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training set in a fresh seeded order: ``{"epoch", "train_loss", "lr"}``."""
+        _set_train_mode(self.model)
+        order = torch.randperm(self.x.shape[0], generator=self.order_gen).to(self.dev)
+        losses = torch.zeros(self.steps_per_epoch, device=self.dev)
+        for step in range(self.steps_per_epoch):
+            idx = order[step * self.batch : (step + 1) * self.batch]
+            self._step(self.x[idx], self.y[idx], losses, step, epoch)
+            self.images_seen += idx.numel()
+        return {"epoch": epoch, "train_loss": float(losses.mean()), "lr": self.opt.param_groups[0]["lr"]}
+
+    def _step(self, xb, yb, losses, step: int, epoch: int) -> None:
+        """Augment, schedule the lr, forward, record the loss in ``losses[step]``, check, step."""
+        recipe = self.recipe
+        if self.augment is not None:
+            xb = self.augment(xb)
+        if recipe.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        if recipe.scheduler == "cosine":
+            f = 0.5 * (1 + math.cos(math.pi * self.step_global / self.total_steps))
+            for g in self.opt.param_groups:
+                g["lr"] = g["initial_lr"] * f
+        with _autocast(self.dev, recipe.bf16):
+            out = self.model(xb)
+        loss = F.cross_entropy(out.float(), yb, label_smoothing=recipe.label_smoothing)
+        losses[step] = loss.detach()
+        if (step + 1) % self.check_every == 0 or step == self.steps_per_epoch - 1:
+            self._check_finite(losses, step, epoch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step_global += 1
+
+    def _check_finite(self, losses, step: int, epoch: int) -> None:
+        window = losses[max(0, step + 1 - self.check_every) : step + 1]
+        if not bool(torch.isfinite(window).all()):
+            bad = int((~torch.isfinite(losses[: step + 1])).nonzero()[0])
+            raise DivergenceError(
+                f"training loss became {float(losses[bad])} at epoch {epoch}, step {bad} "
+                f"(lr {self.recipe.lr}, optimizer {self.recipe.optimizer})",
+                epoch=epoch,
+                step=bad,
+            )
+
+
+def _evaluate_epoch(model, sets: dict, recipe: Recipe, epoch: int) -> dict[str, float]:
+    """``{set}_loss/_auc/_accuracy`` for every evaluation set; a NaN/inf loss raises."""
+    metrics = _epoch_metrics(model, sets, recipe)
+    for k in [k for k in metrics if k.endswith("_loss")]:
+        if not math.isfinite(metrics[k]):
+            raise DivergenceError(f"{k} became {metrics[k]} at epoch {epoch}", epoch=epoch, step=None, phase=k)
+    return metrics
+
+
+class _BestEpoch:
+    """The best epoch by validation loss and, with early stopping, its weights and the patience count."""
+
+    def __init__(self, patience: int | None):
+        self.patience, self.best_loss, self.bad_epochs, self.state = patience, math.inf, 0, None
+
+    def update(self, epoch: int, metrics: dict, model, history: dict) -> bool:
+        """Record the epoch; True when early stopping says stop."""
+        if "val_loss" not in metrics:
+            return False
+        if metrics["val_loss"] < self.best_loss:
+            self.best_loss, self.bad_epochs = metrics["val_loss"], 0
+            history["best_epoch"], history["best_val_loss"] = epoch, self.best_loss
+            if self.patience is not None:
+                self.state = copy.deepcopy(model.state_dict())
+            return False
+        self.bad_epochs += 1
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def restore(self, model) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
