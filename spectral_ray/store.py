@@ -37,7 +37,7 @@ from filelock import FileLock
 from spectral_ray.atomic import atomic_open
 
 from spectral_ray.models import CorruptCheckpoint, read_backbone, save_backbone
-from spectral_ray.training import Recipe
+from spectral_ray.training import Recipe, from_fields
 
 __all__ = [
     "PretrainConfig",
@@ -136,11 +136,8 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise TypeError(f"unknown pretraining config key(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
+        """A PretrainConfig from :meth:`to_dict`'s form (unknown keys raise ``TypeError`` naming them)."""
+        return from_fields(cls, d, "pretraining config")
 
     def canonical(self) -> dict:
         """The hashed form: canonical numbers, speed-only recipe knobs dropped, a no-op edit

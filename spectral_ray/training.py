@@ -91,11 +91,17 @@ class Recipe:
             return cls()
         if isinstance(d, cls):
             return d
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise TypeError(f"unknown recipe key(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
+        return from_fields(cls, d, "recipe")
+
+
+def from_fields(cls, d: dict, what: str):
+    """``cls(**d)`` for a dataclass ``cls``; unknown keys raise ``TypeError`` naming them and the
+    allowed ones (``what`` names the kind of config in the message)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise TypeError(f"unknown {what} key(s) {unknown}; allowed: {sorted(names)}")
+    return cls(**d)
 
 
 # ------------------------------------------------------------------------------------ data

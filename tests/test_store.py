@@ -97,6 +97,12 @@ def test_key_is_stable_and_canonical():
         assert other.key() != a.key()
 
 
+def test_from_dict_rejects_unknown_keys_naming_them():
+    d = {**cfg().to_dict(), "sead": 1}
+    with pytest.raises(TypeError, match=r"unknown pretraining config key\(s\) \['sead'\]; allowed: .*'seed'"):
+        PretrainConfig.from_dict(d)
+
+
 def test_concurrent_callers_train_once(tmp_path, marker_dir, monkeypatch):
     """Two spawned processes and this one ask for the same backbone at once: one trains (and
     holds the lock until the others are waiting), the others wait and reuse its file."""
