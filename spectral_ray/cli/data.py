@@ -69,7 +69,7 @@ def _load(name: str, args, **extra):
 
 
 def run_preview(args) -> int:
-    from spectral_ray.data.preview import preview_grid
+    from spectral_ray.plots import preview_grid
 
     artifact = None
     if not 0.0 <= args.degradation <= 1.0:
@@ -98,11 +98,11 @@ def run_preview(args) -> int:
 
 
 def run_spectrum(args) -> int:
-    from spectral_ray.data.preview import spectrum_plot
+    from spectral_ray.plots import dataset_spectra_plot
 
     datasets = [_load(name, args) for name in [args.name, *args.compare]]
     out = args.out or Path(f"{args.name}-spectrum.png")
-    slopes = spectrum_plot(datasets, out, max_images=args.max_images)
+    slopes = dataset_spectra_plot(datasets, out, max_images=args.max_images)
     for name, slope in slopes.items():
         print(f"{name}: log-log slope {slope:.3f}")
     print(f"wrote {out}")
