@@ -59,6 +59,11 @@ LOG = "trainings.jsonl"
 
 # Recipe fields that do not change what is learned (only speed/memory); left out of the key.
 _RECIPE_KEY_EXCLUDE = ("num_threads", "eval_batch_size")
+# Recipe fields added after the first backbones were stored: hashed only when set to something
+# other than their default (the default is the behaviour from before they existed), so those
+# backbones keep their keys.
+_RECIPE_KEY_IF_SET = ("adam_eps", "affine_rotation_deg", "affine_shift", "affine_shear_deg", "affine_zoom",
+                      "head_dropout")
 
 
 def _code_version(source: str, edited: bool) -> str:
@@ -145,6 +150,10 @@ class PretrainConfig:
         d = self.to_dict()
         for k in _RECIPE_KEY_EXCLUDE:
             d["recipe"].pop(k, None)
+        defaults = Recipe()
+        for k in _RECIPE_KEY_IF_SET:
+            if d["recipe"][k] == getattr(defaults, k):
+                del d["recipe"][k]
         if not self.edited:
             d["edit_family"], d["edit_strength"], d["edit_params"] = "none", 0, {}
         return _canonical(d)

@@ -28,10 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spectral_ray import augment as _augment
 from spectral_ray import models as _models
 
 __all__ = ["Recipe", "fit", "evaluate", "predict_proba", "auc_score", "DivergenceError", "as_arrays",
            "deterministic_kernels"]
+
+
+OPTIMIZERS = ("adamw", "sgd", "adam")
 
 
 class DivergenceError(FloatingPointError):
@@ -47,15 +51,22 @@ class DivergenceError(FloatingPointError):
 class Recipe:
     """How to train. Plain data: ``dataclasses.asdict`` is JSON-able, :meth:`from_dict` reads it back."""
 
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd", "adam"] = "adamw"  # adam: L2-coupled weight decay (torch.optim.Adam)
     lr: float = 1e-3
     backbone_lr_mult: float = 1.0  # backbone lr = lr * backbone_lr_mult; 1.0 = same as head
     weight_decay: float = 0.05
     momentum: float = 0.9  # sgd only
+    adam_eps: float = 1e-8  # adam / adamw epsilon (Keras' Adam uses 1e-7)
     epochs: int = 5
     batch_size: int = 32
     scheduler: Literal["none", "cosine"] = "none"  # cosine: per step, over all epochs
     augment: bool = False  # random horizontal flips + shifts of up to size/8 (reflect padding)
+    # random affine warp per training image (spectral_ray.augment.random_affine); 0 = that part off
+    affine_rotation_deg: float = 0.0  # rotation ~ U(±deg)
+    affine_shift: float = 0.0  # shifts ~ U(±shift) × size, rows and columns
+    affine_shear_deg: float = 0.0  # shear angle ~ U(±deg)
+    affine_zoom: float = 0.0  # zoom per axis ~ U(1 ± zoom)
+    head_dropout: float = 0.0  # dropout on the classifier's input (the pooled features) while training
     early_stopping_patience: int | None = None  # None = off; when on, the best weights by val loss are restored
     freeze_stages: int = 0  # stem + first n stages frozen for the whole run (0 = none, -1 = whole backbone)
     linear_probe_epochs: int = 0  # head-only epochs (counted within ``epochs``) before unfreezing
@@ -66,8 +77,8 @@ class Recipe:
     eval_batch_size: int = 256
 
     def __post_init__(self):
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
         if self.scheduler not in ("none", "cosine"):
             raise ValueError(f"scheduler must be 'none' or 'cosine', got {self.scheduler!r}")
         if not (self.lr > 0 and self.backbone_lr_mult >= 0 and self.weight_decay >= 0):
@@ -80,6 +91,20 @@ class Recipe:
             raise ValueError("freeze_stages must be >= -1 (-1 = whole backbone)")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be >= 1 or None")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be > 0, got {self.adam_eps}")
+        if not 0 <= self.head_dropout < 1:
+            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+        affine = (self.affine_rotation_deg, self.affine_shift, self.affine_shear_deg, self.affine_zoom)
+        if not all(math.isfinite(v) and v >= 0 for v in affine) or self.affine_shift >= 1 or self.affine_zoom >= 1:
+            raise ValueError("affine_rotation_deg, affine_shift, affine_shear_deg, affine_zoom must be >= 0, "
+                             f"affine_shift and affine_zoom < 1; got {affine}")
+
+    @property
+    def affine(self) -> dict[str, float]:
+        """The affine warp's ranges as :func:`spectral_ray.augment.random_affine` takes them."""
+        return {"rotation_deg": self.affine_rotation_deg, "shift": self.affine_shift,
+                "shear_deg": self.affine_shear_deg, "zoom": self.affine_zoom}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -249,24 +274,6 @@ def _set_train_mode(model: nn.Module) -> None:
                 m.eval()
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:
-    """Per-image random horizontal flip and integer shift up to ``max_shift`` (reflect padding)."""
-    b, _, h, w = x.shape
-    flip = torch.rand(b, generator=gen, device=gen.device) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    if max_shift <= 0:
-        return x
-    s = max_shift
-    xp = F.pad(x, (s, s, s, s), mode="reflect")
-    dy = torch.randint(0, 2 * s + 1, (b,), generator=gen, device=gen.device)
-    dx = torch.randint(0, 2 * s + 1, (b,), generator=gen, device=gen.device)
-    rows = (torch.arange(h, device=x.device)[None, :] + dy.to(x.device)[:, None])  # (b, h)
-    cols = (torch.arange(w, device=x.device)[None, :] + dx.to(x.device)[:, None])  # (b, w)
-    bi = torch.arange(b, device=x.device)[:, None, None]
-    out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (b, h, w, C)
-    return out.permute(0, 3, 1, 2).contiguous()
-
-
 def _epoch_metrics(model, sets, recipe) -> dict[str, float]:
     out = {}
     for name, (x, y) in sets.items():
@@ -327,23 +334,19 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
     best = _BestEpoch(recipe.early_stopping_patience)
     t_start = time.perf_counter()
     try:
-        for epoch in range(1, recipe.epochs + 1):
-            probe = epoch <= recipe.linear_probe_epochs
-            for p in backbone:
-                p.requires_grad_(not probe)
-            t0 = time.perf_counter()
-            metrics = {**loop.train_epoch(epoch), "linear_probe": probe}
-            train_time = time.perf_counter() - t0
-            metrics.update(_evaluate_epoch(model, sets, recipe, epoch))
-            metrics["epoch_time_s"] = time.perf_counter() - t0
-            metrics["images_per_s"] = loop.steps_per_epoch * loop.batch / train_time if train_time > 0 else float("nan")
-            history["epochs"].append(metrics)
-            stop = best.update(epoch, metrics, model, history)
-            if on_epoch is not None:
-                on_epoch(dict(metrics))
-            if stop:
-                history["stopped_early"] = True
-                break
+        with _head_dropout(model, recipe.head_dropout):
+            for epoch in range(1, recipe.epochs + 1):
+                probe = epoch <= recipe.linear_probe_epochs
+                for p in backbone:
+                    p.requires_grad_(not probe)
+                metrics = _epoch(loop, model, sets, recipe, epoch, probe)
+                history["epochs"].append(metrics)
+                stop = best.update(epoch, metrics, model, history)
+                if on_epoch is not None:
+                    on_epoch(dict(metrics))
+                if stop:
+                    history["stopped_early"] = True
+                    break
     finally:
         for p in backbone:
             p.requires_grad_(True)
@@ -358,6 +361,37 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
         device=str(dev),
     )
     return history
+
+
+def _epoch(loop: "_Loop", model, sets: dict, recipe: Recipe, epoch: int, probe: bool) -> dict:
+    """Train one epoch, then evaluate: the epoch's metrics with their timing."""
+    t0 = time.perf_counter()
+    metrics = {**loop.train_epoch(epoch), "linear_probe": probe}
+    train_time = time.perf_counter() - t0
+    metrics.update(_evaluate_epoch(model, sets, recipe, epoch))
+    metrics["epoch_time_s"] = time.perf_counter() - t0
+    metrics["images_per_s"] = loop.steps_per_epoch * loop.batch / train_time if train_time > 0 else float("nan")
+    return metrics
+
+
+@contextlib.contextmanager
+def _head_dropout(model: nn.Module, p: float):
+    """Dropout with probability ``p`` on the classifier head's input (the pooled features) while
+    the model is in train mode, as a forward pre-hook on each head module; removed on exit."""
+    if not p:
+        yield
+        return
+    modules = dict(model.named_modules())
+
+    def drop(module, args):
+        return (F.dropout(args[0], p, training=module.training), *args[1:])
+
+    handles = [modules[name].register_forward_pre_hook(drop) for name in _models.head_prefixes(model)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _seed(seed: int) -> torch.Generator:
@@ -398,9 +432,10 @@ def _optimizer(model, recipe: Recipe, dev: torch.device) -> tuple[torch.optim.Op
         raise ValueError("no trainable parameters")
     for g in groups:
         g["initial_lr"] = g["lr"]
-    if recipe.optimizer == "adamw":
+    if recipe.optimizer in ("adamw", "adam"):
         # fused: one kernel for all parameters on CUDA (deterministic, like foreach)
-        opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=dev.type == "cuda")
+        adam = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+        opt = adam(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, eps=recipe.adam_eps, fused=dev.type == "cuda")
     else:
         opt = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     head = _models.head_prefixes(model)
@@ -409,13 +444,23 @@ def _optimizer(model, recipe: Recipe, dev: torch.device) -> tuple[torch.optim.Op
 
 
 def _augmenter(recipe: Recipe, size: int, seed: int, dev: torch.device) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The recipe's training-batch augmentation as ``batch -> batch``, drawing from its own
-    generator (seed + 1, on the device), or None without augmentation."""
-    if not recipe.augment:
+    """The recipe's training-batch augmentation as ``batch -> batch``: flips and shifts
+    (``augment``), then the affine warp (``affine_*``), drawing from one generator (seed + 1, on
+    the device); None without augmentation."""
+    affine = recipe.affine if any(recipe.affine.values()) else None
+    if not recipe.augment and affine is None:
         return None
     gen = torch.Generator(device=dev).manual_seed(seed + 1)
     max_shift = max(1, size // 8)
-    return lambda xb: _augment(xb, gen, max_shift)
+
+    def augment(xb: torch.Tensor) -> torch.Tensor:
+        if recipe.augment:
+            xb = _augment.flip_shift(xb, gen, max_shift)
+        if affine is not None:
+            xb = _augment.random_affine(xb, gen, **affine)
+        return xb
+
+    return augment
 
 
 class _Loop:
