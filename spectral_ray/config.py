@@ -30,7 +30,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from spectral_ray.training import Recipe
+from spectral_ray.training import Recipe, check_fields
 
 __all__ = ["TrialConfig", "SweepFile", "SweepError", "load_sweep", "parse_sweep", "DEFAULT_PRETRAIN", "DEFAULT_FINETUNE",
            "LAB_FINETUNE", "FINETUNE_PRESETS", "recipe_base"]
@@ -72,10 +72,7 @@ class SweepError(ValueError):
 
 
 def _recipe(overrides: dict, base: dict, key: str) -> dict:
-    fields = Recipe.__dataclass_fields__
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown {key} recipe key(s) {unknown}; allowed: {sorted(fields)}")
+    check_fields(Recipe, overrides, f"{key} recipe")
     merged = {**base, **overrides}
     defaults = Recipe()
     for name, value in merged.items():

@@ -119,13 +119,18 @@ class Recipe:
         return from_fields(cls, d, "recipe")
 
 
-def from_fields(cls, d: dict, what: str):
-    """``cls(**d)`` for a dataclass ``cls``; unknown keys raise ``TypeError`` naming them and the
-    allowed ones (``what`` names the kind of config in the message)."""
+def check_fields(cls, d: dict, what: str) -> None:
+    """Raise ``TypeError`` naming the keys of ``d`` that are no field of the dataclass ``cls``, and
+    the allowed ones (``what`` names the kind of config in the message)."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
         raise TypeError(f"unknown {what} key(s) {unknown}; allowed: {sorted(names)}")
+
+
+def from_fields(cls, d: dict, what: str):
+    """``cls(**d)`` for a dataclass ``cls``, after :func:`check_fields`."""
+    check_fields(cls, d, what)
     return cls(**d)
 
 
