@@ -30,17 +30,41 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from spectral_ray.training import Recipe
+from spectral_ray.training import Recipe, check_fields
 
-__all__ = ["TrialConfig", "SweepFile", "SweepError", "load_sweep", "parse_sweep", "DEFAULT_PRETRAIN", "DEFAULT_FINETUNE"]
+__all__ = ["TrialConfig", "SweepFile", "SweepError", "load_sweep", "parse_sweep", "DEFAULT_PRETRAIN", "DEFAULT_FINETUNE",
+           "LAB_FINETUNE", "FINETUNE_PRESETS", "recipe_base"]
 
 # Pretraining on an embedded source: enough to give a backbone its own priority, quick on 2 cores.
 DEFAULT_PRETRAIN = {"epochs": 3, "lr": 2e-3, "batch_size": 64, "weight_decay": 0.05, "augment": True}
 # Fine-tuning: a gentle recipe (smaller backbone lr) so the pretrained priority can survive (F2).
 DEFAULT_FINETUNE = {"epochs": 5, "lr": 1e-3, "backbone_lr_mult": 0.3, "batch_size": 32, "weight_decay": 0.05}
+# The authors' fine-tuning recipe (DovileDo/source-matters, fine-tuning.py, Keras 2.15), value by value:
+LAB_FINETUNE = {
+    "optimizer": "adam", "lr": 1e-3,  # Adam(learning_rate=args.lr), --lr default 0.001
+    "adam_eps": 1e-7, "weight_decay": 0.0,  # Keras Adam's defaults: epsilon 1e-7, no weight decay
+    "backbone_lr_mult": 1.0, "freeze_stages": 0, "linear_probe_epochs": 0,  # one lr, nothing frozen
+    "epochs": 30, "batch_size": 256,  # --epoch default 30, --batch_size default 256
+    "head_dropout": 0.5,  # Dropout(0.5) between the pooled features and the Dense softmax
+    "augment": False,  # horizontal_flip=False
+    "affine_rotation_deg": 10, "affine_shift": 0.1,  # rotation_range=10, width/height_shift_range=0.1
+    "affine_shear_deg": 0.1, "affine_zoom": 0.1,  # shear_range=0.1 (degrees in Keras), zoom_range=0.1
+    # EarlyStopping(val_loss, patience=30) + ModelCheckpoint(val_loss, save_best_only) + load_model:
+    # with 30 epochs it never stops early; the best epoch by val loss is what is evaluated
+    "early_stopping_patience": 30,
+    "scheduler": "none", "label_smoothing": 0.0,
+}
+# `finetune_preset` names the recipe a trial's `finetune.*` keys are merged over.
+FINETUNE_PRESETS = {"default": DEFAULT_FINETUNE, "lab": LAB_FINETUNE}
 
 
-DEFAULT_RECIPES = {"pretrain": DEFAULT_PRETRAIN, "finetune": DEFAULT_FINETUNE}
+def recipe_base(name: str, finetune_preset: str = "default") -> dict:
+    """The recipe that a trial's ``pretrain`` / ``finetune`` overrides are merged over."""
+    if name == "pretrain":
+        return DEFAULT_PRETRAIN
+    if finetune_preset not in FINETUNE_PRESETS:
+        raise ValueError(_unknown("finetune_preset", finetune_preset, list(FINETUNE_PRESETS)))
+    return FINETUNE_PRESETS[finetune_preset]
 
 # What a trial runs (experiment.run_<name>); trainables/<name>.py holds its Ray trainable.
 TRAINABLES = ("pretrain", "finetune", "robustness")
@@ -54,10 +78,7 @@ class SweepError(ValueError):
 
 
 def _recipe(overrides: dict, base: dict, key: str) -> dict:
-    fields = Recipe.__dataclass_fields__
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown {key} recipe key(s) {unknown}; allowed: {sorted(fields)}")
+    check_fields(Recipe, overrides, f"{key} recipe")
     merged = {**base, **overrides}
     defaults = Recipe()
     for name, value in merged.items():
@@ -103,6 +124,8 @@ class TrialConfig(BaseModel):
     fold: int = Field(0, ge=0)
     n_folds: int = Field(5, ge=2)
     finetune_seed: int | None = Field(None, ge=0, description="defaults to seed")
+    finetune_preset: str = Field("default", description="the recipe `finetune` is merged over: "
+                                 + ", ".join(FINETUNE_PRESETS))
     finetune: dict[str, Any] = {}
     # shared
     data_seed: int = Field(0, ge=0, description="seed of the embedded data generators")
@@ -165,9 +188,13 @@ class TrialConfig(BaseModel):
                 make()
             except ParamError as e:
                 raise ValueError(f"[{_culprit(e, registry, self)}] {e}") from None
+        try:
+            recipe_base("finetune", self.finetune_preset)
+        except ValueError as e:
+            raise ValueError(f"[finetune_preset] {e}") from None
         for name in ("pretrain", "finetune"):
             try:
-                setattr(self, name, _recipe(getattr(self, name), DEFAULT_RECIPES[name], name))
+                setattr(self, name, _recipe(getattr(self, name), recipe_base(name, self.finetune_preset), name))
             except (TypeError, ValueError) as e:
                 raise ValueError(f"[{name}] {e}") from None
         if not _is_model(self.model):
@@ -306,7 +333,7 @@ class SweepFile(BaseModel):
                 seen.add(ident)
                 out.append(flat)
         keys = list(dict.fromkeys(k for t in out for k in t))
-        return [{k: t.get(k, _default(k)) for k in keys} for t in out]
+        return [{k: t.get(k, _default(k, t.get("finetune_preset", "default"))) for k in keys} for t in out]
 
     def num_trials(self) -> int:
         if self.search.algorithm == "grid":
@@ -315,10 +342,10 @@ class SweepFile(BaseModel):
         return grid * self.search.num_samples
 
 
-def _default(key: str):
+def _default(key: str, finetune_preset: str = "default"):
     head, _, rest = key.partition(".")
     if rest:
-        return DEFAULT_RECIPES[head].get(rest, getattr(Recipe(), rest))
+        return recipe_base(head, finetune_preset).get(rest, getattr(Recipe(), rest))
     value = TrialConfig.model_fields[key].default
     return value.copy() if isinstance(value, (dict, list)) else value
 
@@ -433,6 +460,9 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
         if kind == "grid" and algorithm == "optuna":
             raise SweepError(f"{source}: key `params.{key}` uses `grid`, which Optuna cannot sample; "
                              f"use `choice` with the same list instead.")
+        if kind in SAMPLED and key == "finetune_preset":
+            raise SweepError(f"{source}: key `params.finetune_preset` uses `{kind}`; a preset decides the whole "
+                             f"fine-tuning recipe before the search starts, so list presets with `grid` or `cases`.")
         if kind in SAMPLED and algorithm == "grid":
             raise SweepError(f"{source}: key `params.{key}` uses `{kind}`, which needs a sampling search; set "
                              f"`search: {{algorithm: optuna, metric: ..., num_samples: N}}` (or `algorithm: random`), "
@@ -493,6 +523,8 @@ def _check_key(key: str, allowed: list[str], source: str) -> None:
         aliases = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "n_epochs": "epochs"}
         close = [aliases[rest]] if rest in aliases else difflib.get_close_matches(rest, names, n=1, cutoff=0.75)
         hint = f" Did you mean {head + '.' + close[0]!r}?" if close else ""
+        if key == "finetune.preset":
+            hint = f" A preset is chosen with `finetune_preset: NAME` ({', '.join(FINETUNE_PRESETS)})."
         raise SweepError(f"{source}: unknown recipe key `params.{key}`.{hint} Recipe keys: {', '.join(names)}.")
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -9,6 +9,7 @@ its final metrics. The keys are the contract with ``analysis/`` (docs/ARCHITECTU
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -90,12 +91,20 @@ def source_label(source: str, source_weights: str | None) -> str:
     return weights if source == "none" else f"{weights}+{source}"
 
 
-def probe_set(test, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class ProbeSet:
+    """The images a learning priority is measured on: ``images (n, C, N, N)``, ``labels (n,)``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def probe_set(test, n_images: int) -> ProbeSet:
     """The target's probe set: ``n_images`` images of its clean test split picked with
     :data:`PROBE_SEED`. The test split depends on neither fold nor seed (``make_splits``), so every
-    trial of a target measures its priorities on the same images. Returns (images, labels)."""
+    trial of a target measures its priorities on the same images."""
     sel = np.sort(np.random.default_rng(PROBE_SEED).permutation(len(test))[:n_images])
-    return test.images[sel], test.labels[sel]
+    return ProbeSet(test.images[sel], test.labels[sel])
 
 
 def probe_priority(model: torch.nn.Module, images, labels) -> np.ndarray:
@@ -157,87 +166,35 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     ``checkpoint="full"`` the whole network but its head, ``"head"`` only the small classifier
     (the pretrained backbone stays in the store, named by ``pretrain_key``).
     """
-    from spectral_ray.artifacts import get_artifact
-    from spectral_ray.data import get_dataset
-    from spectral_ray.models import create_model, input_normalization, load_backbone, replace_head
-    from spectral_ray.protocol import make_splits
+    from spectral_ray.models import input_normalization
     from spectral_ray.training import fit
 
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
     ckpt, meta = get_backbone(cfg)
     t_backbone = time.time() - t_start
-
-    params = {"size": cfg.size, "channels": cfg.channels, "seed": cfg.data_seed, **cfg.target_params}
-    if cfg.target_n is not None:
-        params["n"] = cfg.target_n
-    target = get_dataset(cfg.target, **params)
-    artifact = get_artifact(cfg.artifact, **cfg.artifact_kwargs())
+    artifact, splits = trial_splits(cfg)
     seed = cfg.effective_finetune_seed
-    splits = make_splits(target, artifact, cfg.degradation, cfg.fold, seed, n_folds=cfg.n_folds)
+    model = starting_model(cfg, ckpt, meta, seed)
+    probe = probe_set(splits.test_iid, cfg.psd_images)
+    priorities = _priorities_before(model, probe, meta)
 
-    torch.manual_seed(seed)
-    if ckpt is None:
-        model = create_model(cfg.model, in_chans=cfg.channels, num_classes=2)
-    else:
-        n_source_classes = max(2, len(meta["history"]["classes"]))
-        model = create_model(cfg.model, in_chans=cfg.channels, num_classes=n_source_classes)
-        load_backbone(model, ckpt)
-        replace_head(model, 2)
-
-    test = splits.test_iid
-    psd_images, psd_labels = probe_set(test, cfg.psd_images)
-    psd_probe = psd_before = probe_priority(model, psd_images, psd_labels)
-    # the pretrained priority is measured on the source; a backbone with no source data of its
-    # own (random init, published weights as they are) is measured on the clean target instead
-    psd_pretrained = (meta.get("history") or {}).get("learning_priority")
-    psd_pretrained_on = "source" if psd_pretrained is not None else "target"
-    if psd_pretrained is None:
-        psd_pretrained = psd_before
-
-    tb = None
-    if tensorboard_dir is not None:
-        from spectral_ray.tensorboard import TrialWriter
-
-        tb = TrialWriter(tensorboard_dir)
-    epoch_psds: list[np.ndarray] = []
-
-    def on_epoch(m: dict) -> None:
-        metrics = {k: v for k, v in m.items() if isinstance(v, (int, float, bool))}
-        if tb is not None:
-            # a cheap per-epoch priority on a few images, for the PSD-over-epochs heat map
-            # (32 images: ~3 % of an epoch's time; bench/overheads.py)
-            p = spectrum.learning_priority(model, psd_images[:32], psd_labels[:32]).numpy()
-            epoch_psds.append(p)
-        report(metrics)
-
-    recipe = Recipe.from_dict({**cfg.finetune, "num_threads": cfg.threads})
+    epochs = _EpochReporter(report, model, probe, tensorboard_dir)
+    recipe = finetune_recipe(cfg)
     history = fit(model, splits.train, splits.val, recipe, seed=seed,
-                  eval_sets={"iid": test, "ood": splits.test_ood}, on_epoch=on_epoch)
+                  eval_sets={"iid": splits.test_iid, "ood": splits.test_ood}, on_epoch=epochs)
     t_psd = time.time()
-    psd_finetuned = spectrum.learning_priority(model, psd_images, psd_labels)
+    priorities["finetuned"] = spectrum.learning_priority(model, probe.images, probe.labels)
     t_psd = time.time() - t_psd
-    signature = artifact.signature(cfg.size)
 
-    last = history["epochs"][-1]
-    # with early stopping fit restored the best weights by val loss; otherwise the last epoch's stand
-    restored = recipe.early_stopping_patience is not None and history.get("best_epoch")
-    best = history["epochs"][history["best_epoch"] - 1] if restored else last
+    signature = artifact.signature(cfg.size)
     final: dict = {
-        "iid_auc": best["iid_auc"],
-        "ood_auc": best["ood_auc"],
-        "val_auc": best["val_auc"],
-        "iid_ood_gap": best["iid_auc"] - best["ood_auc"],
-        "best_epoch": history.get("best_epoch"),
-        "stopped_early": history.get("stopped_early"),
+        **_outcome(history, recipe),
         "pretrain_key": meta.get("key"),
         "source_label": source_label(cfg.source, cfg.source_weights),
         "artifact_resolved": dict(artifact.params),  # every parameter the artifact ran with
-        "psd_pretrained_on": psd_pretrained_on,
-        "n_train": len(splits.train),
-        "n_val": len(splits.val),
-        "n_test": len(test),
-        "n_artifact_train": int(splits.artifact_mask["train"].sum()),
+        "psd_pretrained_on": priorities.pop("pretrained_on"),
+        **_split_sizes(splits),
         "psd_artifact": [float(v) for v in signature],
         "time_backbone_s": t_backbone,
         "time_finetune_s": history.get("train_time_s"),
@@ -249,15 +206,8 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         "input_std": (input_normalization(model) or {}).get("std"),
         "done": True,
     }
-    for name, p in (("pretrained", psd_pretrained), ("before", psd_before), ("probe", psd_probe),
-                    ("finetuned", psd_finetuned)):
-        final.update(_priority_summaries(name, p))
-        final[f"alignment_{name}"] = spectrum.alignment(p, signature)
-        final[f"cosine_{name}"] = spectrum.cosine(p, signature)
-        final[f"band_alignment_{name}"] = artifact_band_mass(p, signature)
-    if tb is not None:
-        tb.final(final, epoch_psds, hparams=flat_hparams(cfg))
-        tb.close()
+    final.update(_priority_metrics(priorities, signature))
+    epochs.finish(final, cfg)
     if checkpoint_path is not None:
         from spectral_ray.models import save_backbone, save_head
 
@@ -265,6 +215,119 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         save(model, checkpoint_path, meta={"trial": cfg.model_dump(mode="json"), "pretrain_key": meta.get("key")})
     report(final)
     return final
+
+
+def trial_splits(cfg: TrialConfig):
+    """``(artifact, splits)``: the trial's target with its planted shortcut, split for its fold
+    (:func:`spectral_ray.protocol.make_splits`)."""
+    from spectral_ray.artifacts import get_artifact
+    from spectral_ray.data import get_dataset
+    from spectral_ray.protocol import make_splits
+
+    params = {"size": cfg.size, "channels": cfg.channels, "seed": cfg.data_seed, **cfg.target_params}
+    if cfg.target_n is not None:
+        params["n"] = cfg.target_n
+    target = get_dataset(cfg.target, **params)
+    artifact = get_artifact(cfg.artifact, **cfg.artifact_kwargs())
+    splits = make_splits(target, artifact, cfg.degradation, cfg.fold, cfg.effective_finetune_seed,
+                         n_folds=cfg.n_folds)
+    return artifact, splits
+
+
+def starting_model(cfg: TrialConfig, ckpt: Path | None, meta: dict, seed: int) -> torch.nn.Module:
+    """The model fine-tuning starts from: the pretrained backbone (random init without one) with a
+    fresh 2-class head, initialised under ``torch.manual_seed(seed)``."""
+    from spectral_ray.models import create_model, load_backbone, replace_head
+
+    torch.manual_seed(seed)
+    if ckpt is None:
+        return create_model(cfg.model, in_chans=cfg.channels, num_classes=2)
+    n_source_classes = max(2, len(meta["history"]["classes"]))
+    model = create_model(cfg.model, in_chans=cfg.channels, num_classes=n_source_classes)
+    load_backbone(model, ckpt)
+    replace_head(model, 2)
+    return model
+
+
+def _priorities_before(model, probe: ProbeSet, meta: dict) -> dict:
+    """``{"before", "probe", "pretrained", "pretrained_on"}``: the backbone's priority on the probe
+    set with a fresh head drawn under :data:`PROBE_SEED` (:func:`probe_priority`; ``before`` and
+    ``probe`` are that one vector), and the pretrained one, measured on the source by the store; a backbone with no
+    source data of its own (random init, published weights as they are) is measured on the
+    clean target instead (then it equals ``before``)."""
+    before = probe_priority(model, probe.images, probe.labels)
+    pretrained = (meta.get("history") or {}).get("learning_priority")
+    return {"before": before, "probe": before, "pretrained": before if pretrained is None else pretrained,
+            "pretrained_on": "source" if pretrained is not None else "target"}
+
+
+def finetune_recipe(cfg: TrialConfig) -> Recipe:
+    """The trial's fine-tuning :class:`~spectral_ray.training.Recipe` (threads from ``cfg.threads``)."""
+    return Recipe.from_dict({**cfg.finetune, "num_threads": cfg.threads})
+
+
+class _EpochReporter:
+    """``on_epoch`` for :func:`fit`: reports each epoch's scalars; with a TensorBoard folder also
+    measures a cheap priority per epoch for the PSD-over-epochs heat map and writes the curves
+    and the HParams entry at the end (:meth:`finish`)."""
+
+    def __init__(self, report: Report, model, probe: ProbeSet, tensorboard_dir: str | Path | None):
+        self.report, self.model, self.probe = report, model, probe
+        self.psds: list[np.ndarray] = []
+        self.tb = None
+        if tensorboard_dir is not None:
+            from spectral_ray.tensorboard import TrialWriter
+
+            self.tb = TrialWriter(tensorboard_dir)
+
+    def __call__(self, m: dict) -> None:
+        metrics = {k: v for k, v in m.items() if isinstance(v, (int, float, bool))}
+        if self.tb is not None:
+            # 32 images: ~3 % of an epoch's time (bench/overheads.py)
+            p = self.probe
+            self.psds.append(spectrum.learning_priority(self.model, p.images[:32], p.labels[:32]).numpy())
+        self.report(metrics)
+
+    def finish(self, final: dict, cfg: TrialConfig) -> None:
+        if self.tb is not None:
+            self.tb.final(final, self.psds, hparams=flat_hparams(cfg))
+            self.tb.close()
+
+
+def _outcome(history: dict, recipe: Recipe) -> dict:
+    """The AUCs the trial stands on: of the best epoch by val loss when early stopping restored
+    its weights, otherwise of the last epoch."""
+    restored = recipe.early_stopping_patience is not None and history.get("best_epoch")
+    best = history["epochs"][history["best_epoch"] - 1] if restored else history["epochs"][-1]
+    return {
+        "iid_auc": best["iid_auc"],
+        "ood_auc": best["ood_auc"],
+        "val_auc": best["val_auc"],
+        "iid_ood_gap": best["iid_auc"] - best["ood_auc"],
+        "best_epoch": history.get("best_epoch"),
+        "stopped_early": history.get("stopped_early"),
+    }
+
+
+def _split_sizes(splits) -> dict:
+    return {
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "n_test": len(splits.test_iid),
+        "n_artifact_train": int(splits.artifact_mask["train"].sum()),
+    }
+
+
+def _priority_metrics(priorities: dict, signature) -> dict:
+    """For each named priority: the curve, its summaries and its alignment with the artifact."""
+    out = {}
+    for name in ("pretrained", "before", "probe", "finetuned"):
+        p = priorities[name]
+        out.update(_priority_summaries(name, p))
+        out[f"alignment_{name}"] = spectrum.alignment(p, signature)
+        out[f"cosine_{name}"] = spectrum.cosine(p, signature)
+        out[f"band_alignment_{name}"] = artifact_band_mass(p, signature)
+    return out
 
 
 def run_robustness(cfg: TrialConfig, report: Report = _noop) -> dict:

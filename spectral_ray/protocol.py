@@ -33,9 +33,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from spectral_ray.artifacts import Artifact, get_artifact
 from spectral_ray.data.registry import ImageDataset
 
-__all__ = ["Splits", "make_splits", "fixed_test_split", "artifact_count", "DEGRADATIONS"]
-
-DEGRADATIONS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
+__all__ = ["Splits", "make_splits", "fixed_test_split", "artifact_count"]
 
 # Stream ids keep the generators of the different random choices independent.
 _PICK_TRAIN, _PICK_VAL, _NOISE_TRAIN, _NOISE_VAL, _NOISE_TEST, _BASELINE = range(6)
@@ -151,59 +149,24 @@ def make_splits(
 
     Deterministic in (dataset, artifact params, degradation, fold, seed, fractions, test_seed).
     """
-    if isinstance(degradation, bool) or not isinstance(degradation, (int, float, np.integer, np.floating)) or not 0.0 <= float(degradation) <= 1.0:
-        raise ValueError(f"degradation must be in [0, 1], got {degradation!r}")
-    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 1:
-        raise ValueError(f"n_folds must be an integer >= 1, got {n_folds!r}")
-    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < n_folds:
-        raise ValueError(f"fold must be an integer in [0, {n_folds}), got {fold!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    labels = np.asarray(dataset.labels)
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"make_splits needs a binary target with labels 0/1, got labels {np.unique(labels)}")
-    if artifact is None:
-        artifact = get_artifact("none")
-    elif isinstance(artifact, str):
-        artifact = get_artifact(artifact)
+    _check_arguments(dataset, degradation, fold, n_folds, val_fraction, seed)
+    artifact = _as_artifact(artifact)
     degradation, fold, seed = float(degradation), int(fold), int(seed)
-
-    groups = _groups(dataset)
-    pool, test = fixed_test_split(dataset, test_fraction, test_seed)
-    gss = GroupShuffleSplit(n_splits=n_folds, test_size=val_fraction, random_state=1000 + test_seed)
-    for f, (tr, va) in enumerate(gss.split(pool, groups=groups[pool])):
-        if f == fold:
-            break
-    index = {"train": np.sort(pool[tr]), "val": np.sort(pool[va]), "test": test}
-
-    def rng(stream: int, *extra: int) -> np.random.Generator:
-        return np.random.default_rng(np.random.SeedSequence([seed, *extra, stream]))
-
+    index = _patient_split(dataset, fold, n_folds, val_fraction, test_fraction, test_seed)
     parts, masks = {}, {}
     for name, pick, noise in (("train", _PICK_TRAIN, _NOISE_TRAIN), ("val", _PICK_VAL, _NOISE_VAL)):
         ds = _subset(dataset, index[name])
-        pos = np.flatnonzero(ds.labels == 1)
-        k = artifact_count(degradation, len(pos))
-        chosen = rng(pick, fold).choice(pos, size=k, replace=False) if k else np.empty(0, int)
-        mask = np.zeros(len(ds), bool)
-        mask[chosen] = True
-        parts[name] = _with_artifact(ds, mask, artifact, rng(noise, fold), rng(_BASELINE, noise, fold))
-        masks[name] = mask
+        masks[name] = _pick_positives(ds.labels, degradation, _rng(seed, pick, fold))
+        parts[name] = _with_artifact(ds, masks[name], artifact, _rng(seed, noise, fold), _rng(seed, _BASELINE, noise, fold))
     # the baseline's draws are shared by test_iid and test_ood: their positives are the same images
-    test_rng = (_NOISE_TEST, 10_000 + test_seed)
-    masks["test_iid"] = np.zeros(len(test), bool)
-    test_iid = _with_artifact(_subset(dataset, test), masks["test_iid"], artifact, rng(*test_rng), rng(_BASELINE, *test_rng))
-    test_ood = _subset(dataset, test)
-    masks["test_ood"] = test_ood.labels == 0
-    test_ood = _with_artifact(test_ood, masks["test_ood"], artifact, rng(*test_rng), rng(_BASELINE, *test_rng))
-
+    test_streams = (_NOISE_TEST, 10_000 + test_seed)
+    masks["test_iid"] = np.zeros(len(index["test"]), bool)
+    masks["test_ood"] = dataset.labels[index["test"]] == 0  # the correlation flipped: the artifact on every negative
+    for name in ("test_iid", "test_ood"):
+        parts[name] = _with_artifact(_subset(dataset, index["test"]), masks[name], artifact,
+                                     _rng(seed, *test_streams), _rng(seed, _BASELINE, *test_streams))
     return Splits(
-        train=parts["train"],
-        val=parts["val"],
-        test_iid=test_iid,
-        test_ood=test_ood,
+        **parts,
         index=index,
         artifact_mask=masks,
         degradation=degradation,
@@ -212,3 +175,58 @@ def make_splits(
         artifact=artifact,
         info={"n_folds": n_folds, "val_fraction": val_fraction, "test_fraction": test_fraction, "test_seed": test_seed},
     )
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_arguments(dataset: ImageDataset, degradation, fold, n_folds, val_fraction, seed) -> None:
+    if isinstance(degradation, bool) or not isinstance(degradation, (int, float, np.integer, np.floating)) or not 0.0 <= float(degradation) <= 1.0:
+        raise ValueError(f"degradation must be in [0, 1], got {degradation!r}")
+    if not _is_int(n_folds) or n_folds < 1:
+        raise ValueError(f"n_folds must be an integer >= 1, got {n_folds!r}")
+    if not _is_int(fold) or not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be an integer in [0, {n_folds}), got {fold!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    labels = np.asarray(dataset.labels)
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"make_splits needs a binary target with labels 0/1, got labels {np.unique(labels)}")
+
+
+def _as_artifact(artifact: Artifact | str | None) -> Artifact:
+    if artifact is None:
+        return get_artifact("none")
+    if isinstance(artifact, str):
+        return get_artifact(artifact)
+    return artifact
+
+
+def _patient_split(dataset: ImageDataset, fold: int, n_folds: int, val_fraction: float, test_fraction: float,
+                   test_seed: int) -> dict[str, np.ndarray]:
+    """``{"train", "val", "test"}`` dataset indices: the fixed test patients, then the fold's
+    patient-grouped train/val split of the others."""
+    pool, test = fixed_test_split(dataset, test_fraction, test_seed)
+    gss = GroupShuffleSplit(n_splits=n_folds, test_size=val_fraction, random_state=1000 + test_seed)
+    for f, (tr, va) in enumerate(gss.split(pool, groups=_groups(dataset)[pool])):
+        if f == fold:
+            break
+    return {"train": np.sort(pool[tr]), "val": np.sort(pool[va]), "test": test}
+
+
+def _rng(seed: int, stream: int, *extra: int) -> np.random.Generator:
+    """An independent generator per (seed, extra…, stream)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *extra, stream]))
+
+
+def _pick_positives(labels: np.ndarray, degradation: float, rng: np.random.Generator) -> np.ndarray:
+    """Mask of exactly round(d × n_pos) positives, drawn without replacement."""
+    pos = np.flatnonzero(labels == 1)
+    k = artifact_count(degradation, len(pos))
+    chosen = rng.choice(pos, size=k, replace=False) if k else np.empty(0, int)
+    mask = np.zeros(len(labels), bool)
+    mask[chosen] = True
+    return mask

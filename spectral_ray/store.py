@@ -37,7 +37,7 @@ from filelock import FileLock
 from spectral_ray.atomic import atomic_open
 from spectral_ray.models import CorruptCheckpoint, read_backbone, save_backbone
 from spectral_ray.paths import cache_path
-from spectral_ray.training import Recipe
+from spectral_ray.training import Recipe, from_fields
 
 __all__ = [
     "PretrainConfig",
@@ -62,6 +62,11 @@ LOG = "trainings.jsonl"
 
 # Recipe fields that do not change what is learned (only speed/memory); left out of the key.
 _RECIPE_KEY_EXCLUDE = ("num_threads", "eval_batch_size")
+# Recipe fields added after the first backbones were stored: hashed only when set to something
+# other than their default (the default is the behaviour from before they existed), so those
+# backbones keep their keys.
+_RECIPE_KEY_IF_SET = ("adam_eps", "affine_rotation_deg", "affine_shift", "affine_shear_deg", "affine_zoom",
+                      "head_dropout")
 
 
 def _code_version(source: str, edited: bool, init: str | None) -> str:
@@ -143,11 +148,8 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise TypeError(f"unknown pretraining config key(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
+        """A PretrainConfig from :meth:`to_dict`'s form (unknown keys raise ``TypeError`` naming them)."""
+        return from_fields(cls, d, "pretraining config")
 
     def canonical(self) -> dict:
         """The hashed form: canonical numbers, speed-only recipe knobs dropped, a no-op edit
@@ -155,6 +157,10 @@ class PretrainConfig:
         d = self.to_dict()
         for k in _RECIPE_KEY_EXCLUDE:
             d["recipe"].pop(k, None)
+        defaults = Recipe()
+        for k in _RECIPE_KEY_IF_SET:
+            if d["recipe"][k] == getattr(defaults, k):
+                del d["recipe"][k]
         if not self.edited:
             d["edit_family"], d["edit_strength"], d["edit_params"] = "none", 0, {}
         return _canonical(d)

@@ -28,10 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spectral_ray import augment as _augment
 from spectral_ray import models as _models
 
 __all__ = ["Recipe", "fit", "evaluate", "predict_proba", "auc_score", "DivergenceError", "as_arrays",
            "deterministic_kernels"]
+
+
+OPTIMIZERS = ("adamw", "sgd", "adam")
 
 
 class DivergenceError(FloatingPointError):
@@ -47,15 +51,22 @@ class DivergenceError(FloatingPointError):
 class Recipe:
     """How to train. Plain data: ``dataclasses.asdict`` is JSON-able, :meth:`from_dict` reads it back."""
 
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd", "adam"] = "adamw"  # adam: L2-coupled weight decay (torch.optim.Adam)
     lr: float = 1e-3
     backbone_lr_mult: float = 1.0  # backbone lr = lr * backbone_lr_mult; 1.0 = same as head
     weight_decay: float = 0.05
     momentum: float = 0.9  # sgd only
+    adam_eps: float = 1e-8  # adam / adamw epsilon (Keras' Adam uses 1e-7)
     epochs: int = 5
     batch_size: int = 32
     scheduler: Literal["none", "cosine"] = "none"  # cosine: per step, over all epochs
     augment: bool = False  # random horizontal flips + shifts of up to size/8 (reflect padding)
+    # random affine warp per training image (spectral_ray.augment.random_affine); 0 = that part off
+    affine_rotation_deg: float = 0.0  # rotation ~ U(±deg)
+    affine_shift: float = 0.0  # shifts ~ U(±shift) × size, rows and columns
+    affine_shear_deg: float = 0.0  # shear angle ~ U(±deg)
+    affine_zoom: float = 0.0  # zoom per axis ~ U(1 ± zoom)
+    head_dropout: float = 0.0  # dropout on the classifier's input (the pooled features) while training
     early_stopping_patience: int | None = None  # None = off; when on, the best weights by val loss are restored
     freeze_stages: int = 0  # stem + first n stages frozen for the whole run (0 = none, -1 = whole backbone)
     linear_probe_epochs: int = 0  # head-only epochs (counted within ``epochs``) before unfreezing
@@ -66,8 +77,8 @@ class Recipe:
     eval_batch_size: int = 256
 
     def __post_init__(self):
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
         if self.scheduler not in ("none", "cosine"):
             raise ValueError(f"scheduler must be 'none' or 'cosine', got {self.scheduler!r}")
         if not (self.lr > 0 and self.backbone_lr_mult >= 0 and self.weight_decay >= 0):
@@ -80,6 +91,20 @@ class Recipe:
             raise ValueError("freeze_stages must be >= -1 (-1 = whole backbone)")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be >= 1 or None")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be > 0, got {self.adam_eps}")
+        if not 0 <= self.head_dropout < 1:
+            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+        affine = (self.affine_rotation_deg, self.affine_shift, self.affine_shear_deg, self.affine_zoom)
+        if not all(math.isfinite(v) and v >= 0 for v in affine) or self.affine_shift >= 1 or self.affine_zoom >= 1:
+            raise ValueError("affine_rotation_deg, affine_shift, affine_shear_deg, affine_zoom must be >= 0, "
+                             f"affine_shift and affine_zoom < 1; got {affine}")
+
+    @property
+    def affine(self) -> dict[str, float]:
+        """The affine warp's ranges as :func:`spectral_ray.augment.random_affine` takes them."""
+        return {"rotation_deg": self.affine_rotation_deg, "shift": self.affine_shift,
+                "shear_deg": self.affine_shear_deg, "zoom": self.affine_zoom}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,11 +116,22 @@ class Recipe:
             return cls()
         if isinstance(d, cls):
             return d
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise TypeError(f"unknown recipe key(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
+        return from_fields(cls, d, "recipe")
+
+
+def check_fields(cls, d: dict, what: str) -> None:
+    """Raise ``TypeError`` naming the keys of ``d`` that are no field of the dataclass ``cls``, and
+    the allowed ones (``what`` names the kind of config in the message)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise TypeError(f"unknown {what} key(s) {unknown}; allowed: {sorted(names)}")
+
+
+def from_fields(cls, d: dict, what: str):
+    """``cls(**d)`` for a dataclass ``cls``, after :func:`check_fields`."""
+    check_fields(cls, d, what)
+    return cls(**d)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -243,24 +279,6 @@ def _set_train_mode(model: nn.Module) -> None:
                 m.eval()
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:
-    """Per-image random horizontal flip and integer shift up to ``max_shift`` (reflect padding)."""
-    b, _, h, w = x.shape
-    flip = torch.rand(b, generator=gen, device=gen.device) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    if max_shift <= 0:
-        return x
-    s = max_shift
-    xp = F.pad(x, (s, s, s, s), mode="reflect")
-    dy = torch.randint(0, 2 * s + 1, (b,), generator=gen, device=gen.device)
-    dx = torch.randint(0, 2 * s + 1, (b,), generator=gen, device=gen.device)
-    rows = (torch.arange(h, device=x.device)[None, :] + dy.to(x.device)[:, None])  # (b, h)
-    cols = (torch.arange(w, device=x.device)[None, :] + dx.to(x.device)[:, None])  # (b, w)
-    bi = torch.arange(b, device=x.device)[:, None, None]
-    out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (b, h, w, C)
-    return out.permute(0, 3, 1, 2).contiguous()
-
-
 def _epoch_metrics(model, sets, recipe) -> dict[str, float]:
     out = {}
     for name, (x, y) in sets.items():
@@ -311,16 +329,91 @@ def fit(
 
 
 def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch, dev: torch.device) -> dict:
+    """The protocol of :func:`fit`, step by step: seed, move data and model, build the optimizer,
+    then per epoch train, evaluate, track the best epoch and maybe stop; restore the best weights."""
+    order_gen = _seed(seed)
+    x_tr, y_tr, sets = _load_data(model, train, val, eval_sets, recipe, dev)
+    opt, backbone = _optimizer(model, recipe, dev)
+    loop = _Loop(model, recipe, dev, x_tr, y_tr, opt, order_gen, _augmenter(recipe, x_tr.shape[-1], seed, dev))
+    history: dict = {"epochs": [], "best_epoch": None, "best_val_loss": None, "stopped_early": False}
+    best = _BestEpoch(recipe.early_stopping_patience)
+    t_start = time.perf_counter()
+    try:
+        with _head_dropout(model, recipe.head_dropout):
+            for epoch in range(1, recipe.epochs + 1):
+                probe = epoch <= recipe.linear_probe_epochs
+                for p in backbone:
+                    p.requires_grad_(not probe)
+                metrics = _epoch(loop, model, sets, recipe, epoch, probe)
+                history["epochs"].append(metrics)
+                stop = best.update(epoch, metrics, model, history)
+                if on_epoch is not None:
+                    on_epoch(dict(metrics))
+                if stop:
+                    history["stopped_early"] = True
+                    break
+    finally:
+        for p in backbone:
+            p.requires_grad_(True)
+        model.eval()
+    best.restore(model)
+    elapsed = time.perf_counter() - t_start
+    history.update(
+        train_time_s=elapsed,
+        images_per_s=loop.images_seen / elapsed if elapsed > 0 else float("nan"),
+        recipe=recipe.to_dict(),
+        seed=seed,
+        device=str(dev),
+    )
+    return history
+
+
+def _epoch(loop: "_Loop", model, sets: dict, recipe: Recipe, epoch: int, probe: bool) -> dict:
+    """Train one epoch, then evaluate: the epoch's metrics with their timing."""
+    t0 = time.perf_counter()
+    metrics = {**loop.train_epoch(epoch), "linear_probe": probe}
+    train_time = time.perf_counter() - t0
+    metrics.update(_evaluate_epoch(model, sets, recipe, epoch))
+    metrics["epoch_time_s"] = time.perf_counter() - t0
+    metrics["images_per_s"] = loop.steps_per_epoch * loop.batch / train_time if train_time > 0 else float("nan")
+    return metrics
+
+
+@contextlib.contextmanager
+def _head_dropout(model: nn.Module, p: float):
+    """Dropout with probability ``p`` on the classifier head's input (the pooled features) while
+    the model is in train mode, as a forward pre-hook on each head module; removed on exit."""
+    if not p:
+        yield
+        return
+    modules = dict(model.named_modules())
+
+    def drop(module, args):
+        return (F.dropout(args[0], p, training=module.training), *args[1:])
+
+    handles = [modules[name].register_forward_pre_hook(drop) for name in _models.head_prefixes(model)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _seed(seed: int) -> torch.Generator:
+    """Seed torch and numpy; returns the generator of the data order (on the CPU: the same order
+    on any device)."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    gen = torch.Generator(device="cpu").manual_seed(seed)  # data order (CPU: the same order on any device)
+    return torch.Generator(device="cpu").manual_seed(seed)
 
+
+def _load_data(model, train, val, eval_sets: dict, recipe: Recipe, dev: torch.device):
+    """Model and data onto the device: ``(x_train, y_train, {"val": …, name: …})``."""
     model.to(dev)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
     x_tr, y_tr = _to_tensors(train, dev)
-    n = x_tr.shape[0]
-    if n < 2:
+    if x_tr.shape[0] < 2:
         raise ValueError("need at least 2 training images")
     sets = {}
     if val is None and recipe.early_stopping_patience is not None:
@@ -331,8 +424,12 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
         if name == "val" or name == "train":
             raise ValueError(f"eval set name {name!r} is reserved")
         sets[name] = _to_tensors(data, dev)
+    return x_tr, y_tr, sets
 
-    # Permanent freeze (recipe), then the trainable set for the optimizer.
+
+def _optimizer(model, recipe: Recipe, dev: torch.device) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
+    """The recipe's permanent freeze, then the optimizer over what stays trainable; also the
+    trainable backbone parameters (the ones a linear probe freezes for its epochs)."""
     if recipe.freeze_stages:
         _models.freeze_stages(model, "all" if recipe.freeze_stages == -1 else recipe.freeze_stages)
     groups = _models.param_groups(model, recipe.lr, recipe.backbone_lr_mult, recipe.weight_decay)
@@ -340,108 +437,124 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
         raise ValueError("no trainable parameters")
     for g in groups:
         g["initial_lr"] = g["lr"]
-    if recipe.optimizer == "adamw":
+    if recipe.optimizer in ("adamw", "adam"):
         # fused: one kernel for all parameters on CUDA (deterministic, like foreach)
-        opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=dev.type == "cuda")
+        adam = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+        opt = adam(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, eps=recipe.adam_eps, fused=dev.type == "cuda")
     else:
         opt = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     head = _models.head_prefixes(model)
-    backbone_trainable = [p for name, p in model.named_parameters() if p.requires_grad and not _models.is_head_param(name, head)]
+    backbone = [p for name, p in model.named_parameters() if p.requires_grad and not _models.is_head_param(name, head)]
+    return opt, backbone
 
-    bs = min(recipe.batch_size, n)
-    steps_per_epoch = n // bs + (1 if n % bs > 1 else 0)  # a last batch of 1 is skipped (batch norm)
-    total_steps = max(1, steps_per_epoch * recipe.epochs)
-    max_shift = max(1, x_tr.shape[-1] // 8) if recipe.augment else 0
-    aug_gen = torch.Generator(device=dev).manual_seed(seed + 1) if recipe.augment else None
-    check_every = 1 if dev.type == "cpu" else 32  # avoid a device sync per step on GPUs
 
-    history: dict = {"epochs": [], "best_epoch": None, "best_val_loss": None, "stopped_early": False}
-    best_state, best_loss, bad_epochs = None, math.inf, 0
-    step_global = 0
-    t_start = time.perf_counter()
-    images_seen = 0
-    try:
-        for epoch in range(1, recipe.epochs + 1):
-            probe = epoch <= recipe.linear_probe_epochs
-            for p in backbone_trainable:
-                p.requires_grad_(not probe)
-            _set_train_mode(model)
-            t0 = time.perf_counter()
-            order = torch.randperm(n, generator=gen).to(dev)
-            losses = torch.zeros(steps_per_epoch, device=dev)
-            for step in range(steps_per_epoch):
-                idx = order[step * bs : (step + 1) * bs]
-                xb, yb = x_tr[idx], y_tr[idx]
-                if max_shift:
-                    xb = _augment(xb, aug_gen, max_shift)
-                if recipe.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                if recipe.scheduler == "cosine":
-                    f = 0.5 * (1 + math.cos(math.pi * step_global / total_steps))
-                    for g in opt.param_groups:
-                        g["lr"] = g["initial_lr"] * f
-                with _autocast(dev, recipe.bf16):
-                    out = model(xb)
-                loss = F.cross_entropy(out.float(), yb, label_smoothing=recipe.label_smoothing)
-                losses[step] = loss.detach()
-                if (step + 1) % check_every == 0 or step == steps_per_epoch - 1:
-                    window = losses[max(0, step + 1 - check_every) : step + 1]
-                    if not bool(torch.isfinite(window).all()):
-                        bad = int((~torch.isfinite(losses[: step + 1])).nonzero()[0])
-                        raise DivergenceError(
-                            f"training loss became {float(losses[bad])} at epoch {epoch}, step {bad} "
-                            f"(lr {recipe.lr}, optimizer {recipe.optimizer})",
-                            epoch=epoch,
-                            step=bad,
-                        )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step_global += 1
-                images_seen += idx.numel()
-            train_time = time.perf_counter() - t0
-            metrics = {
-                "epoch": epoch,
-                "train_loss": float(losses.mean()),
-                "lr": opt.param_groups[0]["lr"],
-                "linear_probe": probe,
-            }
-            metrics.update(_epoch_metrics(model, sets, recipe))
-            for k in [k for k in metrics if k.endswith("_loss")]:
-                if not math.isfinite(metrics[k]):
-                    raise DivergenceError(f"{k} became {metrics[k]} at epoch {epoch}", epoch=epoch, step=None, phase=k)
-            metrics["epoch_time_s"] = time.perf_counter() - t0
-            metrics["images_per_s"] = steps_per_epoch * bs / train_time if train_time > 0 else float("nan")
-            history["epochs"].append(metrics)
+def _augmenter(recipe: Recipe, size: int, seed: int, dev: torch.device) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The recipe's training-batch augmentation as ``batch -> batch``: flips and shifts
+    (``augment``), then the affine warp (``affine_*``), drawing from one generator (seed + 1, on
+    the device); None without augmentation."""
+    affine = recipe.affine if any(recipe.affine.values()) else None
+    if not recipe.augment and affine is None:
+        return None
+    gen = torch.Generator(device=dev).manual_seed(seed + 1)
+    max_shift = max(1, size // 8)
 
-            stop = False
-            if "val_loss" in metrics:
-                if metrics["val_loss"] < best_loss:
-                    best_loss, bad_epochs = metrics["val_loss"], 0
-                    history["best_epoch"], history["best_val_loss"] = epoch, best_loss
-                    if recipe.early_stopping_patience is not None:
-                        best_state = copy.deepcopy(model.state_dict())
-                else:
-                    bad_epochs += 1
-                    if recipe.early_stopping_patience is not None and bad_epochs >= recipe.early_stopping_patience:
-                        stop = True
-            if on_epoch is not None:
-                on_epoch(dict(metrics))
-            if stop:
-                history["stopped_early"] = True
-                break
-    finally:
-        for p in backbone_trainable:
-            p.requires_grad_(True)
-        model.eval()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    elapsed = time.perf_counter() - t_start
-    history.update(
-        train_time_s=elapsed,
-        images_per_s=images_seen / elapsed if elapsed > 0 else float("nan"),
-        recipe=recipe.to_dict(),
-        seed=seed,
-        device=str(dev),
-    )
-    return history
+    def augment(xb: torch.Tensor) -> torch.Tensor:
+        if recipe.augment:
+            xb = _augment.flip_shift(xb, gen, max_shift)
+        if affine is not None:
+            xb = _augment.random_affine(xb, gen, **affine)
+        return xb
+
+    return augment
+
+
+class _Loop:
+    """The training steps of one fit: batches in a seeded order, the lr schedule, NaN checks."""
+
+    def __init__(self, model, recipe: Recipe, dev, x, y, opt, order_gen, augment):
+        self.model, self.recipe, self.dev, self.x, self.y = model, recipe, dev, x, y
+        self.opt, self.order_gen, self.augment = opt, order_gen, augment
+        n = x.shape[0]
+        self.batch = min(recipe.batch_size, n)
+        self.steps_per_epoch = n // self.batch + (1 if n % self.batch > 1 else 0)  # a last batch of 1 is skipped (batch norm)
+        self.total_steps = max(1, self.steps_per_epoch * recipe.epochs)
+        self.check_every = 1 if dev.type == "cpu" else 32  # avoid a device sync per step on GPUs
+        self.step_global = 0
+        self.images_seen = 0
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training set in a fresh seeded order: ``{"epoch", "train_loss", "lr"}``."""
+        _set_train_mode(self.model)
+        order = torch.randperm(self.x.shape[0], generator=self.order_gen).to(self.dev)
+        losses = torch.zeros(self.steps_per_epoch, device=self.dev)
+        for step in range(self.steps_per_epoch):
+            idx = order[step * self.batch : (step + 1) * self.batch]
+            self._step(self.x[idx], self.y[idx], losses, step, epoch)
+            self.images_seen += idx.numel()
+        return {"epoch": epoch, "train_loss": float(losses.mean()), "lr": self.opt.param_groups[0]["lr"]}
+
+    def _step(self, xb, yb, losses, step: int, epoch: int) -> None:
+        """Augment, schedule the lr, forward, record the loss in ``losses[step]``, check, step."""
+        recipe = self.recipe
+        if self.augment is not None:
+            xb = self.augment(xb)
+        if recipe.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        if recipe.scheduler == "cosine":
+            f = 0.5 * (1 + math.cos(math.pi * self.step_global / self.total_steps))
+            for g in self.opt.param_groups:
+                g["lr"] = g["initial_lr"] * f
+        with _autocast(self.dev, recipe.bf16):
+            out = self.model(xb)
+        loss = F.cross_entropy(out.float(), yb, label_smoothing=recipe.label_smoothing)
+        losses[step] = loss.detach()
+        if (step + 1) % self.check_every == 0 or step == self.steps_per_epoch - 1:
+            self._check_finite(losses, step, epoch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step_global += 1
+
+    def _check_finite(self, losses, step: int, epoch: int) -> None:
+        window = losses[max(0, step + 1 - self.check_every) : step + 1]
+        if not bool(torch.isfinite(window).all()):
+            bad = int((~torch.isfinite(losses[: step + 1])).nonzero()[0])
+            raise DivergenceError(
+                f"training loss became {float(losses[bad])} at epoch {epoch}, step {bad} "
+                f"(lr {self.recipe.lr}, optimizer {self.recipe.optimizer})",
+                epoch=epoch,
+                step=bad,
+            )
+
+
+def _evaluate_epoch(model, sets: dict, recipe: Recipe, epoch: int) -> dict[str, float]:
+    """``{set}_loss/_auc/_accuracy`` for every evaluation set; a NaN/inf loss raises."""
+    metrics = _epoch_metrics(model, sets, recipe)
+    for k in [k for k in metrics if k.endswith("_loss")]:
+        if not math.isfinite(metrics[k]):
+            raise DivergenceError(f"{k} became {metrics[k]} at epoch {epoch}", epoch=epoch, step=None, phase=k)
+    return metrics
+
+
+class _BestEpoch:
+    """The best epoch by validation loss and, with early stopping, its weights and the patience count."""
+
+    def __init__(self, patience: int | None):
+        self.patience, self.best_loss, self.bad_epochs, self.state = patience, math.inf, 0, None
+
+    def update(self, epoch: int, metrics: dict, model, history: dict) -> bool:
+        """Record the epoch; True when early stopping says stop."""
+        if "val_loss" not in metrics:
+            return False
+        if metrics["val_loss"] < self.best_loss:
+            self.best_loss, self.bad_epochs = metrics["val_loss"], 0
+            history["best_epoch"], history["best_val_loss"] = epoch, self.best_loss
+            if self.patience is not None:
+                self.state = copy.deepcopy(model.state_dict())
+            return False
+        self.bad_epochs += 1
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def restore(self, model) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)

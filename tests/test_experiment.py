@@ -74,3 +74,48 @@ def test_start_from_published_weights_file(store, tmp_path):
     assert final["psd_pretrained_on"] == "target"  # no source data: measured on the clean target
     assert final["psd_pretrained"] == final["psd_before"]
     assert final["pretrain_key"]  # kept in the store like any backbone
+
+
+def test_lab_preset_resolves_to_the_lab_recipe():
+    from spectral_ray.experiment import finetune_recipe
+
+    r = finetune_recipe(TrialConfig(finetune_preset="lab"))
+    assert (r.optimizer, r.lr, r.adam_eps, r.weight_decay, r.backbone_lr_mult) == ("adam", 1e-3, 1e-7, 0.0, 1.0)
+    assert r.head_dropout == 0.5 and not r.augment
+    assert r.affine == {"rotation_deg": 10, "shift": 0.1, "shear_deg": 0.1, "zoom": 0.1}
+    assert (r.epochs, r.batch_size, r.early_stopping_patience) == (30, 256, 30)  # best val-loss epoch restored
+    assert (r.scheduler, r.label_smoothing, r.freeze_stages, r.linear_probe_epochs) == ("none", 0.0, 0, 0)
+    # explicit finetune.* keys win over the preset; the default preset is the embedded recipe
+    assert finetune_recipe(TrialConfig(finetune_preset="lab", finetune={"epochs": 2})).epochs == 2
+    default = finetune_recipe(TrialConfig())
+    assert (default.optimizer, default.backbone_lr_mult, default.head_dropout, default.affine_rotation_deg) == ("adamw", 0.3, 0.0, 0.0)
+
+
+def test_preset_is_chosen_in_a_sweep_file_and_unknown_names_are_rejected():
+    from spectral_ray.config import SweepError, nest, parse_sweep
+    from trainables.launcher import resolved
+
+    sweep = parse_sweep({"name": "p", "params": {"arm": {"cases": [{"finetune_preset": "lab"}, {"finetune.lr": 0.01}]}}},
+                        check_storage=False)
+    lab, default = sweep.trials()
+    assert lab["finetune.lr"] == 1e-3 and default["finetune.lr"] == 0.01  # filled from each trial's own preset
+    assert resolved(nest(lab))["finetune"]["head_dropout"] == 0.5  # what params.json records
+    with pytest.raises(SweepError, match=r"params.finetune_preset.*unknown finetune_preset 'keras'.*'default', 'lab'"):
+        parse_sweep({"name": "p", "params": {"finetune_preset": "keras"}}, check_storage=False)
+    with pytest.raises(SweepError, match="finetune_preset: NAME"):
+        parse_sweep({"name": "p", "params": {"finetune.preset": "lab"}}, check_storage=False)
+    with pytest.raises(SweepError, match="grid"):
+        parse_sweep({"name": "p", "search": {"algorithm": "random", "num_samples": 2},
+                     "params": {"finetune_preset": {"choice": ["lab", "default"]}}}, check_storage=False)
+
+
+def test_tiny_finetune_with_the_lab_preset(store):
+    cfg = TrialConfig(**{**TINY, "finetune": {"epochs": 2}}, store=store, source="none", degradation=0.5,
+                      finetune_preset="lab")
+    reports = []
+    final = run_finetune(cfg, reports.append)
+    epochs = [r for r in reports if "epoch" in r]
+    assert len(epochs) == 2 and final["done"] and not final["stopped_early"]  # patience 30 > 2 epochs
+    best = min(epochs, key=lambda e: e["val_loss"])
+    assert final["best_epoch"] == best["epoch"]
+    assert (final["iid_auc"], final["ood_auc"]) == (best["iid_auc"], best["ood_auc"])  # the restored epoch

@@ -98,6 +98,21 @@ def test_key_is_stable_and_canonical():
         assert other.key() != a.key()
 
 
+def test_recipe_fields_added_later_change_the_key_only_when_set():
+    base = cfg(recipe=Recipe(epochs=1, batch_size=16))
+    for field in ("head_dropout", "affine_rotation_deg", "affine_zoom"):
+        assert field not in base.canonical()["recipe"]  # at its default: the key of the backbones stored before it
+    assert cfg(recipe=Recipe(epochs=1, batch_size=16, adam_eps=1e-8)).key() == base.key()
+    assert cfg(recipe=Recipe(epochs=1, batch_size=16, head_dropout=0.5)).key() != base.key()
+    assert cfg(recipe=Recipe(epochs=1, batch_size=16, affine_rotation_deg=10)).key() != base.key()
+
+
+def test_from_dict_rejects_unknown_keys_naming_them():
+    d = {**cfg().to_dict(), "sead": 1}
+    with pytest.raises(TypeError, match=r"unknown pretraining config key\(s\) \['sead'\]; allowed: .*'seed'"):
+        PretrainConfig.from_dict(d)
+
+
 def test_concurrent_callers_train_once(tmp_path, marker_dir, monkeypatch):
     """Two spawned processes and this one ask for the same backbone at once: one trains (and
     holds the lock until the others are waiting), the others wait and reuse its file."""

@@ -171,10 +171,14 @@ def test_bf16_channels_last_cosine_runs():
 
 
 def test_recipe_validation():
-    with pytest.raises(ValueError):
-        Recipe(optimizer="adam")
+    with pytest.raises(ValueError, match="'adamw', 'sgd', 'adam'"):
+        Recipe(optimizer="adagrad")
     with pytest.raises(ValueError):
         Recipe(epochs=2, linear_probe_epochs=3)
+    for bad in ({"head_dropout": 1.0}, {"affine_shift": 1.0}, {"affine_zoom": -0.1}, {"affine_rotation_deg": -1},
+                {"adam_eps": 0.0}):
+        with pytest.raises(ValueError):
+            Recipe(**bad)
     with pytest.raises(TypeError, match="lrr"):
         Recipe.from_dict({"lrr": 1})
     assert Recipe.from_dict(Recipe().to_dict()) == Recipe()
@@ -197,3 +201,126 @@ def test_deterministic_kernels_sets_and_restores_the_flags():
         assert torch.are_deterministic_algorithms_enabled() == before[2]
     finally:
         cudnn.benchmark = before[1]
+
+
+# ------------------------------------------------------------------ lab recipe pieces
+
+
+def keras_affine(img: np.ndarray, theta, tx, ty, shear, zx, zy) -> np.ndarray:
+    """Keras 2.x ``apply_affine_transform`` on one (N, N) channel (row_axis 0, col_axis 1), transcribed
+    independently of spectral_ray.augment: its matrices in (x, y), centred at N/2 − 0.5, swapped
+    to (row, column), then scipy's affine_transform with order 1 and mode 'nearest'."""
+    from scipy import ndimage
+
+    t, s = np.deg2rad(theta), np.deg2rad(shear)
+    m = (np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+         @ np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+         @ np.array([[1, -np.sin(s), 0], [0, np.cos(s), 0], [0, 0, 1]])
+         @ np.array([[zx, 0, 0], [0, zy, 0], [0, 0, 1]]))
+    o = img.shape[0] / 2 - 0.5
+    m = np.array([[1, 0, o], [0, 1, o], [0, 0, 1]]) @ m @ np.array([[1, 0, -o], [0, 1, -o], [0, 0, 1]])
+    m[:, [0, 1]] = m[:, [1, 0]]
+    m[[0, 1]] = m[[1, 0]]
+    return ndimage.affine_transform(img, m[:2, :2], m[:2, 2], order=1, mode="nearest")
+
+
+def _params(rows):
+    names = ("theta", "tx", "ty", "shear", "zx", "zy")
+    return {k: torch.tensor([r[i] for r in rows], dtype=torch.float64) for i, k in enumerate(names)}
+
+
+def test_affine_rotation_moves_a_point_pattern_counter_clockwise():
+    from spectral_ray.augment import affine_matrices, warp
+
+    n, o = 16, 7.5  # a quarter turn about the centre 7.5 maps pixels onto pixels
+    x = torch.zeros(1, 1, n, n)
+    points = [(3, 7), (7, 12), (1, 1), (10, 4)]
+    for r, c in points:
+        x[0, 0, r, c] = 1.0
+    out = warp(x, affine_matrices(**_params([(90, 0, 0, 0, 1, 1)]), size=n))[0, 0]
+    expected = torch.zeros(n, n)
+    for r, c in points:  # counter-clockwise as displayed: right of centre -> above it
+        expected[int(o - (c - o)), int(o + (r - o))] = 1.0
+    assert torch.allclose(out, expected, atol=1e-5)
+    same = warp(x, affine_matrices(**_params([(0, 0, 0, 0, 1, 1)]), size=n))
+    assert torch.allclose(same, x, atol=1e-6)
+
+
+def test_affine_warp_equals_keras_apply_affine_transform():
+    from spectral_ray.augment import affine_matrices, warp
+
+    rows = [(10, 2.3, -1.7, 5, 0.93, 1.08), (-7.5, -2.4, 0.6, 0.1, 1.1, 0.9), (3, 0, 0, -20, 1, 1), (0, 0, 0, 0, 0.5, 0.5)]
+    x = np.random.default_rng(0).random((len(rows), 2, 24, 24))
+    out = warp(torch.tensor(x, dtype=torch.float32), affine_matrices(**_params(rows), size=24)).numpy()
+    for i, row in enumerate(rows):
+        for ch in range(2):
+            assert np.abs(out[i, ch] - keras_affine(x[i, ch], *row)).max() < 1e-5, row
+
+
+def test_affine_draws_in_the_keras_ranges_and_a_zero_range_draws_nothing():
+    from spectral_ray.augment import draw_affine
+
+    gen = torch.Generator().manual_seed(0)
+    p = draw_affine(4000, 64, gen, rotation_deg=10, shift=0.1, shear_deg=0.1, zoom=0.1)
+    for key, lo, hi in (("theta", -10, 10), ("tx", -6.4, 6.4), ("ty", -6.4, 6.4), ("shear", -0.1, 0.1),
+                        ("zx", 0.9, 1.1), ("zy", 0.9, 1.1)):
+        v = p[key]
+        assert lo <= float(v.min()) < lo + 0.01 * (hi - lo) and hi - 0.01 * (hi - lo) < float(v.max()) <= hi, key
+        assert float(v.mean()) == pytest.approx((lo + hi) / 2, abs=0.03 * (hi - lo)), key
+    assert abs(float(torch.corrcoef(torch.stack([p["zx"], p["zy"]]))[0, 1])) < 0.05  # zoom per axis, independent
+    state = gen.get_state()
+    q = draw_affine(5, 64, gen, rotation_deg=10)
+    after = torch.rand(1, generator=gen)
+    assert torch.equal(q["tx"], torch.zeros(5)) and torch.equal(q["zx"], torch.ones(5))
+    gen.set_state(state)
+    torch.rand(5, generator=gen, dtype=torch.float64)  # the rotation's draws, and nothing else
+    assert torch.equal(torch.rand(1, generator=gen), after)
+
+
+def test_affine_augmentation_is_seeded_and_changes_training():
+    x, y = toy(48, size=16)
+    recipe = Recipe(epochs=2, batch_size=16, affine_rotation_deg=10, affine_shift=0.1, affine_shear_deg=0.1,
+                    affine_zoom=0.1)
+    a = fit(model(), (x, y), (x, y), recipe, seed=0)
+    b = fit(model(), (x, y), (x, y), recipe, seed=0)
+    plain = fit(model(), (x, y), (x, y), Recipe(epochs=2, batch_size=16), seed=0)
+    assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
+    assert a["epochs"][0]["train_loss"] != plain["epochs"][0]["train_loss"]
+
+
+def test_head_dropout_acts_on_the_head_input_only_while_training():
+    from spectral_ray.training import _head_dropout
+
+    m = model()
+    x = torch.rand(32, 1, 16, 16)
+    head = dict(m.named_modules())[head_prefixes(m)[0]]
+    seen = []
+    head.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().clone()))
+    m.train()
+    m(x)
+    features = seen[-1]  # the pooled features the head sees in train mode (batch statistics)
+    m.eval()
+    m(x)
+    eval_features = seen[-1]
+    with _head_dropout(m, 0.5):
+        m(x)
+        assert torch.equal(seen[-1], eval_features)  # eval mode: nothing dropped
+        m.train()
+        m(x)
+        dropped = seen[-1]
+    live = features != 0
+    kept = dropped[live] != 0
+    assert 0.4 < float(kept.float().mean()) < 0.6  # about half of the features dropped …
+    assert torch.allclose(dropped[live][kept], 2 * features[live][kept])  # … the rest scaled by 1 / (1 − p)
+    assert not head._forward_pre_hooks  # removed on exit
+    m(x)
+    assert torch.equal(seen[-1], features)
+
+
+def test_adam_without_weight_decay_trains_exactly_like_adamw_without_it():
+    x, y = toy(32)
+    runs = [fit(model(), (x, y), (x, y), Recipe(epochs=2, batch_size=16, optimizer=o, weight_decay=0.0), seed=0)
+            for o in ("adam", "adamw")]
+    assert [e["val_loss"] for e in runs[0]["epochs"]] == [e["val_loss"] for e in runs[1]["epochs"]]
+    eps = fit(model(), (x, y), (x, y), Recipe(epochs=1, batch_size=16, optimizer="adam", adam_eps=1e-1), seed=0)
+    assert eps["epochs"][0]["val_loss"] != runs[0]["epochs"][0]["val_loss"]  # epsilon reaches the optimizer

@@ -64,12 +64,13 @@ def resolved(nested: dict) -> dict:
     """Every TrialConfig key with its default filled in (recipes merged over their defaults), so
     each trial's params.json says exactly what ran, whatever later code versions default to.
     Search-space objects pass through untouched."""
-    from spectral_ray.config import DEFAULT_RECIPES, TrialConfig
+    from spectral_ray.config import TrialConfig, recipe_base
 
     out = TrialConfig.model_construct().model_dump(mode="python")
-    for name, base in DEFAULT_RECIPES.items():
-        out[name] = {**base, **nested.get(name, {})}
-    out.update({k: v for k, v in nested.items() if k not in DEFAULT_RECIPES})
+    preset = nested.get("finetune_preset", out["finetune_preset"])  # never sampled (parse_sweep)
+    for name in ("pretrain", "finetune"):
+        out[name] = {**recipe_base(name, preset), **nested.get(name, {})}
+    out.update({k: v for k, v in nested.items() if k not in ("pretrain", "finetune")})
     return out
 
 

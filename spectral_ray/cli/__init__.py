@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-# module name -> commands it adds
+# the command-group modules, each with add_parser(subparsers), in --help order
 COMMAND_MODULES = ["psd", "data", "sweep", "report"]
 
 
@@ -23,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"spectral_ray.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"spectral_ray.cli.{name}":
-                continue  # command group not built yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"spectral_ray.cli.{name}").add_parser(sub)
     return parser
 
 

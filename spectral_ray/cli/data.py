@@ -69,27 +69,11 @@ def _load(name: str, args, **extra):
 
 
 def run_preview(args) -> int:
-    from spectral_ray.data.preview import preview_grid
+    from spectral_ray.plots import preview_grid
 
-    artifact = None
     if not 0.0 <= args.degradation <= 1.0:
         raise UserError(f"--degradation must be in [0, 1], got {args.degradation}")
-    if args.artifact:
-        try:
-            from spectral_ray.artifacts import get_artifact
-        except ImportError as e:  # pragma: no cover - artifacts module missing
-            raise UserError(f"artifacts are not available: {e}") from None
-        aparams = dict(_param(t) for t in args.artifact_param)
-        if args.omega is not None:
-            aparams["omega"] = args.omega
-        if args.amplitude is not None:
-            aparams["amplitude"] = args.amplitude
-        try:
-            artifact = get_artifact(args.artifact, **aparams)
-        except (TypeError, ValueError) as e:
-            raise UserError(str(e)) from None
-    elif args.omega is not None or args.amplitude is not None:
-        raise UserError("--omega/--amplitude need --artifact FAMILY")
+    artifact = _artifact(args)
     ds = _load(args.name, args)
     out = args.out or Path(f"{args.name}-preview.png")
     preview_grid(ds, out, per_class=args.per_class, artifact=artifact, degradation=args.degradation, seed=args.seed, dpi=args.dpi)
@@ -97,12 +81,31 @@ def run_preview(args) -> int:
     return 0
 
 
+def _artifact(args):
+    """The artifact ``--artifact FAMILY`` with ``--omega``/``--amplitude``/``--artifact-param``, or None."""
+    if not args.artifact:
+        if args.omega is not None or args.amplitude is not None:
+            raise UserError("--omega/--amplitude need --artifact FAMILY")
+        return None
+    from spectral_ray.artifacts import get_artifact
+
+    aparams = dict(_param(t) for t in args.artifact_param)
+    if args.omega is not None:
+        aparams["omega"] = args.omega
+    if args.amplitude is not None:
+        aparams["amplitude"] = args.amplitude
+    try:
+        return get_artifact(args.artifact, **aparams)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
 def run_spectrum(args) -> int:
-    from spectral_ray.data.preview import spectrum_plot
+    from spectral_ray.plots import dataset_spectra_plot
 
     datasets = [_load(name, args) for name in [args.name, *args.compare]]
     out = args.out or Path(f"{args.name}-spectrum.png")
-    slopes = spectrum_plot(datasets, out, max_images=args.max_images)
+    slopes = dataset_spectra_plot(datasets, out, max_images=args.max_images)
     for name, slope in slopes.items():
         print(f"{name}: log-log slope {slope:.3f}")
     print(f"wrote {out}")
