@@ -287,6 +287,26 @@ def _collect_experiment(fs: _FS, exp_root: str, exp_name: str):
     return rows, history, ([state_file] if state_file else []), warnings
 
 
+_STATUS_RANK = {"TERMINATED": 3, "RUNNING": 2, "ERROR": 1, "PENDING": 0}
+
+
+def _one_row_per_trial(rows: list, warnings: list[str]) -> list:
+    """One row per (experiment, trial_id). A trial restarted on resume (an errored trial run
+    again) gets a new folder beside its failed attempt's, under the same trial id: keep the
+    attempt that got furthest (status, then reports) and say how many were superseded."""
+    best: dict = {}
+    for i, (row, _, _) in enumerate(rows):
+        key = (row["experiment"], row["trial_id"])
+        rank = (_STATUS_RANK.get(row["status"], 0), row["n_reports"])
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, i)
+    keep = sorted(i for _, i in best.values())
+    if len(keep) < len(rows):
+        warnings.append(f"{len(rows) - len(keep)} earlier attempt folder(s) of restarted trials left out "
+                        "(the attempt that got furthest is kept)")
+    return [rows[i] for i in keep]
+
+
 def collect(path: str | os.PathLike) -> Collected:
     """Read an experiment folder (or a storage folder holding several experiments) into tables.
 
@@ -312,6 +332,7 @@ def collect(path: str | os.PathLike) -> Collected:
         warnings += w
     if not all_rows:
         raise ValueError(f"no Ray Tune trials found in {path} (expected trial folders with params.json/result.json)")
+    all_rows = _one_row_per_trial(all_rows, warnings)
 
     config_cols: list[str] = []
     metric_cols: list[str] = []

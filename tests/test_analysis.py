@@ -387,3 +387,26 @@ def test_trial_retried_after_a_failure_is_terminated_not_error(tmp_path):
     assert t.loc[retried, "status"] == "TERMINATED"
     assert t.loc[retried, "error"] == "recovered after a failed attempt: RuntimeError: transient"
     assert (t["status"] == "ERROR").sum() == 1
+
+
+def test_a_restarted_trial_counts_once(tmp_path):
+    """Tune restarts an errored trial into a new folder beside the failed attempt's, under the
+    same trial id (docs/CLUSTER.md): the report must see one trial, the attempt that finished."""
+    exp = tmp_path / "exp"
+    config = {"source": "natural", "target": "ct_lesion", "artifact": "band", "degradation": 0.5, "fold": 0}
+    for name, lines, error in (
+            ("natural-d0.5-f0", [{"epoch": 1, "ood_auc": 0.6, "trial_id": "abc12_00000", "training_iteration": 1}], True),
+            ("natural-d0.5-f0_1a2b", [{"epoch": 1, "ood_auc": 0.6, "trial_id": "abc12_00000", "training_iteration": 1},
+                                      {"ood_auc": 0.55, "iid_auc": 0.7, "trial_id": "abc12_00000", "done": True,
+                                       "training_iteration": 2}], False)):
+        d = exp / name
+        d.mkdir(parents=True)
+        (d / "params.json").write_text(json.dumps(config))
+        (d / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+        if error:
+            (d / "error.txt").write_text("RuntimeError: worker died\n")
+    c = collect(exp)
+    assert len(c.trials) == 1
+    row = c.trials.iloc[0]
+    assert row["status"] == "TERMINATED" and row["trial_dir"] == "natural-d0.5-f0_1a2b" and row["ood_auc"] == 0.55
+    assert any("restarted" in w for w in c.warnings)
