@@ -49,16 +49,20 @@ def figure_rgb(fig, dpi: int = 100) -> np.ndarray:
 
 
 def spectra_figure(spectra: dict[str, np.ndarray], *, title: str = "", normalize: str = "max", logy: bool = True,
-                   markers: bool = False, figsize: tuple[float, float] = (5, 3.4), dpi: int = 100):
-    """Named radial spectra (K+1 bins each) against ω̄ = k/K, each scaled to unit ``normalize``
-    (:func:`spectral_ray.spectrum.normalize_spectrum`); log y by default."""
+                   markers: bool = False, figsize: tuple[float, float] = (5, 3.4), dpi: int = 100,
+                   x: np.ndarray | None = None, xlabel: str = "normalised radial frequency ω̄ = k/K"):
+    """Named radial spectra each scaled to unit ``normalize``
+    (:func:`spectral_ray.spectrum.normalize_spectrum`), log y by default, against ``x``: by default
+    ω̄ = k/K for K+1 bins; a measure on another axis passes its own
+    (:func:`spectral_ray.spectrum.measure_axis`) and ``xlabel``."""
     from spectral_ray.spectrum import frequency_axis, normalize_spectrum
 
     fig, ax = pyplot().subplots(figsize=figsize, dpi=dpi)
     for name, p in spectra.items():
         p = normalize_spectrum(np.asarray(p, dtype=float), normalize)
-        ax.plot(frequency_axis(len(p)), p, lw=1.5, label=name, **({"marker": "o", "ms": 2.5} if markers else {}))
-    ax.set_xlabel("normalised radial frequency ω̄ = k/K")
+        axis = frequency_axis(len(p)) if x is None else np.asarray(x, dtype=float)
+        ax.plot(axis, p, lw=1.5, label=name, **({"marker": "o", "ms": 2.5} if markers else {}))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"PSD (unit {normalize})")
     if logy:
         ax.set_yscale("log")
@@ -70,9 +74,10 @@ def spectra_figure(spectra: dict[str, np.ndarray], *, title: str = "", normalize
 
 
 def plot_spectra(spectra: dict[str, np.ndarray], out: str | Path, *, title: str = "", normalize: str = "max",
-                 logy: bool = True) -> Path:
-    """:func:`spectra_figure` (with markers) saved as a PNG at ``out``."""
-    return save_png(spectra_figure(spectra, title=title, normalize=normalize, logy=logy, markers=True, dpi=120), out)
+                 logy: bool = True, **axis) -> Path:
+    """:func:`spectra_figure` (with markers) saved as a PNG at ``out``; ``axis``: its ``x``/``xlabel``."""
+    return save_png(spectra_figure(spectra, title=title, normalize=normalize, logy=logy, markers=True, dpi=120,
+                                   **axis), out)
 
 
 def heatmap_figure(rows: list[np.ndarray], *, ylabel: str = "epoch"):

@@ -365,3 +365,15 @@ def test_value_at_band_mass_alignment_cosine():
     assert S.cosine(a, np.roll(a, 1)) == pytest.approx(0.0)
     with pytest.raises(ValueError):
         S.alignment(p, np.ones(5))
+
+
+@pytest.mark.parametrize("measure", ["power", "freqbias", "lin2022_centred"])
+def test_psd_command_prints_and_plots_every_measure_on_its_own_axis(measure, tmp_path, capsys):
+    from spectral_ray.cli import main
+
+    out = tmp_path / f"{measure}.png"
+    assert main(["psd", "--model", "test_resnet", "--size", "32", "--n", "4", "--measure", measure,
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert ("r/r_max" if measure == "freqbias" else "k/K") in text
+    assert out.stat().st_size > 1000

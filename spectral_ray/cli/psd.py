@@ -81,9 +81,8 @@ def run(args) -> int:
         s, s_nodc = summarize(p), summarize(p, exclude_dc=True)
         print("summary:", ", ".join(f"{k}={v:.3f}" for k, v in s.items()))
         print("without DC:", ", ".join(f"{k}={v:.3f}" for k, v in s_nodc.items()))
-    if args.measure == "freqbias":  # plots.plot_spectra draws the k/K axis, which freqbias's bins are not on
-        print(f"no plot for --measure freqbias (its bins are on r/r_max, the plot's axis is k/K); {args.out} not written")
-        return 0
-    plot_spectra({args.model: p}, args.out, title=f"Learning priority, {args.model}, {args.size} px")
+    # freqbias's min-max scaled profiles reach 0: a linear y-axis, on its own r/r_max x-axis
+    plot_spectra({args.model: p}, args.out, title=f"Learning priority ({args.measure}), {args.model}, {args.size} px",
+                 logy=args.measure == "power", x=omega, xlabel=f"normalised radial frequency {axis}")
     print(f"wrote {args.out}")
     return 0
