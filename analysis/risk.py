@@ -26,14 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .aggregate import RESOLVED, SOURCE
-from .findings import (ALPHA, SUPPORTED, Finding, artifact_alignment, check_f4, f4_per_model, f4_strata_keys, f4_table)
+from .findings import (ALPHA, FEW_MODELS, SUPPORTED, Finding, artifact_alignment, check_f4, f4_per_model, f4_strata_keys, f4_table)
 from .stats import joint_permutation_spearman, tv
 from .units import PROBE, finished_finetunes, is_vec, priority_column
 
 __all__ = ["ALIGN", "RiskError", "Basis", "load_basis", "strata", "match_strata", "artifact_row", "trial_config",
-           "representative", "theil_sen", "predict_drop", "assess", "N_BOOT", "MIN_MODELS", "EXTRAPOLATE"]
+           "representative", "theil_sen", "predict_drop", "assess", "held_out_check", "N_BOOT", "MIN_MODELS", "EXTRAPOLATE"]
 
 ALIGN = "align_pretrained"  # F4's alignment of the pretrained priority (psd_probe) with the artifact's band
 N_BOOT = 2000               # bootstrap resamples of the experiment's models
@@ -234,7 +235,8 @@ def assess(basis: Basis, stratum: str, psd, artifact: pd.Series, *, backbone: st
     out = {"stratum": stratum, "alignment": align, "alignment_method": method, "n_models": len(fit),
            "models_less_aligned": int((x < align).sum()), "mean_drop": float(y.mean()) if len(y) else np.nan,
            "min_drop": float(y.min()) if len(y) else np.nan, "max_drop": float(y.max()) if len(y) else np.nan,
-           "stratum_rho": np.nan, "stratum_p": np.nan, "prediction": None, "held_out": own is not None}
+           "stratum_rho": np.nan, "stratum_p": np.nan, "prediction": None, "held_out": own is not None,
+           "few_models": len(fit) < FEW_MODELS}
     if own is not None:
         reported = _reported_probe(basis, backbone, stratum)
         out["measured"] = {"drop": float(own["ood_drop"]), "alignment": float(own[ALIGN]),
@@ -255,6 +257,25 @@ def assess(basis: Basis, stratum: str, psd, artifact: pd.Series, *, backbone: st
         # F4 pools strata; one stratum alone can be too noisy to rank backbones (docs/RISK.md)
         out["prediction"]["weak_in_stratum"] = not out["stratum_p"] < ALPHA
     return out
+
+
+def held_out_check(basis: Basis, stratum: str, artifact: pd.Series, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Every pretrained model of ``stratum`` predicted from the others, from the ``psd_probe`` its
+    trials reported (:func:`assess` with the model held out): does the predicted drop rank the
+    models as their measured drops do? Returns ``stratum``, ``n_models``, ``n_predicted`` (models
+    with a prediction), ``rho`` (Spearman ρ predicted vs measured; NaN below 3) and ``models``
+    (backbone, alignment, predicted, measured)."""
+    per = basis.per_model[basis.per_model.index.get_level_values("stratum") == stratum].droplevel("stratum")
+    models = []
+    for backbone in per.index:
+        psd = _reported_probe(basis, backbone, stratum)
+        a = assess(basis, stratum, psd, artifact, backbone=backbone, n_boot=n_boot, seed=seed)
+        models.append({"backbone": backbone, "alignment": a["alignment"], "measured": a["measured"]["drop"],
+                       "predicted": (a["prediction"] or {}).get("drop"), "reason": a.get("reason")})
+    done = [m for m in models if m["predicted"] is not None]
+    rho = stats.spearmanr([m["predicted"] for m in done], [m["measured"] for m in done]).statistic \
+        if len(done) >= 3 else np.nan
+    return {"stratum": stratum, "n_models": len(models), "n_predicted": len(done), "rho": float(rho), "models": models}
 
 
 def to_jsonable(obj):

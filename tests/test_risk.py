@@ -54,33 +54,22 @@ def _models(table):
     return table.drop_duplicates("pretrain_key")
 
 
-def _held_out_ranking(table):
-    """Per stratum: (Spearman ρ between the models' held-out predicted drops and their measured ones,
-    how many models got a prediction)."""
-    basis = risk.load_basis(table)
-    strata = risk.match_strata(basis, target="ct_lesion", family="band", params=BAND)
-    out = []
-    for stratum in strata["stratum"]:
-        pred, measured = [], []
-        for _, m in _models(table).iterrows():
-            a = risk.assess(basis, stratum, m["psd_probe"], risk.artifact_row("band", BAND, m["psd_artifact"]),
-                            backbone=f"store:{m['pretrain_key']}", n_boot=300)
-            assert a["held_out"] and a["n_models"] == len(_models(table)) - 1
-            if a["prediction"] is None:  # far beyond the others' alignments: no number, by design
-                assert "far outside" in a["reason"]
-                continue
-            pred.append(a["prediction"]["drop"])
-            measured.append(a["measured"]["drop"])
-        out.append((stats.spearmanr(pred, measured).statistic, len(pred)))
-    return basis, out
-
-
 def test_planted_relation_predicts_the_ranking_of_held_out_backbones():
     table = simulate(SEEDS, PLANTED, seed=1)  # 16 models × 3 ω × d 0.5/1 × 3 folds
-    basis, ranked = _held_out_ranking(table)
-    assert basis.significant and len(ranked) == 2
-    for rho, n in ranked:
-        assert n >= 14 and rho > 0.7, ranked
+    basis = risk.load_basis(table)
+    assert basis.significant
+    strata = risk.match_strata(basis, target="ct_lesion", family="band", params=BAND)["stratum"]
+    assert len(strata) == 2  # d = 0.5 and 1 at ω = 0.75
+    for stratum in strata:
+        check = risk.held_out_check(basis, stratum, risk.artifact_row("band", BAND, table["psd_artifact"].iloc[0]),
+                                    n_boot=300)
+        assert check["n_models"] == 16 and check["n_predicted"] >= 14  # the rest lie far beyond the others
+        assert check["rho"] > 0.7, check
+        # each prediction came from the other 15 models: the held-out one's drop is not in its own fit
+        (m,) = [m for m in check["models"] if m["predicted"] is not None][:1]
+        per = basis.per_model.xs(stratum, level="stratum").drop(index=m["backbone"])
+        x, y = per["align_pretrained"].to_numpy(), per["ood_drop"].to_numpy()
+        assert m["predicted"] == pytest.approx(risk.predict_drop(x, y, m["alignment"], n_boot=100)["drop"])
 
 
 def test_null_says_not_significant_and_predicts_nothing():
@@ -160,6 +149,24 @@ def test_cli_errors_name_the_allowed_values(planted_dir, tmp_path, capsys, argv,
     rc, out, err = _cli(capsys, *argv)
     assert rc == 2 and not out
     assert message in err, err
+
+
+def test_cli_validate_ranks_the_experiments_own_models(planted_dir, capsys):
+    rc, out, _ = _cli(capsys, "--experiment", planted_dir, "--validate", "--artifact", "band", "--artifact-omega", "0.75",
+                      "--json", "--bootstrap", "200")
+    assert rc == 0
+    (check,) = json.loads(out)["held_out"]
+    assert check["n_models"] == 16 and check["rho"] > 0.7, check
+    rc, text, _ = _cli(capsys, "--experiment", planted_dir, "--validate", "--artifact", "band", "--artifact-omega", "0.75",
+                       "--bootstrap", "200")
+    assert "held-out check" in text and f"{check['rho']:+.2f}" in text
+
+
+def test_cli_validate_under_a_null(tmp_path, capsys):
+    exp = write_experiment(simulate(SMALL, NULL, seed=2), tmp_path / "null")
+    rc, text, _ = _cli(capsys, "--experiment", exp, "--validate", "--artifact", "band", "--artifact-omega", "0.75",
+                       "--bootstrap", "200")
+    assert rc == 0 and "NOT SIGNIFICANT" in text and "Spearman" not in text
 
 
 def test_cli_on_an_experiment_with_no_trials(tmp_path, capsys):

@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
         description="Measure a backbone's learning priority on the target's probe set exactly as trials do "
         "(psd_probe), its alignment with an artifact (F4's measure), and print the O.O.D. AUC drop that the "
         "relation fitted on a finished experiment predicts (Theil–Sen fit over its pretrained models within the "
-        "matching stratum, 95 %% bootstrap intervals), or say that F4 finds no significant relation there.")
+        "matching stratum, 95 % bootstrap intervals), or say that F4 finds no significant relation there.")
     p.add_argument("--experiment", required=True, help="finished experiment folder (as `spectral-ray report` reads it)")
     b = p.add_argument_group("backbone (one of --store, --weights, --source)")
     b.add_argument("--store", metavar="KEY", help="a pretrained backbone in the store: its key (`pretrain_key`) or a prefix")
@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
                    help="another artifact parameter (YAML value), as a sweep's `artifact_params`; repeatable")
     a.add_argument("--target", help="target dataset (default: the experiment's, if it has one)")
     a.add_argument("--degradation", type=float, default=None, help="one degradation level (default: every level > 0)")
+    p.add_argument("--validate", action="store_true", help="also predict each of the experiment's own models from "
+                   "the others and say whether the predictions rank them as their measured drops do (no backbone "
+                   "needed)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=run)
@@ -72,6 +75,28 @@ def run(args) -> int:
     _check_backbone_args(args)
     family, artifact_keys, artifact = _artifact(args)
     from analysis import risk
+
+    trials, basis, matched = _load(exp, args, family, artifact)
+    size = risk.trial_config(risk.representative(basis, matched["stratum"].iloc[0])).get("size", 64)
+    report = _header(exp, basis, family, artifact, size)
+    labels = _labels(basis, matched)
+    if args.store is not None or args.weights is not None or args.source is not None:
+        root, notes = _store_root(args, trials)
+        report.update(_assess_backbone(args, basis, matched, root, artifact_keys, artifact))
+        report["notes"] = notes + report["notes"]
+        for r in report["strata"]:
+            r["label"] = labels[r["stratum"]]
+    if args.validate:
+        art = risk.artifact_row(family, artifact.params, artifact.signature(size))
+        report["held_out"] = [{**risk.held_out_check(basis, s, art, n_boot=args.bootstrap), "label": labels[s]}
+                              for s in matched["stratum"]]
+    print(risk.dumps(report) if args.json else render(report))
+    return 0
+
+
+def _load(exp: str, args, family: str, artifact):
+    """(trials, F4's basis, the matching strata), or UserError naming what the experiment has."""
+    from analysis import risk
     from analysis.collect import collect
 
     try:
@@ -86,7 +111,22 @@ def run(args) -> int:
         if "no Ray Tune trials" not in str(e):
             raise
         raise UserError(str(e)) from None
-    root, notes = _store_root(args, trials)
+    return trials, basis, matched
+
+
+def _labels(basis, matched) -> dict:
+    """{stratum: its short name}: the stratum keys that differ between the matching strata."""
+    varying = [k for k in basis.keys if matched[k].astype(str).nunique() > 1] or ["degradation"]
+    return {m["stratum"]: " · ".join(f"{k.removeprefix('artifact_resolved/')}={m[k]}" for k in varying if k in m)
+            for _, m in matched.iterrows()}
+
+
+def _assess_backbone(args, basis, matched, root: Path, artifact_keys: dict, artifact) -> dict:
+    """Measure the backbone on each matching stratum's probe set (once per distinct probe set) and
+    assess it there (analysis.risk.assess)."""
+    from analysis import risk
+    from spectral_ray.spectrum import summarize
+
     first = risk.representative(basis, matched["stratum"].iloc[0], source=args.source)
     backbone = _backbone(args, risk.trial_config(first), root)
     rows, measured = [], {}
@@ -98,11 +138,18 @@ def run(args) -> int:
         if probe not in measured:
             measured[probe] = (_measure(cfg, backbone), cfg)
         psd, cfg = measured[probe]
-        art = risk.artifact_row(family, artifact.params, artifact.signature(cfg.size))
+        art = risk.artifact_row(artifact.family, artifact.params, artifact.signature(cfg.size))
         rows.append(risk.assess(basis, stratum, psd, art, backbone=backbone.id, n_boot=args.bootstrap))
-    report = _report(exp, basis, matched, backbone, family, artifact, measured, rows, notes + backbone.notes)
-    print(risk.dumps(report) if args.json else render(report))
-    return 0
+    (psd, cfg), *others = measured.values()
+    notes = list(backbone.notes)
+    if others:
+        notes.append(f"{len(measured)} probe sets among the strata (different target parameters); the priority "
+                     "shown is the first one's")
+    return {"backbone": {"id": backbone.id, "description": backbone.text, "model": cfg.model,
+                         "in_experiment": any(r["held_out"] for r in rows)},
+            "probe": {"target": cfg.target, "images": cfg.psd_images, "size": cfg.size,
+                      "seed_for_baseline": cfg.effective_finetune_seed},
+            "priority": psd, "priority_summary": summarize(psd), "strata": rows, "notes": notes}
 
 
 def _experiment_path(path: str) -> str:
@@ -120,9 +167,10 @@ def _check_backbone_args(args) -> None:
         if clash:
             raise UserError(f"--store names a finished backbone; {', '.join(clash)} would describe another one "
                             "(use --source/--weights with them instead)")
-    elif args.weights is None and args.source is None:
+    elif args.weights is None and args.source is None and not args.validate:
         raise UserError("name a backbone: --store KEY (a backbone in the store), --weights SPEC (timm, file:PATH, "
-                        "radimagenet:PATH) or --source NAME (pretrained as a sweep would, with --edit, --seed, --set)")
+                        "radimagenet:PATH) or --source NAME (pretrained as a sweep would, with --edit, --seed, --set); or "
+                        "--validate alone to check the experiment's own models")
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap must be ≥ 100 resamples, got {args.bootstrap}")
 
@@ -197,8 +245,8 @@ def _store_entry(key: str, root: Path) -> tuple[Path, dict]:
     if len(hits) == 1:
         return Path(hits[0]["path"]), load_meta(hits[0]["path"])
     shown = hits or entries
-    listing = "; ".join(f"{e['key'][:16]} ({e['source']}, {e['edit_family']} {e['edit_strength']}, {e['model']}, "
-                        f"seed {e['seed']})" for e in shown[:20]) + (" …" if len(shown) > 20 else "")
+    listing = "; ".join(f"{e['key'][:16]} ({e['source']}, {_edit_text(e['edit_family'], e['edit_strength'])}, "
+                        f"{e['model']}, seed {e['seed']})" for e in shown[:20]) + (" …" if len(shown) > 20 else "")
     if hits:
         raise UserError(f"--store {key!r} matches {len(hits)} backbones in {root}; give more of the key: {listing}")
     raise UserError(f"--store: no backbone with key {key!r} in the store {root}; "
@@ -206,10 +254,15 @@ def _store_entry(key: str, root: Path) -> tuple[Path, dict]:
                     + " (--store-root DIR names another store)")
 
 
+def _edit_text(family, strength) -> str:
+    from spectral_ray.editing import is_edit
+
+    return f"edit {family} s={strength:g}" if is_edit(family or "none", strength or 0.0) else "unedited"
+
+
 def _describe(meta: dict) -> str:
     cfg = meta.get("config") or {}
-    edit = "unedited" if not cfg.get("edit_strength") or cfg.get("edit_family") == "none" else \
-        f"edit {cfg.get('edit_family')} s={cfg.get('edit_strength'):g}"
+    edit = _edit_text(cfg.get("edit_family"), cfg.get("edit_strength"))
     init = f", from {cfg['init']}" if cfg.get("init") else ""
     size = (cfg.get("source_params") or {}).get("size")
     return f"{cfg.get('source')}, {edit}, {cfg.get('model')}, seed {cfg.get('seed')}{init}, {size} px"
@@ -306,28 +359,15 @@ def _measure(cfg, backbone: Backbone):
     return np.asarray(probe_priority(model, probe.images, probe.labels), dtype=float)
 
 
-def _report(exp, basis, matched, backbone, family, artifact, measured, rows, notes) -> dict:
+def _header(exp, basis, family: str, artifact, size: int) -> dict:
     from spectral_ray.spectrum import summarize
 
-    (psd, cfg), *others = measured.values()
-    if others:
-        notes = notes + [f"{len(measured)} probe sets among the strata (different target parameters); the priority "
-                         "shown is the first one's"]
-    f4 = basis.f4
-    varying = [k for k in basis.keys if matched[k].astype(str).nunique() > 1] or ["degradation"]
-    for r, (_, m) in zip(rows, matched.iterrows()):
-        r["label"] = " · ".join(f"{k.removeprefix('artifact_resolved/')}={m[k]}" for k in varying if k in m)
-    signature = artifact.signature(cfg.size)
-    return {
-        "experiment": str(exp), "significant": basis.significant,
-        "f4": {"verdict": f4.verdict, "rho": f4.value, "p": f4.p_value, "n_units": f4.n_units},
-        "backbone": {"id": backbone.id, "description": backbone.text, "model": cfg.model,
-                     "in_experiment": any(r["held_out"] for r in rows)},
-        "artifact": {"family": family, "params": dict(artifact.params), "signature": signature,
-                     "signature_summary": summarize(signature) if signature.sum() > 0 else None},
-        "probe": {"target": cfg.target, "images": cfg.psd_images, "size": cfg.size, "seed_for_baseline": cfg.effective_finetune_seed},
-        "priority": psd, "priority_summary": summarize(psd), "strata": rows, "notes": notes,
-    }
+    f4, signature = basis.f4, artifact.signature(size)
+    return {"experiment": str(exp), "significant": basis.significant,
+            "f4": {"verdict": f4.verdict, "rho": f4.value, "p": f4.p_value, "n_units": f4.n_units},
+            "artifact": {"family": family, "params": dict(artifact.params), "signature": signature,
+                         "signature_summary": summarize(signature) if signature.sum() > 0 else None},
+            "notes": []}
 
 
 def _num(v, fmt="+.3f") -> str:
@@ -336,55 +376,84 @@ def _num(v, fmt="+.3f") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
+NOT_SIGNIFICANT = ("NOT SIGNIFICANT: F4 finds no significant relation between alignment and O.O.D. loss in this "
+                   "experiment, so no O.O.D. loss is predicted.")
+
+
 def render(report: dict) -> str:
-    """The report as a readable table (AUC units for drops)."""
-    f4, b, a, s = report["f4"], report["backbone"], report["artifact"], report["priority_summary"]
+    """The report as readable tables (drops in AUC units)."""
+    f4, a = report["f4"], report["artifact"]
     params = ", ".join(f"{k}={v}" for k, v in a["params"].items())
     sig = a["signature_summary"]
-    lines = [
-        f"experiment  {report['experiment']}",
-        f"F4          {f4['verdict']} (ρ = {_num(f4['rho'], '.3f')}, p = {_num(f4['p'], '.3g')}; {f4['n_units']})",
-        f"backbone    {b['description']}" + ("  — one of the experiment's models: left out of each fit" if b["in_experiment"] else ""),
-        f"artifact    {a['family']} ({params})" + (f"; signature peak at k/K = {sig['peak']:.3f}, centroid {sig['centroid']:.3f}" if sig else ""),
-        f"probe set   {report['probe']['images']} clean {report['probe']['target']} test images at {report['probe']['size']} px "
-        "(the trials' psd_probe)",
-        f"priority    centroid {s['centroid']:.3f}; mass low {s['low']:.3f} / mid {s['mid']:.3f} / high {s['high']:.3f}",
-        f"alignment   {report['strata'][0]['alignment_method']} (F4's measure)",
-        "",
-    ]
-    if not report["significant"]:
-        lines += ["NOT SIGNIFICANT: F4 finds no significant relation between alignment and O.O.D. loss in this "
-                  "experiment, so no O.O.D. loss is predicted. Shown: where the backbone's alignment ranks among the "
-                  "experiment's models, and the drops they had.", ""]
-    head = ["stratum", "alignment", "more aligned than", "ρ stratum (p)", "pred. drop", "95% CI (fit)", "95% one model",
-            "measured", "drops: mean [min, max]"]
-    table = [head]
-    for r in report["strata"]:
-        p = r["prediction"] or {}
-        ci = f"{_num(p['ci'][0])}…{_num(p['ci'][1])}" if p else "—"
-        pi = f"{_num(p['pi'][0])}…{_num(p['pi'][1])}" if p else "—"
-        drop = _num(p.get("drop")) + (" (extrap.)" if p.get("extrapolated") else "") + \
-            (" *" if p.get("weak_in_stratum") else "") if p else "—"
-        table.append([r["label"], f"{r['alignment']:.4f}", f"{r['models_less_aligned']}/{r['n_models']}",
-                      f"{_num(r['stratum_rho'], '+.2f')} ({_num(r['stratum_p'], '.2g')})", drop, ci, pi,
-                      _num((r.get("measured") or {}).get("drop")),
-                      f"{_num(r['mean_drop'])} [{_num(r['min_drop'])}, {_num(r['max_drop'])}]"])
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    lines += ["", "drop = O.O.D. AUC lost vs the clean (d = 0) fine-tune of the same model; more aligned than = models of "
-              "the stratum with lower alignment; fit = Theil–Sen over the stratum's pretrained models, 95 % bootstrap over models"]
-    if any((r["prediction"] or {}).get("weak_in_stratum") for r in report["strata"]):
-        lines.append("* in this stratum alone the relation is not significant (p ≥ 0.05; F4 pools the strata): the "
-                     "line's value, but it ranks backbones poorly here (docs/RISK.md)")
-    extrapolated = [r for r in report["strata"] if (r["prediction"] or {}).get("extrapolated")]
-    for r in extrapolated:
-        lo, hi = r["prediction"]["alignment_range"]
-        lines.append(f"extrapolated ({r['label']}): alignment {r['alignment']:.4f} lies outside the models' "
-                     f"[{lo:.4f}, {hi:.4f}]; the drop extends the fitted line beyond them")
-    reasons = [f"{r['label']}: {r['reason']}" for r in report["strata"] if r.get("reason") and report["significant"]]
-    tvs = [r["measured"]["priority_tv"] for r in report["strata"] if (r.get("measured") or {}).get("priority_tv") is not None]
-    lines += [f"no prediction: {x}" for x in reasons]
-    if tvs:
-        lines.append(f"priority measured now vs this backbone's psd_probe in the experiment: TV = {max(tvs):.2g}")
+    lines = [f"experiment  {report['experiment']}",
+             f"F4          {f4['verdict']} (ρ = {_num(f4['rho'], '.3f')}, p = {_num(f4['p'], '.3g')}; {f4['n_units']})",
+             f"artifact    {a['family']} ({params})"
+             + (f"; signature peak at k/K = {sig['peak']:.3f}, centroid {sig['centroid']:.3f}" if sig else "")]
+    if "strata" in report:
+        lines += _render_backbone(report)
+    if "held_out" in report:
+        lines += _render_held_out(report)
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _render_backbone(report: dict) -> list[str]:
+    b, s, strata = report["backbone"], report["priority_summary"], report["strata"]
+    lines = [f"backbone    {b['description']}"
+             + ("  — one of the experiment's models: left out of each fit" if b["in_experiment"] else ""),
+             f"probe set   {report['probe']['images']} clean {report['probe']['target']} test images at "
+             f"{report['probe']['size']} px (the trials' psd_probe)",
+             f"priority    centroid {s['centroid']:.3f}; mass low {s['low']:.3f} / mid {s['mid']:.3f} / high {s['high']:.3f}",
+             f"alignment   {strata[0]['alignment_method']} (F4's measure)", ""]
+    if not report["significant"]:
+        lines += [NOT_SIGNIFICANT + " Shown: where the backbone's alignment ranks among the experiment's models, and "
+                  "the drops they had.", ""]
+    rows = [["stratum", "alignment", "more aligned than", "ρ stratum (p)", "pred. drop", "95% CI (fit)",
+             "95% one model", "measured", "drops: mean [min, max]"]]
+    for r in strata:
+        p = r["prediction"] or {}
+        drop = (_num(p["drop"]) + (" (extrap.)" if p["extrapolated"] else "") + (" *" if p["weak_in_stratum"] else "")
+                if p else "—")
+        rows.append([r["label"], f"{r['alignment']:.4f}", f"{r['models_less_aligned']}/{r['n_models']}",
+                     f"{_num(r['stratum_rho'], '+.2f')} ({_num(r['stratum_p'], '.2g')})", drop,
+                     f"{_num(p['ci'][0])}…{_num(p['ci'][1])}" if p else "—",
+                     f"{_num(p['pi'][0])}…{_num(p['pi'][1])}" if p else "—",
+                     _num((r.get("measured") or {}).get("drop")),
+                     f"{_num(r['mean_drop'])} [{_num(r['min_drop'])}, {_num(r['max_drop'])}]"])
+    lines += _table(rows) + ["", "drop = O.O.D. AUC lost vs the clean (d = 0) fine-tune of the same model; more aligned "
+                             "than = models of the stratum with lower alignment; fit = Theil–Sen over the stratum's "
+                             "pretrained models, 95 % bootstrap over models"]
+    if any((r["prediction"] or {}).get("weak_in_stratum") for r in strata):
+        lines.append("* in this stratum alone the relation is not significant (p ≥ 0.05; F4 pools the strata): the "
+                     "line's value, but it ranks backbones poorly here (docs/RISK.md)")
+    from analysis.findings import FEW_MODELS
+
+    few = sorted({r["n_models"] for r in strata if r["few_models"]})
+    if few and report["significant"]:
+        lines.append(f"few models: the fit rests on {', '.join(map(str, few))} pretrained models; F4 calls fewer than "
+                     f"{FEW_MODELS} underpowered, and one model more or less moves the line (docs/RISK.md)")
+    for r in strata:
+        p = r["prediction"] or {}
+        if p.get("extrapolated"):
+            lines.append(f"extrapolated ({r['label']}): alignment {r['alignment']:.4f} lies outside the models' "
+                         f"[{p['alignment_range'][0]:.4f}, {p['alignment_range'][1]:.4f}]; the drop extends the line")
+        if r.get("reason") and report["significant"]:
+            lines.append(f"no prediction ({r['label']}): {r['reason']}")
+    tvs = [r["measured"]["priority_tv"] for r in strata if (r.get("measured") or {}).get("priority_tv") is not None]
+    if tvs:
+        lines.append(f"priority measured now vs this backbone's psd_probe in the experiment: TV = {max(tvs):.2g}")
+    return lines
+
+
+def _render_held_out(report: dict) -> list[str]:
+    lines = ["", "held-out check: each of the experiment's models predicted from the others (its trials' psd_probe)"]
+    if not report["significant"]:
+        return lines + [NOT_SIGNIFICANT]
+    rows = [["stratum", "models", "predicted", "Spearman ρ (predicted, measured drop)"]]
+    rows += [[h["label"], str(h["n_models"]), str(h["n_predicted"]), _num(h["rho"], "+.2f")] for h in report["held_out"]]
+    return lines + _table(rows)
