@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .aggregate import RESOLVED, SOURCE
+from .aggregate import RESOLVED
 from .findings import (ALPHA, FEW_MODELS, SUPPORTED, Finding, artifact_alignment, check_f4, f4_per_model, f4_strata_keys, f4_table)
 from .stats import joint_permutation_spearman, tv
 from .units import PROBE, finished_finetunes, is_vec, priority_column

@@ -135,6 +135,7 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
     (["--store", "ab", "--artifact", "nlm", "--artifact-omega", "0.5"], "nlm has no parameter set by --artifact-omega"),
     (["--artifact", "band"], "name a backbone: --store KEY"),
     (["--store", "ab", "--seed", "1", "--artifact", "band"], "--store names a finished backbone; --seed"),
+    (["--validate", "--edit-strength", "1", "--artifact", "band"], "--edit-strength describe a backbone to pretrain"),
     (["--store", "0123456789", "--artifact", "band", "--artifact-omega", "0.75"], "no backbone with key '0123456789'"),
     (["--source", "natural", "--set", "target_n=10", "--artifact", "band", "--artifact-omega", "0.75"],
      "--set target_n: not a backbone key; allowed: source, source_n"),

@@ -75,9 +75,12 @@ def run(args) -> int:
     _check_backbone_args(args)
     family, artifact_keys, artifact = _artifact(args)
     from analysis import risk
+    from spectral_ray.config import TrialConfig
 
     trials, basis, matched = _load(exp, args, family, artifact)
-    size = risk.trial_config(risk.representative(basis, matched["stratum"].iloc[0])).get("size", 64)
+    # the image size the trials ran at (recorded by every launcher run; older ones ran at the default)
+    size = risk.trial_config(risk.representative(basis, matched["stratum"].iloc[0])).get(
+        "size", TrialConfig.model_fields["size"].default)
     report = _header(exp, basis, family, artifact, size)
     labels = _labels(basis, matched)
     if args.store is not None or args.weights is not None or args.source is not None:
@@ -167,6 +170,8 @@ def _check_backbone_args(args) -> None:
         if clash:
             raise UserError(f"--store names a finished backbone; {', '.join(clash)} would describe another one "
                             "(use --source/--weights with them instead)")
+    elif args.weights is None and args.source is None and config:
+        raise UserError(f"{', '.join(config)} describe a backbone to pretrain: give --source NAME (or --weights SPEC) too")
     elif args.weights is None and args.source is None and not args.validate:
         raise UserError("name a backbone: --store KEY (a backbone in the store), --weights SPEC (timm, file:PATH, "
                         "radimagenet:PATH) or --source NAME (pretrained as a sweep would, with --edit, --seed, --set); or "
