@@ -40,7 +40,8 @@ from .units import (BACKBONE_INPUTS, PRIORITY_TEXT, distinct_models, finished_fi
                     pretrained_models, priority_column, probe_sets)
 
 __all__ = ["Finding", "FINDINGS", "finding", "check_all", "check_f1", "check_f2", "check_f3", "check_f4", "check_f5",
-           "SUPPORTED", "NOT_SUPPORTED", "not_testable", "findings_table", "f4_table", "artifact_alignment",
+           "SUPPORTED", "NOT_SUPPORTED", "not_testable", "findings_table", "f4_table", "f4_strata_keys", "f4_per_model",
+           "artifact_alignment",
            "pretrained_models"]
 
 SUPPORTED = "supported"
@@ -399,8 +400,9 @@ def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
     return np.nan, ""
 
 
-def _strata_keys(trials: pd.DataFrame) -> list[str]:
-    """Every condition but the backbone's: target, artifact and all its parameters, degradation, …"""
+def f4_strata_keys(trials: pd.DataFrame) -> list[str]:
+    """F4's strata: every condition but the backbone's — target, artifact and all its parameters,
+    degradation, … (the columns of :func:`f4_table` that name a row's ``stratum``)."""
     backbone = set(present(trials, BACKBONE_INPUTS)) | {"edit", "edit_strength"}
     return [k for k in group_keys(trials) if k not in backbone and not k.startswith("edit_")]
 
@@ -422,7 +424,7 @@ def f4_table(trials: pd.DataFrame) -> pd.DataFrame:
     ft = finished_finetunes(trials)
     if "ood_auc" not in ft or "degradation" not in ft:
         return pd.DataFrame()
-    column, strata = priority_column(trials), _strata_keys(trials)
+    column, strata = priority_column(trials), f4_strata_keys(trials)
     partner = _clean_partners(ft)
     rows = []
     for _, t in ft[(ft["degradation"] > 0) & ft["ood_auc"].notna()].iterrows():
@@ -459,10 +461,17 @@ def _complete(x: pd.DataFrame, y: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     return x, y
 
 
+def f4_per_model(tab: pd.DataFrame, align: str = "align_pretrained") -> pd.DataFrame:
+    """F4's units: the rows of :func:`f4_table` with ``align`` and ``ood_drop``, folds averaged per
+    (pretrained model, stratum). Index (``backbone``, ``stratum``), columns ``align``, ``ood_drop``.
+    F4's test and ``spectral-ray risk``'s fit (analysis/risk.py) both read this table."""
+    return tab.dropna(subset=[align, "ood_drop"]).groupby(["backbone", "stratum"])[[align, "ood_drop"]].mean()
+
+
 def _f4_test(tab: pd.DataFrame, align: str, rng: np.random.Generator) -> dict:
-    """Folds averaged per (model, stratum), a complete (model × stratum) table, and the joint
-    permutation of model labels (:func:`analysis.stats.joint_permutation_spearman`)."""
-    per = tab.dropna(subset=[align, "ood_drop"]).groupby(["backbone", "stratum"])[[align, "ood_drop"]].mean()
+    """Folds averaged per (model, stratum) (:func:`f4_per_model`), a complete (model × stratum)
+    table, and the joint permutation of model labels (:func:`analysis.stats.joint_permutation_spearman`)."""
+    per = f4_per_model(tab, align)
     if per.empty:
         return {"rho": np.nan, "p": np.nan, "p_min": np.nan, "n_models": 0, "n_strata": 0, "n_left_out": 0}
     x_all = per[align].unstack("stratum")

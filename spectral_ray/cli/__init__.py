@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # the command-group modules, each with add_parser(subparsers), in --help order
-COMMAND_MODULES = ["psd", "data", "sweep", "report"]
+COMMAND_MODULES = ["psd", "data", "sweep", "report", "risk"]
 
 
 class UserError(Exception):
