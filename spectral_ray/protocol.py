@@ -145,7 +145,8 @@ def make_splits(
         artifact: an :class:`Artifact`, a family name (default parameters) or None (clean).
         degradation: d ∈ [0, 1], the fraction of positive train/val images given the artifact.
         fold: 0 … n_folds − 1, which patient-grouped train/val split.
-        seed: seeds which positives get the artifact and the artifact's own noise.
+        seed: seeds which positives get the artifact and the artifact's own noise (the test
+            set's baseline dose is drawn from ``test_seed`` alone).
 
     Deterministic in (dataset, artifact params, degradation, fold, seed, fractions, test_seed).
     """
@@ -158,13 +159,15 @@ def make_splits(
         ds = _subset(dataset, index[name])
         masks[name] = _pick_positives(ds.labels, degradation, _rng(seed, pick, fold))
         parts[name] = _with_artifact(ds, masks[name], artifact, _rng(seed, noise, fold), _rng(seed, _BASELINE, noise, fold))
-    # the baseline's draws are shared by test_iid and test_ood: their positives are the same images
+    # The test set is fixed, and so is its baseline: drawn from test_seed alone, shared by test_iid
+    # and test_ood and by every trial of the target (whatever its seed), so the probe set that
+    # priorities are measured on (experiment.probe_set) is the same images for all of them.
     test_streams = (_NOISE_TEST, 10_000 + test_seed)
     masks["test_iid"] = np.zeros(len(index["test"]), bool)
     masks["test_ood"] = dataset.labels[index["test"]] == 0  # the correlation flipped: the artifact on every negative
     for name in ("test_iid", "test_ood"):
         parts[name] = _with_artifact(_subset(dataset, index["test"]), masks[name], artifact,
-                                     _rng(seed, *test_streams), _rng(seed, _BASELINE, *test_streams))
+                                     _rng(seed, *test_streams), _rng(test_seed, _BASELINE, *test_streams))
     return Splits(
         **parts,
         index=index,

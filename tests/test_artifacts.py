@@ -283,5 +283,8 @@ def test_protocol_gives_every_image_the_baseline_and_the_artifact_images_the_art
     pos = s0.test_iid.labels == 1
     np.testing.assert_array_equal(s0.test_iid.images[pos], s0.test_ood.images[pos])
     assert not np.isclose(s0.test_iid.images[~pos], s0.test_ood.images[~pos]).all()
+    # the fixed test set keeps one baseline for every trial (any seed, fold or d): one probe set
+    other = make_splits(ds, noise, 0.5, 0, 3)
+    np.testing.assert_array_equal(other.test_iid.images, s0.test_iid.images)
     # no baseline: the clean splits are untouched
     np.testing.assert_array_equal(make_splits(ds, "band", 0.0, 1, 0).test_iid.images, clean.test_iid.images)
