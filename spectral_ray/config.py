@@ -35,10 +35,19 @@ from spectral_ray.training import Recipe, check_fields
 __all__ = ["TrialConfig", "SweepFile", "SweepError", "load_sweep", "parse_sweep", "DEFAULT_PRETRAIN", "DEFAULT_FINETUNE",
            "LAB_FINETUNE", "FINETUNE_PRESETS", "recipe_base"]
 
+# How every preset runs (not what it learns): bf16 autocast in channels-last memory, small-map
+# convolutions as one matmul on the CPU, and for fine-tuning the test sets evaluated once, on the
+# weights the trial reports (the validation set still every epoch). Together 2x per fine-tune
+# trial on this CPU at AUCs within seed noise (BENCHMARKS.md, bench/levers.py); the learning
+# priority is measured in fp32 regardless. Set finetune.eval_sets_every: 1 for per-epoch
+# I.I.D./O.O.D. curves, bf16: false for fp32.
+EXECUTION = {"bf16": True, "channels_last": True, "small_map_conv_pixels": 16}
+FINETUNE_EXECUTION = {**EXECUTION, "eval_sets_every": 0}
 # Pretraining on an embedded source: enough to give a backbone its own priority, quick on 2 cores.
-DEFAULT_PRETRAIN = {"epochs": 3, "lr": 2e-3, "batch_size": 64, "weight_decay": 0.05, "augment": True}
+DEFAULT_PRETRAIN = {"epochs": 3, "lr": 2e-3, "batch_size": 64, "weight_decay": 0.05, "augment": True, **EXECUTION}
 # Fine-tuning: a gentle recipe (smaller backbone lr) so the pretrained priority can survive (F2).
-DEFAULT_FINETUNE = {"epochs": 5, "lr": 1e-3, "backbone_lr_mult": 0.3, "batch_size": 32, "weight_decay": 0.05}
+DEFAULT_FINETUNE = {"epochs": 5, "lr": 1e-3, "backbone_lr_mult": 0.3, "batch_size": 32, "weight_decay": 0.05,
+                    **FINETUNE_EXECUTION}
 # The authors' fine-tuning recipe (DovileDo/source-matters, fine-tuning.py, Keras 2.15), value by value:
 LAB_FINETUNE = {
     "optimizer": "adam", "lr": 1e-3,  # Adam(learning_rate=args.lr), --lr default 0.001
@@ -53,6 +62,7 @@ LAB_FINETUNE = {
     # with 30 epochs it never stops early; the best epoch by val loss is what is evaluated
     "early_stopping_patience": 30,
     "scheduler": "none", "label_smoothing": 0.0,
+    **FINETUNE_EXECUTION,  # how it runs; Keras ran fp32 (EXECUTION's comment)
 }
 # `finetune_preset` names the recipe a trial's `finetune.*` keys are merged over.
 FINETUNE_PRESETS = {"default": DEFAULT_FINETUNE, "lab": LAB_FINETUNE}

@@ -189,7 +189,7 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
 
     signature = artifact.signature(cfg.size)
     final: dict = {
-        **_outcome(history, recipe),
+        **_outcome(history),
         "pretrain_key": meta.get("key"),
         "source_label": source_label(cfg.source, cfg.source_weights),
         "artifact_resolved": dict(artifact.params),  # every parameter the artifact ran with
@@ -294,11 +294,10 @@ class _EpochReporter:
             self.tb.close()
 
 
-def _outcome(history: dict, recipe: Recipe) -> dict:
-    """The AUCs the trial stands on: of the best epoch by val loss when early stopping restored
-    its weights, otherwise of the last epoch."""
-    restored = recipe.early_stopping_patience is not None and history.get("best_epoch")
-    best = history["epochs"][history["best_epoch"] - 1] if restored else history["epochs"][-1]
+def _outcome(history: dict) -> dict:
+    """The AUCs the trial stands on: of the weights fit returned (the best epoch's by val loss
+    when early stopping restored them, otherwise the last epoch's)."""
+    best = history["final"]
     return {
         "iid_auc": best["iid_auc"],
         "ood_auc": best["ood_auc"],

@@ -61,12 +61,12 @@ META = "meta.json"
 LOG = "trainings.jsonl"
 
 # Recipe fields that do not change what is learned (only speed/memory); left out of the key.
-_RECIPE_KEY_EXCLUDE = ("num_threads", "eval_batch_size")
+_RECIPE_KEY_EXCLUDE = ("num_threads", "eval_batch_size", "eval_sets_every")
 # Recipe fields added after the first backbones were stored: hashed only when set to something
 # other than their default (the default is the behaviour from before they existed), so those
 # backbones keep their keys.
 _RECIPE_KEY_IF_SET = ("adam_eps", "affine_rotation_deg", "affine_shift", "affine_shear_deg", "affine_zoom",
-                      "head_dropout")
+                      "head_dropout", "small_map_conv_pixels")
 
 
 def _code_version(source: str, edited: bool, init: str | None) -> str:

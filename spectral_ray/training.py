@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spectral_ray import augment as _augment
+from spectral_ray import kernels as _kernels
 from spectral_ray import models as _models
 
 __all__ = ["Recipe", "fit", "evaluate", "predict_proba", "auc_score", "DivergenceError", "as_arrays",
@@ -73,6 +74,12 @@ class Recipe:
     label_smoothing: float = 0.0
     bf16: bool = False  # autocast bfloat16 for forward passes
     channels_last: bool = False
+    # on the CPU, convolutions on maps of at most this many pixels run as one matmul
+    # (spectral_ray.kernels; faster there, and no oneDNN bf16 NaN on 1x1 maps); 0 = off
+    small_map_conv_pixels: int = 0
+    # the eval sets (e.g. I.I.D./O.O.D. test) every k-th epoch; 0 = only the weights fit returns,
+    # once at the end (history["final"]); the validation set is evaluated every epoch regardless
+    eval_sets_every: int = 1
     num_threads: int | None = None  # torch.set_num_threads inside fit (restored after)
     eval_batch_size: int = 256
 
@@ -91,6 +98,9 @@ class Recipe:
             raise ValueError("freeze_stages must be >= -1 (-1 = whole backbone)")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be >= 1 or None")
+        if self.small_map_conv_pixels < 0 or self.eval_sets_every < 0:
+            raise ValueError("small_map_conv_pixels and eval_sets_every must be >= 0, got "
+                             f"{self.small_map_conv_pixels}, {self.eval_sets_every}")
         if not self.adam_eps > 0:
             raise ValueError(f"adam_eps must be > 0, got {self.adam_eps}")
         if not 0 <= self.head_dropout < 1:
@@ -312,7 +322,10 @@ def fit(
     :class:`DivergenceError`. ``freeze_stages`` changes the model's ``requires_grad`` flags for
     good (the caller's model stays frozen as trained); the linear-probe freeze is undone.
 
-    Returns ``{"epochs": [metrics, …], "best_epoch", "best_val_loss", "stopped_early",
+    ``recipe.eval_sets_every`` = k evaluates the eval sets only every k-th epoch (0: not during
+    training); ``history["final"]`` always holds every set's metrics for the returned weights.
+
+    Returns ``{"epochs": [metrics, …], "final", "best_epoch", "best_val_loss", "stopped_early",
     "train_time_s", "images_per_s", "recipe", "seed", "device"}``.
     """
     recipe = Recipe.from_dict(recipe)
@@ -338,13 +351,14 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
     history: dict = {"epochs": [], "best_epoch": None, "best_val_loss": None, "stopped_early": False}
     best = _BestEpoch(recipe.early_stopping_patience)
     t_start = time.perf_counter()
+    small_maps = recipe.small_map_conv_pixels if dev.type == "cpu" else 0
     try:
-        with _head_dropout(model, recipe.head_dropout):
+        with _head_dropout(model, recipe.head_dropout), _kernels.small_map_convs(model, small_maps):
             for epoch in range(1, recipe.epochs + 1):
                 probe = epoch <= recipe.linear_probe_epochs
                 for p in backbone:
                     p.requires_grad_(not probe)
-                metrics = _epoch(loop, model, sets, recipe, epoch, probe)
+                metrics = _epoch(loop, model, _sets_of_epoch(sets, recipe, epoch), recipe, epoch, probe)
                 history["epochs"].append(metrics)
                 stop = best.update(epoch, metrics, model, history)
                 if on_epoch is not None:
@@ -352,11 +366,12 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
                 if stop:
                     history["stopped_early"] = True
                     break
+            best.restore(model)
+            history["final"] = _final_metrics(model, sets, recipe, history, best.state is not None)
     finally:
         for p in backbone:
             p.requires_grad_(True)
         model.eval()
-    best.restore(model)
     elapsed = time.perf_counter() - t_start
     history.update(
         train_time_s=elapsed,
@@ -366,6 +381,26 @@ def _fit(model, train, val, recipe: Recipe, seed: int, eval_sets: dict, on_epoch
         device=str(dev),
     )
     return history
+
+
+def _sets_of_epoch(sets: dict, recipe: Recipe, epoch: int) -> dict:
+    """The sets evaluated after ``epoch``: validation always, the eval sets every
+    ``recipe.eval_sets_every``-th epoch (none during training when it is 0)."""
+    k = recipe.eval_sets_every
+    return {name: s for name, s in sets.items() if name == "val" or (k and epoch % k == 0)}
+
+
+def _final_metrics(model, sets: dict, recipe: Recipe, history: dict, restored: bool) -> dict:
+    """Every set's metrics for the weights :func:`fit` returns (the best epoch's when early
+    stopping restored them, else the last epoch's): taken from that epoch's metrics when all sets
+    were evaluated then, otherwise evaluated now."""
+    epochs = history["epochs"]
+    epoch = history["best_epoch"] if restored else len(epochs)
+    keys = [f"{name}_{m}" for name in sets for m in ("loss", "auc", "accuracy")]
+    done = epochs[epoch - 1] if epoch else {}
+    if all(k in done for k in keys):
+        return {k: done[k] for k in keys}
+    return _evaluate_epoch(model, sets, recipe, epoch)
 
 
 def _epoch(loop: "_Loop", model, sets: dict, recipe: Recipe, epoch: int, probe: bool) -> dict:
@@ -438,9 +473,10 @@ def _optimizer(model, recipe: Recipe, dev: torch.device) -> tuple[torch.optim.Op
     for g in groups:
         g["initial_lr"] = g["lr"]
     if recipe.optimizer in ("adamw", "adam"):
-        # fused: one kernel for all parameters on CUDA (deterministic, like foreach)
+        # fused: one kernel for all parameters (deterministic, like foreach); on the CPU it saves
+        # the per-tensor sqrt/div passes that took ~12 % of a resnet10t step (bench/levers.py)
         adam = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-        opt = adam(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, eps=recipe.adam_eps, fused=dev.type == "cuda")
+        opt = adam(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, eps=recipe.adam_eps, fused=True)
     else:
         opt = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     head = _models.head_prefixes(model)

@@ -170,13 +170,76 @@ def test_bf16_channels_last_cosine_runs():
     assert h["epochs"][-1]["lr"] < 1e-3
 
 
+def test_bf16_at_16_px_is_finite_with_small_map_convs_as_matmul():
+    # the NaN case above: layer4 sees 1x1 maps; as one matmul those convolutions stay finite.
+    # The oneDNN NaN is intermittent (1 of these 10 runs without the matmul path, this CPU), so
+    # this catches a regression often, not always.
+    x, y = toy(32, size=16)
+    for seed in range(10):
+        h = fit(model(seed), (x, y), (x, y), Recipe(epochs=2, batch_size=16, bf16=True, channels_last=True,
+                                                    small_map_conv_pixels=16, num_threads=1), seed=seed)
+        assert all(math.isfinite(e["train_loss"]) and math.isfinite(e["val_loss"]) for e in h["epochs"])
+
+
+def test_small_map_convs_compute_the_same_convolution():
+    from spectral_ray.kernels import conv2d_as_matmul, small_map_convs
+
+    torch.manual_seed(0)
+    for stride, padding, dilation, bias in ((1, 1, 1, True), (2, 1, 1, False), (2, 0, 1, True), (1, 2, 2, False)):
+        conv = torch.nn.Conv2d(6, 5, 3, stride=stride, padding=padding, dilation=dilation, bias=bias)
+        x = torch.randn(3, 6, 5, 5, requires_grad=True)
+        ref = conv(x)
+        got = conv2d_as_matmul(conv, x)
+        assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
+        g_ref = torch.autograd.grad(ref.square().sum(), (x, conv.weight))
+        g_got = torch.autograd.grad(got.square().sum(), (x, conv.weight))
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g_ref, g_got))
+    m = model()
+    x = torch.rand(2, 1, 16, 16)
+    ref = m.eval()(x)
+    calls = []
+    real = torch.nn.functional.unfold
+    with small_map_convs(m, 16):
+        torch.nn.functional.unfold = lambda *a, **k: calls.append(a[0].shape) or real(*a, **k)
+        try:
+            got = m(x)
+        finally:
+            torch.nn.functional.unfold = real
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert calls and all(s[-1] * s[-2] <= 16 for s in calls)  # only maps of <= 16 pixels
+    assert all("forward" not in vars(c) for c in m.modules())  # the library forward is back
+
+
+def test_eval_sets_every_k_and_the_final_metrics():
+    x, y = toy(64)
+    xv, yv = toy(32, seed=1)
+    sets = {"iid": (xv, yv), "ood": (xv, 1 - yv)}
+    every = fit(model(), (x, y), (xv, yv), Recipe(epochs=3, batch_size=16, lr=3e-3), seed=0, eval_sets=sets)
+    never = fit(model(), (x, y), (xv, yv), Recipe(epochs=3, batch_size=16, lr=3e-3, eval_sets_every=0),
+                seed=0, eval_sets=sets)
+    second = fit(model(), (x, y), (xv, yv), Recipe(epochs=3, batch_size=16, lr=3e-3, eval_sets_every=2),
+                 seed=0, eval_sets=sets)
+    assert all("iid_auc" in e for e in every["epochs"])
+    assert not any("iid_auc" in e for e in never["epochs"]) and all("val_auc" in e for e in never["epochs"])
+    assert ["iid_auc" in e for e in second["epochs"]] == [False, True, False]
+    # the same training either way; "final" is the last epoch's metrics, evaluated once
+    last = every["epochs"][-1]
+    for h in (every, never, second):
+        assert h["final"] == {k: last[k] for k in h["final"]}
+        assert {"iid_auc", "ood_auc", "val_auc", "val_loss"} <= set(h["final"])
+    # with early stopping, "final" is the restored best epoch's
+    stop = fit(model(), (x, y), (xv, 1 - yv), Recipe(epochs=8, batch_size=16, lr=3e-3, early_stopping_patience=2,
+                                                     eval_sets_every=0), seed=0, eval_sets=sets)
+    assert stop["stopped_early"] and stop["final"]["val_loss"] == pytest.approx(stop["best_val_loss"], rel=1e-5)
+
+
 def test_recipe_validation():
     with pytest.raises(ValueError, match="'adamw', 'sgd', 'adam'"):
         Recipe(optimizer="adagrad")
     with pytest.raises(ValueError):
         Recipe(epochs=2, linear_probe_epochs=3)
     for bad in ({"head_dropout": 1.0}, {"affine_shift": 1.0}, {"affine_zoom": -0.1}, {"affine_rotation_deg": -1},
-                {"adam_eps": 0.0}):
+                {"adam_eps": 0.0}, {"small_map_conv_pixels": -1}, {"eval_sets_every": -1}):
         with pytest.raises(ValueError):
             Recipe(**bad)
     with pytest.raises(TypeError, match="lrr"):
