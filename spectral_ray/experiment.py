@@ -177,7 +177,7 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     seed = cfg.effective_finetune_seed
     model = starting_model(cfg, ckpt, meta, seed)
     probe = probe_set(splits.test_iid, cfg.psd_images)
-    priorities = _priorities_before(model, probe, meta)
+    priorities = _priorities_before(model, probe, meta, ckpt)
 
     epochs = _EpochReporter(report, model, probe, tensorboard_dir)
     recipe = finetune_recipe(cfg)
@@ -249,13 +249,40 @@ def starting_model(cfg: TrialConfig, ckpt: Path | None, meta: dict, seed: int) -
     return model
 
 
-def _priorities_before(model, probe: ProbeSet, meta: dict) -> dict:
+def stored_probe_priority(model: torch.nn.Module, probe: ProbeSet, ckpt: Path | None) -> torch.Tensor:
+    """:func:`probe_priority` of a stored backbone, computed once per (backbone, probe images,
+    device, code) and kept beside the backbone in the store (``probe_priority/<hash>.npy``): every
+    trial of one backbone and target measures the identical vector, so the others read it
+    (≈ 8 % of a trial). Without a stored backbone (random init) it is computed."""
+    if ckpt is None:
+        return probe_priority(model, probe.images, probe.labels)
+    import hashlib
+
+    from spectral_ray.atomic import atomic_open
+    from spectral_ray.data.codeversion import hash_modules, module_closure
+
+    h = hashlib.sha256(f"{PROBE_SEED}:{next(model.parameters()).device.type}:".encode())
+    h.update(hash_modules(module_closure("spectral_ray.spectrum") + module_closure("spectral_ray.models"),
+                          "probe").encode())
+    for a in (probe.images, probe.labels):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode() + a.tobytes())
+    path = Path(ckpt).parent / "probe_priority" / f"{h.hexdigest()[:24]}.npy"
+    if path.exists():
+        return torch.from_numpy(np.load(path))
+    p = probe_priority(model, probe.images, probe.labels)
+    with atomic_open(path) as f:
+        np.save(f, p.numpy())
+    return p
+
+
+def _priorities_before(model, probe: ProbeSet, meta: dict, ckpt: Path | None = None) -> dict:
     """``{"before", "probe", "pretrained", "pretrained_on"}``: the backbone's priority on the probe
-    set with a fresh head drawn under :data:`PROBE_SEED` (:func:`probe_priority`; ``before`` and
-    ``probe`` are that one vector), and the pretrained one, measured on the source by the store; a backbone with no
+    set with a fresh head drawn under :data:`PROBE_SEED` (:func:`stored_probe_priority`; ``before``
+    and ``probe`` are that one vector), and the pretrained one, measured on the source by the store; a backbone with no
     source data of its own (random init, published weights as they are) is measured on the
     clean target instead (then it equals ``before``)."""
-    before = probe_priority(model, probe.images, probe.labels)
+    before = stored_probe_priority(model, probe, ckpt)
     pretrained = (meta.get("history") or {}).get("learning_priority")
     return {"before": before, "probe": before, "pretrained": before if pretrained is None else pretrained,
             "pretrained_on": "source" if pretrained is not None else "target"}

@@ -27,8 +27,11 @@ def conv2d_as_matmul(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     h_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     w_out = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # (B, C·kh·kw, H'·W')
-    out = (conv.weight.reshape(conv.out_channels, -1) @ cols).view(b, conv.out_channels, h_out, w_out)
-    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+    # one (B·H'·W', C·kh·kw) × (C·kh·kw, O) GEMM, not B broadcast ones (10× slower in bf16 at B 256)
+    rows = cols.transpose(1, 2).reshape(b * h_out * w_out, -1)
+    out = F.linear(rows, conv.weight.reshape(conv.out_channels, -1), conv.bias)  # (B·H'·W', O)
+    # (B, O, H', W') in channels-last memory, as the GEMM wrote it
+    return out.view(b, h_out, w_out, conv.out_channels).permute(0, 3, 1, 2)
 
 
 def _eligible(conv: nn.Module) -> bool:

@@ -1,5 +1,7 @@
 """What one trial does, without Ray: pretrain once via the store, fine-tune, measure, report."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,20 @@ def test_tiny_finetune_with_the_lab_preset(store):
     best = min(epochs, key=lambda e: e["val_loss"])
     assert final["best_epoch"] == best["epoch"]
     assert (final["iid_auc"], final["ood_auc"]) == (best["iid_auc"], best["ood_auc"])  # the restored epoch
+
+
+def test_probe_priority_is_computed_once_per_backbone_and_probe_set(store, monkeypatch):
+    import spectral_ray.experiment as experiment
+
+    calls = []
+    real = experiment.probe_priority
+    monkeypatch.setattr(experiment, "probe_priority", lambda *a: calls.append(1) or real(*a))
+    cfg = TrialConfig(**TINY, store=store, degradation=0.5)
+    first = run_finetune(cfg)
+    other_fold = run_finetune(cfg.model_copy(update={"fold": 1, "degradation": 1.0}))
+    assert len(calls) == 1 and first["psd_probe"] == other_fold["psd_probe"]
+    memo = list(Path(store).rglob("probe_priority/*.npy"))
+    assert len(memo) == 1
+    # another probe set (more images) is another entry, computed
+    run_finetune(cfg.model_copy(update={"psd_images": 16}))
+    assert len(calls) == 2 and len(list(Path(store).rglob("probe_priority/*.npy"))) == 2
