@@ -12,7 +12,12 @@ prints both profiles and the ratio.
     .venv/bin/python bench/profile_trial.py --points 4 --recipe-baseline
 
 The first point pretrains its backbone into ``--store`` (a temp folder by default) outside the
-timing; the timed runs read it from the store.
+timing; the timed runs read it from the store. ``--project K`` also prints the whole sweep's
+projected wall-clock with K trials side by side, from the measured per-trial and per-pretraining
+seconds (in-process: add Ray's per-trial overhead, BENCHMARKS.md). On a GPU machine this times a
+slice of any sweep (trials pick CUDA when it is there):
+
+    python bench/profile_trial.py --sweep sweeps/embedded-paper.yaml --points 8 --project 8
 """
 
 from __future__ import annotations
@@ -129,6 +134,23 @@ def print_profile(title: str, seconds: dict[str, float], total: float, n: int) -
     print(f"  {'other (config, metrics, glue)':<34} {rest:8.2f} s  {100 * rest / total:5.1f} %")
 
 
+def print_projection(sweep_path: Path, per_trial_s: float, pretrain_s: list[float], concurrent: int) -> None:
+    """The whole grid's wall-clock from the slice: (trials × s/trial + backbones × s/pretraining) / K."""
+    from spectral_ray.config import TrialConfig, load_sweep
+    from spectral_ray.experiment import pretrain_config
+    from trainables.launcher import grid_points
+
+    points = grid_points(load_sweep(sweep_path))
+    backbones = {pretrain_config(TrialConfig.model_validate(p)).key() for p in points
+                 if p.get("source", "none") != "none"}
+    pre = statistics.mean(pretrain_s) if pretrain_s else float("nan")
+    total = (len(points) * per_trial_s + len(backbones) * (pre if pretrain_s else 0)) / concurrent
+    print(f"
+projection for {sweep_path.name}: {len(points)} trials × {per_trial_s:.2f} s + {len(backbones)} "
+          f"pretrainings × {pre:.1f} s (measured on this slice: {len(pretrain_s)}), {concurrent} side by side "
+          f"→ {total / 60:.1f} min in-process (+ Ray's per-trial overhead × {len(points)} / {concurrent})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sweep", default=str(REPO / "sweeps" / "embedded-quick.yaml"))
@@ -136,6 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--store", default=None, help="backbone store (default: a temp folder)")
     ap.add_argument("--recipe-baseline", action="store_true",
                     help=f"also run the points with {BASELINE_RECIPE} (the code before the speed-up)")
+    ap.add_argument("--project", type=int, default=0, metavar="K",
+                    help="print the sweep's projected wall-clock with K trials side by side")
     args = ap.parse_args(argv)
 
     import torch
@@ -147,8 +171,12 @@ def main(argv=None) -> int:
         store = args.store or str(Path(tmp) / "store")
         from spectral_ray.experiment import get_backbone
 
+        pretrain_s = []
         for cfg in trial_configs(Path(args.sweep), args.points, store, {}):
-            get_backbone(cfg)  # pretrain outside the timing
+            t0 = time.perf_counter()
+            _, meta = get_backbone(cfg)  # pretrain outside the timing
+            if time.perf_counter() - t0 > 1:  # trained here, not read from the store
+                pretrain_s.append(meta.get("train_time_s") or time.perf_counter() - t0)
         runs = [("ours (the sweep's recipe)", {})]
         if args.recipe_baseline:
             runs.insert(0, ("baseline (every set every epoch)", BASELINE_RECIPE))
@@ -159,6 +187,9 @@ def main(argv=None) -> int:
             seconds, total, finals = profile(trial_configs(Path(args.sweep), args.points, store, over), work)
             print_profile(title, seconds, total, len(finals))
             results[title] = (total, finals)
+    if args.project:
+        per_trial = results[runs[-1][0]][0] / args.points
+        print_projection(Path(args.sweep), per_trial, pretrain_s, args.project)
     if len(results) == 2:
         (tb, fb), (to, fo) = results.values()
         same = sum(a["iid_auc"] == b["iid_auc"] and a["ood_auc"] == b["ood_auc"] for a, b in zip(fb, fo))
