@@ -18,6 +18,9 @@ seconds (in-process: add Ray's per-trial overhead, BENCHMARKS.md). On a GPU mach
 slice of any sweep (trials pick CUDA when it is there):
 
     python bench/profile_trial.py --sweep sweeps/embedded-paper.yaml --points 8 --project 8
+    # paper.yaml's model, size and recipe on embedded data (paper.yaml itself needs its datasets):
+    python bench/profile_trial.py --sweep sweeps/embedded-paper.yaml --points 4 --project 4 \
+        --set model=resnet50 --set size=224 --set finetune_preset=lab --set finetune.epochs=30 --set source_n=2000
 """
 
 from __future__ import annotations
@@ -97,11 +100,11 @@ def instrumented(timer: PhaseTimer):
             setattr(owner, attr, fn)
 
 
-def trial_configs(sweep_path: Path, n_points: int, store: str, recipe_over: dict) -> list:
+def trial_configs(sweep_path: Path, n_points: int, store: str, recipe_over: dict, params: dict) -> list:
     from spectral_ray.config import TrialConfig, load_sweep
     from trainables.launcher import grid_points
 
-    points = grid_points(load_sweep(sweep_path))[:n_points]
+    points = grid_points(load_sweep(sweep_path, param_overrides=params))[:n_points]
     out = []
     for p in points:
         p = {**p, "store": store, "finetune": {**p["finetune"], **recipe_over}}
@@ -134,19 +137,19 @@ def print_profile(title: str, seconds: dict[str, float], total: float, n: int) -
     print(f"  {'other (config, metrics, glue)':<34} {rest:8.2f} s  {100 * rest / total:5.1f} %")
 
 
-def print_projection(sweep_path: Path, per_trial_s: float, pretrain_s: list[float], concurrent: int) -> None:
+def print_projection(sweep_path: Path, params: dict, per_trial_s: float, pretrain_s: list[float],
+                     concurrent: int) -> None:
     """The whole grid's wall-clock from the slice: (trials × s/trial + backbones × s/pretraining) / K."""
     from spectral_ray.config import TrialConfig, load_sweep
     from spectral_ray.experiment import pretrain_config
     from trainables.launcher import grid_points
 
-    points = grid_points(load_sweep(sweep_path))
+    points = grid_points(load_sweep(sweep_path, param_overrides=params))
     backbones = {pretrain_config(TrialConfig.model_validate(p)).key() for p in points
                  if p.get("source", "none") != "none"}
     pre = statistics.mean(pretrain_s) if pretrain_s else float("nan")
     total = (len(points) * per_trial_s + len(backbones) * (pre if pretrain_s else 0)) / concurrent
-    print(f"
-projection for {sweep_path.name}: {len(points)} trials × {per_trial_s:.2f} s + {len(backbones)} "
+    print(f"\nprojection for {sweep_path.name}: {len(points)} trials × {per_trial_s:.2f} s + {len(backbones)} "
           f"pretrainings × {pre:.1f} s (measured on this slice: {len(pretrain_s)}), {concurrent} side by side "
           f"→ {total / 60:.1f} min in-process (+ Ray's per-trial overhead × {len(points)} / {concurrent})")
 
@@ -160,7 +163,12 @@ def main(argv=None) -> int:
                     help=f"also run the points with {BASELINE_RECIPE} (the code before the speed-up)")
     ap.add_argument("--project", type=int, default=0, metavar="K",
                     help="print the sweep's projected wall-clock with K trials side by side")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a parameter of every point, as `spectral-ray sweep --set` does")
     args = ap.parse_args(argv)
+    import yaml
+
+    params = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
 
     import torch
 
@@ -172,7 +180,7 @@ def main(argv=None) -> int:
         from spectral_ray.experiment import get_backbone
 
         pretrain_s = []
-        for cfg in trial_configs(Path(args.sweep), args.points, store, {}):
+        for cfg in trial_configs(Path(args.sweep), args.points, store, {}, params):
             t0 = time.perf_counter()
             _, meta = get_backbone(cfg)  # pretrain outside the timing
             if time.perf_counter() - t0 > 1:  # trained here, not read from the store
@@ -184,12 +192,12 @@ def main(argv=None) -> int:
         for title, over in runs:
             work = Path(tmp) / title.split()[0]
             work.mkdir()
-            seconds, total, finals = profile(trial_configs(Path(args.sweep), args.points, store, over), work)
+            seconds, total, finals = profile(trial_configs(Path(args.sweep), args.points, store, over, params), work)
             print_profile(title, seconds, total, len(finals))
             results[title] = (total, finals)
     if args.project:
         per_trial = results[runs[-1][0]][0] / args.points
-        print_projection(Path(args.sweep), per_trial, pretrain_s, args.project)
+        print_projection(Path(args.sweep), params, per_trial, pretrain_s, args.project)
     if len(results) == 2:
         (tb, fb), (to, fo) = results.values()
         same = sum(a["iid_auc"] == b["iid_auc"] and a["ood_auc"] == b["ood_auc"] for a, b in zip(fb, fo))
