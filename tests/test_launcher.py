@@ -121,7 +121,7 @@ def test_trial_names_say_the_grid_point(tmp_path):
     assert varying == ["source", "edit", "edit_strength", "artifact_omega", "artifact_amplitude", "degradation",
                        "fold", "finetune.lr"]
     names = TrialNames(varying, points)
-    labels = sorted(names.by_config.values())
+    labels = sorted(names.label(p) for p in points)
     assert len(set(labels)) == len(points) == 64
     assert "natural-band_gain-s1-w0.75-a0.2-d0.5-f0-lr0.002" in labels
     assert "medical-none-s0-w0.25-a0.1-d0-f1-lr0.001" in labels
@@ -136,7 +136,20 @@ def test_clashing_labels_get_a_suffix():
     # a path is not a name: two points differing only in one get -2
     points = [{"source": "none", "source_weights": "file:/w/a.pth"}, {"source": "none", "source_weights": "file:/w/b.pth"}]
     names = TrialNames(["source", "source_weights"], points)
-    assert sorted(names.by_config.values()) == ["none", "none-2"]
+    assert [names.label(p) for p in points] == ["none", "none-2"]
+
+
+def test_trial_names_pickle_small_whatever_the_grid():
+    """Tune stores the name creators in every trial's entry of the experiment state: their size
+    must not grow with the grid (it once held a table of all points: O(trials²) bytes)."""
+    import pickle
+
+    from trainables.tuning import TrialNames
+
+    points = [{"source": "natural", "fold": f, "seed": s, "store": "/a/long/path/" * 8} for f in range(30) for s in range(12)]
+    names = TrialNames(["fold", "seed"], points)
+    assert len({names.label(p) for p in points}) == 360
+    assert len(pickle.dumps(names)) < 1000
 
 
 def test_scheduler_cap_parks_trials_beyond_max_concurrent():
