@@ -132,19 +132,40 @@ def _pin_note(values: pd.Series, how: str) -> list[str]:
 # ----------------------------------------------------------------------------- F1
 
 
+def _f1_models(un: pd.DataFrame, a: str, b: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """The probe sets that every model of sources a and b was measured on, and per model its
+    priorities on them, concatenated (unit-sum each, so TV of the concatenation = the mean TV over
+    probe sets). A model is one unit whatever the number of probe sets: relabelling the
+    concatenations relabels each model on every probe set at once."""
+    g = un[un[SOURCE].isin([a, b])]
+    per_model = g.groupby("backbone")["probe_set"].apply(set)
+    shared = sorted(set.intersection(*per_model))
+    if not shared:  # no probe set common to all: the one with the most models
+        shared = [g["probe_set"].value_counts().idxmax()]
+    g = g[g["probe_set"].isin(shared)]
+    g = g[g.groupby("backbone")["probe_set"].transform("nunique") == len(shared)]
+    vecs = {m: np.concatenate([r["psd"] for _, r in rows.sort_values("probe_set").iterrows()])
+            for m, rows in g.groupby("backbone")}
+    label = g.drop_duplicates("backbone").set_index("backbone")[SOURCE]
+    return shared, [vecs[m] for m in vecs if label[m] == a], [vecs[m] for m in vecs if label[m] == b]
+
+
 def _f1_pairs(un: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     rows = []
-    for probe, g in un.groupby("probe_set", sort=True):
-        counts = g.groupby(SOURCE).size()
-        for a, b in itertools.combinations(sorted(counts[counts >= 2].index), 2):
-            va, vb = g.loc[g[SOURCE] == a, "psd"].to_list(), g.loc[g[SOURCE] == b, "psd"].to_list()
-            obs, p, p_min, n_null = group_permutation(va, vb, rng)
-            within = [tv(x, y) for grp in (va, vb) for x, y in itertools.combinations(grp, 2)]
-            spread = float(np.mean(within)) if within else np.nan
-            rows.append({"pair": f"{a} vs {b}", "probe_set": probe, "tv": obs, "p": p, "p_min": p_min,
-                         "n_relabellings": n_null, "seed_spread_tv": spread,
-                         "ratio_to_spread": obs / spread if spread > 0 else np.inf,
-                         "tv_without_dc": tv(np.mean(va, 0)[1:], np.mean(vb, 0)[1:]), "n": len(va) + len(vb)})
+    counts = un.drop_duplicates("backbone").groupby(SOURCE).size()
+    for a, b in itertools.combinations(sorted(counts[counts >= 2].index), 2):
+        shared, va, vb = _f1_models(un, a, b)
+        if len(va) < 2 or len(vb) < 2:
+            continue
+        obs, p, p_min, n_null = group_permutation(va, vb, rng)
+        within = [tv(x, y) for grp in (va, vb) for x, y in itertools.combinations(grp, 2)]
+        spread = float(np.mean(within)) if within else np.nan
+        k = len(shared)  # drop DC on each probe set's part of the concatenation
+        nodc = [v.reshape(k, -1)[:, 1:].ravel() for v in (np.mean(va, 0), np.mean(vb, 0))]
+        rows.append({"pair": f"{a} vs {b}", "probe_sets": k, "tv": obs, "p": p, "p_min": p_min,
+                     "n_relabellings": n_null, "seed_spread_tv": spread,
+                     "ratio_to_spread": obs / spread if spread > 0 else np.inf,
+                     "tv_without_dc": tv(*nodc), "n": len(va) + len(vb)})
     det = pd.DataFrame(rows)
     if len(det):
         det["p_holm"] = holm(det["p"].tolist())
@@ -155,17 +176,19 @@ def _f1_pairs(un: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
 def check_f1(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) -> Finding:
     rng = rng or np.random.default_rng(0)
     f = _start("F1", "permutation test of source labels over unedited pretrained models (exhaustive up to "
-                     "20 000 relabellings), TV distance of mean priorities; Holm over source pairs")
+                     "20 000 relabellings), TV distance of mean priorities (averaged over probe sets, a model "
+                     "relabelled on all of them at once); Holm over source pairs")
     models = pretrained_models(trials)
     if models.empty:
         f.verdict = not_testable("pretrained priorities (`psd_probe` or `psd_pretrained`) of at least two sources")
         return f
     f.priority = PRIORITY_TEXT[models["priority"].iloc[0]]
     un = models[~models["edited"]]
-    counts = un.groupby(SOURCE).size()
+    counts = un.drop_duplicates("backbone").groupby(SOURCE).size()
     have = ", ".join(f"{s} {n}" for s, n in counts.items())
-    f.data = f"{_plural(len(un), 'unedited pretrained model')} ({have})"
-    f.n, f.n_units = len(un), _plural(len(un), "pretrained model")
+    n_models = un["backbone"].nunique()
+    f.data = f"{_plural(n_models, 'unedited pretrained model')} ({have})"
+    f.n, f.n_units = n_models, _plural(n_models, "pretrained model")
     det = _f1_pairs(un, rng)
     if det.empty:
         f.verdict = not_testable(f"≥ 2 unedited pretrained models (seeds) from each of two sources (have {have})")
@@ -179,14 +202,17 @@ def check_f1(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
     f.details = det
     weakest = det.loc[det["p_holm"].idxmax()]
     used = un[un[SOURCE].isin(set(itertools.chain(*(p.split(" vs ") for p in det["pair"]))))]
-    f.value, f.p_value, f.n = float(weakest["tv"]), float(weakest["p_holm"]), len(used)
-    f.n_units = _plural(len(used), "pretrained model")
+    f.value, f.p_value, f.n = float(weakest["tv"]), float(weakest["p_holm"]), int(used["backbone"].nunique())
+    f.n_units = _plural(f.n, "pretrained model")
     f.statistic = (f"TV distance between mean pretrained priorities ({weakest['pair']}) = {weakest['tv']:.3f}, "
                    f"{weakest['ratio_to_spread']:.1f}× the seed-to-seed spread ({weakest['seed_spread_tv']:.3f}); "
                    f"without DC {weakest['tv_without_dc']:.3f}")
+    if int(weakest["probe_sets"]) > 1:
+        f.notes.append(f"Each model's priorities on {int(weakest['probe_sets'])} probe sets (one per target) are "
+                       "one unit: relabelled together, TV averaged over the probe sets.")
     if len(det) > 1:
-        f.notes.append(f"{len(det)} source pairs (per probe set), Holm-corrected; the weakest pair is shown.")
-    if (det["p_min"] > ALPHA).any():
+        f.notes.append(f"{len(det)} source pairs, Holm-corrected; the weakest pair is shown.")
+    if (det["p_min"] * len(det) > ALPHA).any():
         need = next(k for k in range(2, 50) if 2 / math.comb(2 * k, k) < ALPHA / len(det))
         f.verdict = not_testable(f"≥ {need} pretrained seeds per source (with {int(det['n'].min())} models the "
                                  f"permutation test cannot reach p < {ALPHA}: smallest p = {det['p_min'].max():.3f})")
@@ -562,14 +588,23 @@ def _unit_robustness(ft: pd.DataFrame, levels: list[float]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["unit", "backbone", "finetune", "robustness"])
 
 
+def _model_centroids(em: pd.DataFrame, bm: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """One centroid per pretrained model of each arm (a model is one unit, however many probe
+    sets it was measured on): the mean over the probe sets every model of both arms has."""
+    both = pd.concat([em, bm])
+    shared = set.intersection(*both.groupby("backbone")["probe_set"].apply(set))
+    shared = shared or {both["probe_set"].value_counts().idxmax()}
+    return tuple(m[m["probe_set"].isin(shared)].groupby("backbone")["centroid"].mean() for m in (em, bm))
+
+
 def _f5_comparison(ft, models, source, label, levels) -> dict:
     """Centroid and robustness, edited arm ``label`` vs the unedited arm of ``source``."""
     row = {SOURCE: source, "edit": label}
     em, bm = (models[(models[SOURCE] == source) & (models["edit_label"] == lab)] if not models.empty else models
               for lab in (label, "unedited"))
-    by_model = len(em) >= 2 and len(bm) >= 2
+    by_model = len(em) and len(bm) and em["backbone"].nunique() >= 2 and bm["backbone"].nunique() >= 2
     if by_model:
-        c = _compare(em["centroid"], bm["centroid"], pairs=False)
+        c = _compare(*_model_centroids(em, bm), pairs=False)
         row["centroid_of"] = "pretrained models"
     else:  # one backbone per arm: clean fine-tuned centroids paired by (target, fold, seed, recipe)
         clean = distinct_models(ft[ft["degradation"] == ft["degradation"].min()])

@@ -124,3 +124,35 @@ def test_f4_strata_separate_artifact_frequencies():
     assert tab["stratum"].nunique() == 3 * 2  # 3 ω × 2 degradation levels > 0
     assert stats.spearmanr(tab["align_pretrained"], tab["ood_drop"])[0] > 0.3  # the confound, pooled
     assert FINDINGS["F4"].run(t).verdict != SUPPORTED
+
+
+def _two_targets(t, seed: int):
+    """The same experiment fine-tuned on a second target: each model gets a second probe set (its
+    priority there perturbed per model), trials duplicated with their own ids."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    other = t.copy()
+    other["target"] = "mri_knee"
+    noise = {b: np.exp(0.1 * rng.standard_normal(len(other["psd_probe"].iloc[0]))) for b in other["seed"].unique()}
+    other["psd_probe"] = [p * noise[s] / (p * noise[s]).sum() for p, s in zip(other["psd_probe"], other["seed"])]
+    other["psd_pretrained"] = other["psd_probe"]
+    other["trial_id"] = other["trial_id"].astype(str) + "-mri"
+    out = pd.concat([t, other], ignore_index=True)
+    out.attrs = t.attrs
+    return out
+
+
+@pytest.mark.parametrize("effect, kind", [(0.0, "null"), (0.5, "power")])
+def test_f1_counts_a_model_once_over_two_probe_sets(effect, kind):
+    """Two targets give each model two probe sets: still one unit (8 unedited models, not 16), the
+    smallest p 2/C(8, 4) (one joint relabelling, not Holm over probe sets, which could never
+    reach 0.05 with 4 seeds per source); the null stays at its rate, the planted difference found."""
+    supported = 0
+    for s in range(8):
+        f = FINDINGS["F1"].run(_two_targets(simulate(SEEDS, Effects(source_effect=effect), seed=2000 + s), s),
+                               rng=np.random.default_rng(s))
+        assert f.n == 8 and f.n_units == "8 pretrained models"
+        assert f.details["p_min"].iloc[0] == pytest.approx(2 / 70) and f.details["probe_sets"].iloc[0] == 2
+        supported += f.verdict == SUPPORTED
+    assert supported <= 1 if kind == "null" else supported >= 6
