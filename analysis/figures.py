@@ -237,7 +237,10 @@ def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities"
     labels = pd.concat([ft.get("edit_label", pd.Series(dtype=object)), pre.get("edit_label", pd.Series(dtype=object))])
     colors, styles = source_colors(sources), _edit_styles(labels)
     on = "probe set" if has_pre and models["priority"].iloc[0] == "psd_probe" else "own source"
-    cols = [("psd_pretrained", f"pretrained ({len(pre)} models, on {on})", pre)] if has_pre else []
+    if has_pre and pre["probe_set"].nunique() > 1:  # one row per model and probe set: count models
+        on = f"{pre['probe_set'].nunique()} probe sets"
+    n_pre = pre["backbone"].nunique() if has_pre else 0
+    cols = [("psd_pretrained", f"pretrained ({n_pre} models, on {on})", pre)] if has_pre else []
     if has_ft:
         n_ft = int(clean["psd_finetuned"].map(lambda v: isinstance(v, np.ndarray)).sum())
         cols.append(("psd_finetuned", f"fine-tuned ({n_ft} trials" + (f", degradation {level:g})" if level is not None else ")"),

@@ -35,7 +35,7 @@ from spectral_ray.robustness import robustness
 from spectral_ray.spectrum import band_mass, summarize
 
 from .aggregate import RESOLVED, SOURCE, finetune_trials, group_keys, pinned
-from .stats import group_permutation, holm, joint_permutation_spearman, sign_flip, tv, welch_greater
+from .stats import group_permutation, holm, joint_permutation_spearman, sign_flip, tv, varies, welch_greater
 from .units import (BACKBONE_INPUTS, PRIORITY_TEXT, distinct_models, finished_finetunes, is_vec, present,
                     pretrained_models, priority_column, probe_sets)
 
@@ -503,7 +503,7 @@ def _f4_test(tab: pd.DataFrame, align: str, rng: np.random.Generator) -> dict:
     x_all = per[align].unstack("stratum")
     x, y = _complete(x_all, per["ood_drop"].unstack("stratum"))
     rho, p, p_min, _ = joint_permutation_spearman(x.to_numpy(), y.to_numpy(), rng)
-    usable = int(((np.ptp(x.to_numpy(), 0) > 0) & (np.ptp(y.to_numpy(), 0) > 0)).sum()) if len(x) >= 3 else 0
+    usable = int((varies(x.to_numpy()) & varies(y.to_numpy())).sum()) if len(x) >= 3 else 0
     return {"rho": rho, "p": p, "p_min": p_min, "n_models": len(x), "n_strata": usable,
             "n_left_out": int(x_all.size - x.size)}
 
@@ -538,6 +538,11 @@ def check_f4(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
                    f"ρ = {_fmt(other['rho'])}, p = {_fmt(other['p'])}")
     f.data = (f"{len(tab)} finished trials at degradation > 0 ({tab['backbone'].nunique()} models); alignment = "
               f"{tab['align_method'].iloc[0] or 'n/a'}; O.O.D. drop = {', '.join(sorted(tab['drop_kind'].unique()))}")
+    idle = tab["stratum"].nunique() - r["n_strata"]
+    if idle > 0:
+        f.notes.append(f"{_plural(idle, 'stratum')} left out: there every model has the same alignment (to float "
+                       "rounding) or the same drop, e.g. a broadband artifact whose signature covers every "
+                       "band (alignment 1): no ranking to test.")
     if r["n_left_out"]:
         f.notes.append(f"{r['n_left_out']} (model, stratum) cells left out to make the table complete (the joint "
                        "relabelling needs every model in every stratum; missing trials).")

@@ -85,14 +85,23 @@ def _centered_ranks(m: np.ndarray) -> np.ndarray:
     return r - r.mean(0)
 
 
+def varies(a: np.ndarray) -> np.ndarray:
+    """Per column of ``a`` (units, strata): do the units differ by more than float rounding? A
+    broadband artifact's alignment is 1 for every model up to 1e-16, and ranking that rounding
+    would be ranking noise."""
+    a = np.asarray(a, float)
+    return np.ptp(a, 0) > 1e-9 * np.maximum(1.0, np.abs(a).max(0))
+
+
 def joint_permutation_spearman(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float, int]:
     """Mean within-column Spearman ρ(x[:, s], y[:, s]) over columns s, with p from relabelling
     the rows of ``y`` jointly (the same permutation in every column: a row is one unit, so its
     values in different columns keep their dependence). One-sided: large ρ.
 
-    Args: x, y: (units, strata) arrays without NaN; columns where x or y is constant are left out.
+    Args: x, y: (units, strata) arrays without NaN; columns where x or y is constant (to float
+    rounding, :func:`varies`) are left out.
     Returns (ρ, p, smallest attainable p, number of relabellings); NaNs if no column is usable."""
-    keep = (np.ptp(x, 0) > 0) & (np.ptp(y, 0) > 0)
+    keep = varies(x) & varies(y)
     n = x.shape[0]
     if not keep.any() or n < 3:
         return np.nan, np.nan, np.nan, 0

@@ -156,3 +156,20 @@ def test_f1_counts_a_model_once_over_two_probe_sets(effect, kind):
         assert f.details["p_min"].iloc[0] == pytest.approx(2 / 70) and f.details["probe_sets"].iloc[0] == 2
         supported += f.verdict == SUPPORTED
     assert supported <= 1 if kind == "null" else supported >= 6
+
+
+def test_f4_leaves_out_strata_where_alignment_differs_only_by_rounding():
+    """A broadband artifact's alignment is 1 for every model up to 1e-16 (measured on
+    embedded-paper-lite's photon-noise and NLM strata): ranking that rounding is ranking noise, so
+    the stratum is left out, not averaged in."""
+    from analysis.stats import joint_permutation_spearman, varies
+
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 2))
+    y = x + 0.1 * rng.random((6, 2))  # both informative strata: ρ high
+    rho, p, _, _ = joint_permutation_spearman(x, y, rng)
+    flat = np.column_stack([x, 1.0 + 1e-16 * rng.standard_normal(6)])  # + a broadband stratum
+    y3 = np.column_stack([y, rng.random(6)])
+    assert list(varies(flat)) == [True, True, False]
+    rho3, p3, _, _ = joint_permutation_spearman(flat, y3, rng)
+    assert rho3 == pytest.approx(rho) and p3 == pytest.approx(p)
