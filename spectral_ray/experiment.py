@@ -262,7 +262,8 @@ def stored_probe_priority(model: torch.nn.Module, probe: ProbeSet, ckpt: Path | 
     from spectral_ray.data.codeversion import hash_modules, module_closure
 
     h = hashlib.sha256(f"{PROBE_SEED}:{next(model.parameters()).device.type}:".encode())
-    h.update(hash_modules(module_closure("spectral_ray.spectrum") + module_closure("spectral_ray.models"),
+    # the code that measures it: this module (probe_priority), what it imports, and the models
+    h.update(hash_modules(module_closure("spectral_ray.experiment") + module_closure("spectral_ray.models"),
                           "probe").encode())
     for a in (probe.images, probe.labels):
         a = np.ascontiguousarray(a)
