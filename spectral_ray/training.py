@@ -392,15 +392,15 @@ def _sets_of_epoch(sets: dict, recipe: Recipe, epoch: int) -> dict:
 
 def _final_metrics(model, sets: dict, recipe: Recipe, history: dict, restored: bool) -> dict:
     """Every set's metrics for the weights :func:`fit` returns (the best epoch's when early
-    stopping restored them, else the last epoch's): taken from that epoch's metrics when all sets
-    were evaluated then, otherwise evaluated now."""
+    stopping restored them, else the last epoch's): the sets evaluated after that epoch are taken
+    from its metrics (same weights), only the others are evaluated now."""
     epochs = history["epochs"]
     epoch = history["best_epoch"] if restored else len(epochs)
-    keys = [f"{name}_{m}" for name in sets for m in ("loss", "auc", "accuracy")]
     done = epochs[epoch - 1] if epoch else {}
-    if all(k in done for k in keys):
-        return {k: done[k] for k in keys}
-    return _evaluate_epoch(model, sets, recipe, epoch)
+    kinds = ("loss", "auc", "accuracy")
+    out = {f"{name}_{m}": done[f"{name}_{m}"] for name in sets if f"{name}_loss" in done for m in kinds}
+    missing = {name: s for name, s in sets.items() if f"{name}_loss" not in done}
+    return {**out, **(_evaluate_epoch(model, missing, recipe, epoch) if missing else {})}
 
 
 def _epoch(loop: "_Loop", model, sets: dict, recipe: Recipe, epoch: int, probe: bool) -> dict:
