@@ -132,16 +132,20 @@ def _pin_note(values: pd.Series, how: str) -> list[str]:
 # ----------------------------------------------------------------------------- F1
 
 
+def _shared_probe_sets(models: pd.DataFrame) -> set:
+    """The probe sets every model in ``models`` (rows of :func:`pretrained_models`) was measured
+    on; when none is common to all, the one with the most models."""
+    shared = set.intersection(*models.groupby("backbone")["probe_set"].apply(set))
+    return shared or {models["probe_set"].value_counts().idxmax()}
+
+
 def _f1_models(un: pd.DataFrame, a: str, b: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """The probe sets that every model of sources a and b was measured on, and per model its
     priorities on them, concatenated (unit-sum each, so TV of the concatenation = the mean TV over
     probe sets). A model is one unit whatever the number of probe sets: relabelling the
     concatenations relabels each model on every probe set at once."""
     g = un[un[SOURCE].isin([a, b])]
-    per_model = g.groupby("backbone")["probe_set"].apply(set)
-    shared = sorted(set.intersection(*per_model))
-    if not shared:  # no probe set common to all: the one with the most models
-        shared = [g["probe_set"].value_counts().idxmax()]
+    shared = sorted(_shared_probe_sets(g))
     g = g[g["probe_set"].isin(shared)]
     g = g[g.groupby("backbone")["probe_set"].transform("nunique") == len(shared)]
     vecs = {m: np.concatenate([r["psd"] for _, r in rows.sort_values("probe_set").iterrows()])
@@ -596,9 +600,7 @@ def _unit_robustness(ft: pd.DataFrame, levels: list[float]) -> pd.DataFrame:
 def _model_centroids(em: pd.DataFrame, bm: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """One centroid per pretrained model of each arm (a model is one unit, however many probe
     sets it was measured on): the mean over the probe sets every model of both arms has."""
-    both = pd.concat([em, bm])
-    shared = set.intersection(*both.groupby("backbone")["probe_set"].apply(set))
-    shared = shared or {both["probe_set"].value_counts().idxmax()}
+    shared = _shared_probe_sets(pd.concat([em, bm]))
     return tuple(m[m["probe_set"].isin(shared)].groupby("backbone")["centroid"].mean() for m in (em, bm))
 
 
