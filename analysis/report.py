@@ -40,13 +40,15 @@ RELIED_ON = {
 }
 
 FIGURE_CAPTIONS = {
-    "auc_vs_degradation": "AUC vs degradation (paper Fig. 2): O.O.D. (top) and I.I.D. (bottom), mean ± std over folds.",
+    "auc_vs_degradation": "AUC vs degradation (paper Fig. 2): O.O.D. (top) and I.I.D. (bottom); line: mean over "
+                          "folds, band: ± std, marks: each fold's trial.",
     "priorities": "Normalised learning priorities of pretrained (on the shared probe set where trials report "
                   "`psd_probe`) and clean-fine-tuned models (paper Fig. 3, top); "
                   "arrows: unedited → edited (vertical: the bin that changes most; top: the centroid shift).",
     "priority_heatmaps": "Fine-tuned learning priority vs degradation, original and edited sources (paper Fig. 3, "
                          "middle/bottom).",
-    "editing_effect": "O.O.D. AUC with (dotted) and without (solid) source editing (paper Fig. 4).",
+    "editing_effect": "O.O.D. AUC with (dashed) and without (solid) source editing (paper Fig. 4); line: mean "
+                      "over folds, band: ± std, marks: each fold.",
     "alignment_vs_drop": "Alignment of the priority with the artifact vs O.O.D. AUC drop, one point per trial (F4). "
                          "Alignment is integrated over the artifact's band: the unit-sum priority mass within "
                          "±max(bandwidth/2, 1 bin) of the artifact frequency ω_a (both as the trial recorded them), or, "
