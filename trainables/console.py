@@ -64,12 +64,16 @@ class SweepReporter(ProgressReporter):
         return done or states != self._last_states or time.time() - self._last_time >= HEARTBEAT_S
 
     def report(self, trials, done: bool, *sys_info: str) -> None:
+        """The full table at the end; meanwhile the status line and the rows of the trials whose
+        status changed since the last report (a heartbeat: the status line alone)."""
+        before = dict(self._last_states)
         self._last_states = tuple(sorted((str(t), t.status) for t in trials))
         self._last_time = time.time()
-        print(self.table(trials, done), file=self.out or sys.stdout, flush=True)
+        shown = trials if done else [t for t in trials if before.get(str(t)) != t.status and t.status != "PENDING"]
+        print(self.table(trials, done, shown), file=self.out or sys.stdout, flush=True)
 
-    def table(self, trials, done: bool = False) -> str:
-        """The status line and the trials table as text."""
+    def table(self, trials, done: bool = False, rows_of=None) -> str:
+        """The status line and a table of ``rows_of`` (default: all trials) as text."""
         counts: dict[str, int] = {}
         for t in trials:
             counts[t.status] = counts.get(t.status, 0) + 1
@@ -78,14 +82,16 @@ class SweepReporter(ProgressReporter):
                 + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         columns = ["trial", "status"] + self.keys + list(self.metrics.values())
         rows = []
-        for t in trials:
+        for t in trials if rows_of is None else rows_of:
             result = t.last_result or {}
             rows.append([str(t), t.status] + [_cell(_lookup(t.config, k)) for k in self.keys]
                         + [_cell(result.get(k)) for k in self.metrics])
         widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
-        lines = [head, "  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-        return "\n".join(lines) + "\n"
+        if not rows:
+            return head
+        lines = [head, "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        return "\n".join(lines) + ("\n" if done else "")
 
 
 def progress_reporter(sweep: SweepFile, keys: list[str]) -> SweepReporter:
