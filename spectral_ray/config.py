@@ -296,6 +296,36 @@ class Search(BaseModel):
     scheduler: Scheduler | None = None
 
 
+class WandbLogger(BaseModel):
+    """Ray Tune's ``WandbLoggerCallback`` (extra ``spectral-ray[wandb]``): each trial a W&B run."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: str | None = Field(None, description="W&B project (default: the sweep's name)")
+    group: str | None = None
+    mode: Literal["offline", "online", "disabled"] = Field(
+        "offline", description="offline (default) needs no account: `wandb sync` uploads the runs later")
+    dir: str | None = Field(None, description="where W&B writes its files (default: its own, ./wandb)")
+
+
+class MLflowLogger(BaseModel):
+    """Ray Tune's ``MLflowLoggerCallback`` (extra ``spectral-ray[mlflow]``): each trial an MLflow run."""
+
+    model_config = ConfigDict(extra="forbid")
+    tracking_uri: str | None = Field(None, description="e.g. file:///path/mlruns or http://host:5000 "
+                                     "(default: $MLFLOW_TRACKING_URI, else ./mlruns)")
+    experiment_name: str | None = Field(None, description="default: the sweep's name")
+
+
+class Loggers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    wandb: WandbLogger | None = None
+    mlflow: MLflowLogger | None = None
+
+
+# `loggers.<name>` → the Python package it needs and the extra that installs it.
+LOGGER_PACKAGES = {"wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+
+
 class SweepFile(BaseModel):
     """A validated sweep file. ``params`` keeps the raw search-space spec per TrialConfig key."""
 
@@ -309,6 +339,7 @@ class SweepFile(BaseModel):
     max_failures: int = Field(0, ge=-1, description="retries per trial (-1 = unlimited)")
     checkpoint: Literal[CHECKPOINT_POLICIES] = "head"
     search: Search = Search()
+    loggers: Loggers | None = Field(None, description="Ray Tune's W&B / MLflow callbacks, beside TensorBoard")
     params: dict[str, Any] = {}
 
     def axes(self) -> dict[str, tuple[str, Any]]:
@@ -415,7 +446,8 @@ def _pydantic_message(e: dict, prefix: str = "") -> str:
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         top = e["loc"][:-1]
-        model = {"": SweepFile, "resources": Resources, "search": Search, "search.scheduler": Scheduler}.get(_fmt_loc(top), SweepFile)
+        model = {"": SweepFile, "resources": Resources, "search": Search, "search.scheduler": Scheduler,
+                 "loggers": Loggers, "loggers.wandb": WandbLogger, "loggers.mlflow": MLflowLogger}.get(_fmt_loc(top), SweepFile)
         allowed = list(model.model_fields)
         close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -466,6 +498,7 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
     except ValidationError as e:
         raise _problems(source, [f"{source}: {m}" for m in _pydantic_messages(e)]) from None
     errors: list[str] = []
+    errors += _missing_logger_packages(sweep, source)
     if sweep.search.algorithm == "optuna" and not sweep.search.metric:
         errors.append(f"{source}: key `search.metric` is required with `search.algorithm: optuna` "
                       f"(e.g. `metric: robustness` for the robustness trainable, `ood_auc` for finetune).")
@@ -493,6 +526,19 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
     for flat in itertools.islice(iter(trials), 50000):
         _validate_trial(flat, source, None, None)
     return sweep
+
+
+def _missing_logger_packages(sweep: SweepFile, source: str) -> list[str]:
+    """A message per ``loggers`` entry whose package is not installed (found without importing it)."""
+    import importlib.util
+
+    out = []
+    for name, (package, extra) in LOGGER_PACKAGES.items():
+        if sweep.loggers is not None and getattr(sweep.loggers, name) is not None \
+                and importlib.util.find_spec(package) is None:
+            out.append(f"{source}: key `loggers.{name}` needs the `{package}` package, which is not installed here; "
+                       f"install it with `pip install 'spectral-ray[{extra}]'` or remove the key.")
+    return out
 
 
 def _collect(errors: list[str], check, *args, **kwargs):

@@ -129,6 +129,32 @@ def _is_number(value) -> bool:
 
 
 def logger_callbacks(sweep: SweepFile) -> list:
-    """Ray Tune's CSV and JSON loggers plus :class:`HParamsCallback` for the sweep."""
+    """Ray Tune's CSV and JSON loggers, :class:`HParamsCallback` for the sweep and the W&B / MLflow
+    callbacks its ``loggers`` key asks for."""
     metrics = TRAINABLE_METRICS.get(sweep.trainable, [])
-    return [CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback(hparam_domains(sweep), metrics)]
+    return [CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback(hparam_domains(sweep), metrics),
+            *ecosystem_callbacks(sweep)]
+
+
+def ecosystem_callbacks(sweep: SweepFile) -> list:
+    """Ray Tune's own ``WandbLoggerCallback`` / ``MLflowLoggerCallback`` from ``loggers``; vectors
+    (``psd_*``) and the config's long lists are left out of W&B's per-step logging."""
+    loggers, out = sweep.loggers, []
+    if loggers is None:
+        return out
+    if loggers.wandb is not None:
+        import os
+
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        w = loggers.wandb
+        os.environ.setdefault("WANDB_MODE", w.mode)  # Ray asks for an API key unless the mode says offline
+        extra = {"dir": w.dir} if w.dir else {}
+        out.append(WandbLoggerCallback(project=w.project or sweep.name, group=w.group, mode=w.mode,
+                                       excludes=[k for k in tb.PRIORITY_LABELS], **extra))
+    if loggers.mlflow is not None:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        m = loggers.mlflow
+        out.append(MLflowLoggerCallback(tracking_uri=m.tracking_uri, experiment_name=m.experiment_name or sweep.name))
+    return out
