@@ -280,9 +280,11 @@ def _relied_section() -> list[str]:
     return out + [""]
 
 
-def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
-    """Collect, aggregate, draw, check and write ``report.md``; returns its path."""
-    c = collect(experiment)
+def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                 use_ray: bool | None = None) -> Path:
+    """Collect, aggregate, draw, check and write ``report.md``; returns its path. ``use_ray``:
+    see :func:`analysis.collect.collect`."""
+    c = collect(experiment, use_ray=use_ray)
     out = Path(out_dir) if out_dir is not None else default_out_dir(experiment)
     out.mkdir(parents=True, exist_ok=True)
     t = c.trials

@@ -311,8 +311,8 @@ class MLflowLogger(BaseModel):
     """Ray Tune's ``MLflowLoggerCallback`` (extra ``spectral-ray[mlflow]``): each trial an MLflow run."""
 
     model_config = ConfigDict(extra="forbid")
-    tracking_uri: str | None = Field(None, description="e.g. file:///path/mlruns or http://host:5000 "
-                                     "(default: $MLFLOW_TRACKING_URI, else ./mlruns)")
+    tracking_uri: str | None = Field(None, description="e.g. sqlite:///path/mlflow.db or http://host:5000 "
+                                     "(default: $MLFLOW_TRACKING_URI, else MLflow's own default)")
     experiment_name: str | None = Field(None, description="default: the sweep's name")
 
 

@@ -118,3 +118,15 @@ def test_resume_guard_names_the_changed_key(tmp_path):
     save_sweep(parse_sweep(raw, "inline"))
     changed = parse_sweep({**raw, "params": {**raw["params"], "finetune.epochs": 1}}, "inline")
     assert "params.finetune.epochs (was 2, now 1)" in check_same_sweep(changed)
+
+
+def test_collect_through_ray_and_without_agree():
+    """Ray's ExperimentAnalysis and the JSON-only reader give the same trials and statuses."""
+    from analysis.collect import collect
+
+    fixture = REPO / "tests" / "fixtures" / "experiment"
+    with_ray, without = collect(fixture, use_ray=True), collect(fixture, use_ray=False)
+    assert "ExperimentAnalysis" in with_ray.state_files[0] and "ExperimentAnalysis" not in without.state_files[0]
+    cols = ["trial_id", "trial_dir", "status", "trainable", "kind", "ood_auc"]
+    assert with_ray.trials[cols].equals(without.trials[cols])
+    assert (with_ray.trials["status_from"] == "experiment_state").all()

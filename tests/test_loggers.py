@@ -63,11 +63,12 @@ def test_callbacks_built_from_the_sweep(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS["mlflow"], reason="mlflow not installed")
 def test_mlflow_offline_run_records_each_trial(tmp_path):
-    """A file-store MLflow (no server): each trial a run with its params and final AUCs."""
+    """A local SQLite MLflow store (no server): each trial a run with its params and final AUCs."""
     import mlflow
 
     tiny = {"size": 32, "source_n": 200, "target_n": 160, "psd_images": 32, "pretrain.epochs": 1, "finetune.epochs": 1}
-    raw = _sweep(tmp_path, {"mlflow": {"tracking_uri": f"file://{tmp_path}/mlruns"}})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    raw = _sweep(tmp_path, {"mlflow": {"tracking_uri": uri}})
     raw["params"].update(tiny)
     path = tmp_path / "lg.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -75,7 +76,7 @@ def test_mlflow_offline_run_records_each_trial(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "spectral_ray.cli", "sweep", str(path)], capture_output=True,
                           text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    mlflow.set_tracking_uri(f"file://{tmp_path}/mlruns")
+    mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["lg"])
     assert len(runs) == 2
     assert sorted(runs["params.degradation"].astype(float)) == [0.0, 1.0]
