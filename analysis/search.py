@@ -175,7 +175,7 @@ def search_section(experiment: str | os.PathLike, trials: pd.DataFrame, config_c
         aucs = [f"{label} {best[k]:.3f}" for k, label in (("iid_mean", "I.I.D. AUC"), ("robustness", "O.O.D. AUC"))
                 if k in best and pd.notna(best[k])]
         lines += [f"**Best setting:** {setting} — {metric} {best[metric]:.3f}; mean over the degradation levels: "
-                  f"{', '.join(aucs)} (trial `{best['trial_id']}`).", ""]
+                  f"{', '.join(aucs)} (trial `{best['trial_dir'] if isinstance(best.get('trial_dir'), str) else best['trial_id']}`).", ""]
     if params and len(done) >= 1:
         drawn = _draw(build_study(t, params, metric, mode), params, out)
         captions = {"optimization_history": "Objective per trial in the order the sampler proposed them, with the best so far.",

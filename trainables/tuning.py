@@ -185,7 +185,9 @@ class TrialNames:
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def name(self, trial) -> str:
-        return self.label(trial.config)
+        """The trial's one name: its folder's (the progress table, TensorBoard's runs and the
+        report all show it)."""
+        return self.dirname(trial)
 
     def label(self, config: dict) -> str:
         """The grid point's unique label (or, off the grid, the plain label)."""
