@@ -130,3 +130,10 @@ def test_collect_through_ray_and_without_agree():
     cols = ["trial_id", "trial_dir", "status", "trainable", "kind", "ood_auc"]
     assert with_ray.trials[cols].equals(without.trials[cols])
     assert (with_ray.trials["status_from"] == "experiment_state").all()
+
+
+def test_estimate_of_a_search_that_samples_the_edit(capsys):
+    """Each sampled edit strength is a backbone of its own: one pretraining per trial."""
+    assert main(["validate", str(REPO / "sweeps/search-edit.yaml"), "--storage", "/tmp",
+                 "--set", "search.num_samples=5"]) == 0
+    assert "5 trial(s), 5 distinct pretraining(s)" in capsys.readouterr().out

@@ -81,3 +81,23 @@ def test_mlflow_offline_run_records_each_trial(tmp_path):
     assert len(runs) == 2
     assert sorted(runs["params.degradation"].astype(float)) == [0.0, 1.0]
     assert runs["metrics.ood_auc"].between(0, 1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS["wandb"], reason="wandb not installed")
+def test_wandb_offline_run_per_trial(tmp_path):
+    """W&B in offline mode (no account, no network): an offline run folder per trial."""
+    tiny = {"size": 32, "source_n": 200, "target_n": 160, "psd_images": 32, "pretrain.epochs": 1, "finetune.epochs": 1}
+    raw = _sweep(tmp_path, {"wandb": {"mode": "offline", "dir": str(tmp_path / "wb")}})
+    raw["params"].update(tiny)
+    path = tmp_path / "lg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    (tmp_path / "wb").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(RAY_AUTH_MODE="disabled")
+    proc = subprocess.run([sys.executable, "-m", "spectral_ray.cli", "sweep", str(path)], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2, list((tmp_path / "wb").rglob("*"))[:20]
+    assert all(any(r.glob("*.wandb")) for r in runs)

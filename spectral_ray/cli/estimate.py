@@ -43,13 +43,16 @@ def _pretrain_seconds(cfg, model_cost: float) -> float:
 
 def estimate(sweep) -> dict:
     """{trials, pretrainings, parallel, seconds (None where not projected), note}: the sweep's
-    grid (a sampled search: its ``num_samples`` trials at the first point's cost)."""
+    grid (a sampled search: its ``num_samples`` trials at the first point's cost, and a
+    pretraining per trial where a sampled key changes the backbone, as an edit strength does)."""
     from spectral_ray.config import TrialConfig, nest
 
     flats = sweep.trials()
     configs = [TrialConfig.model_validate(nest(f)) for f in flats]
     n_trials = sweep.num_trials()
     backbones = {_backbone_identity(c) for c in configs if c.source != "none" or c.source_weights}
+    if _sampling_changes_backbone(sweep, flats[0]):  # every sample may pretrain its own backbone
+        backbones = {f"sample {i}" for i in range(n_trials)}
     runs_per_trial = [len(c.degradations) * len(c.folds) if sweep.trainable == "robustness" else 1 for c in configs]
     cores = os.cpu_count() or 1
     parallel = max(1, int(cores // sweep.resources.cpu))
@@ -67,11 +70,25 @@ def estimate(sweep) -> dict:
         cost = MEASURED["model_cost"]
         per_point = [_trial_seconds(c, cost[c.model]) * k for c, k in zip(configs, runs_per_trial)]
         trials_s = sum(per_point) * n_trials / len(configs)
-        pre_s = sum(_pretrain_seconds(c, cost[c.model]) for c in {_backbone_identity(c): c for c in configs}.values()
-                    if c.source != "none")
+        pre = [_pretrain_seconds(c, cost[c.model]) for c in {_backbone_identity(c): c for c in configs}.values()
+               if c.source != "none"]
+        pre_s = (sum(pre) / len(pre) * len(backbones)) if pre else 0.0
         out["seconds"] = MEASURED["ray_startup_s"] + (trials_s + pre_s) / parallel
         out["note"] = f"from {MEASURED['source']}, scaled by epochs, image size and model"
     return out
+
+
+def _sampling_changes_backbone(sweep, flat: dict) -> bool:
+    """Whether a sampled axis (choice/uniform/loguniform) changes what a trial pretrains."""
+    from spectral_ray.config import TrialConfig, nest, normalize_trial
+
+    base = _backbone_identity(TrialConfig.model_validate(nest(flat)))
+    for key, (kind, value) in sweep.axes().items():
+        if kind in ("choice", "uniform", "loguniform") and len(value) > 1:
+            other = normalize_trial({**flat, key: value[-1]})
+            if _backbone_identity(TrialConfig.model_validate(nest(other))) != base:
+                return True
+    return False
 
 
 def _backbone_identity(cfg) -> str:
