@@ -42,9 +42,12 @@ RELIED_ON = {
 FIGURE_CAPTIONS = {
     "auc_vs_degradation": "AUC vs degradation (paper Fig. 2): O.O.D. (top) and I.I.D. (bottom); line: mean over "
                           "folds, band: ± std, marks: each fold's trial.",
-    "priorities": "Normalised learning priorities of pretrained (on the shared probe set where trials report "
-                  "`psd_probe`) and clean-fine-tuned models (paper Fig. 3, top); "
-                  "arrows: unedited → edited (vertical: the bin that changes most; top: the centroid shift).",
+    "priorities": "Learning priorities (paper Fig. 3, top), one line per network: each pretrained model (on the "
+                  "shared probe set where trials report `psd_probe`) and each fine-tuned network at the lowest "
+                  "degradation (d = 0 twins once), counted as the findings count them. The DC bin is left out (it "
+                  "holds most of the mass) and each line scaled to unit max over the rest, log y. Arrows: the "
+                  "unedited group mean → the edited one (vertical: the bin that changes most; top: the centroid "
+                  "shift, DC left out).",
     "priority_heatmaps": "Fine-tuned learning priority vs degradation, original and edited sources (paper Fig. 3, "
                          "middle/bottom).",
     "editing_effect": "O.O.D. AUC with (dashed) and without (solid) source editing (paper Fig. 4); line: mean "
