@@ -137,3 +137,10 @@ def test_estimate_of_a_search_that_samples_the_edit(capsys):
     assert main(["validate", str(REPO / "sweeps/search-edit.yaml"), "--storage", "/tmp",
                  "--set", "search.num_samples=5"]) == 0
     assert "5 trial(s), 5 distinct pretraining(s)" in capsys.readouterr().out
+
+
+def test_every_top_level_error_at_once(tmp_path, capsys):
+    path = _write(tmp_path, {"name": "a b", "trainable": "finetun", "resources": {"cpus": 1}})
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "3 problems" in err and "`name`" in err and "`trainable`" in err and "Did you mean 'cpu'?" in err
