@@ -206,7 +206,21 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     ``psd_before``) and after fine-tuning (``psd_finetuned``, the probe set), ``source_label``,
     ``artifact_resolved`` (the artifact's parameters with its defaults filled in), their
     summaries (``_nodc`` variants drop the DC bin), the artifact's signature ``psd_artifact`` and
-    the alignment of each priority with it. ``checkpoint_path`` gets the fine-tuned model:
+    the alignment of each priority with it (``alignment_``, ``cosine_``, ``band_alignment_``: on
+    synthetic reference images, degenerate for broadband artifacts).
+
+    The shortcut alignment (docs/SCIENCE.md, "Alignment"), measured on the trial's own artifact at
+    its resolved parameters and dose on its probe images (:func:`artifact_probe`):
+    ``artifact_weight`` (K+1 floats, w_k = P_art/(P_art + P_img), w_0 = 0), ``psd_artifact_probe``
+    and ``psd_image_probe`` (unit-sum P_art, P_img), ``artifact_weight_images`` (images it was
+    measured on), ``artifact_weight_seed`` (its generator's seed, :data:`PROBE_SEED`),
+    ``shortcut_alignment_{pretrained,probe,finetuned}`` (each priority's DC-free mass weighted by
+    w, in [0, 1]), ``artifact_sensitivity_{probe,finetuned}`` (E[(∇ₓℓ·δ)²], δ = A(x) − x, (loss
+    units)²; ``probe``: the backbone with the :data:`PROBE_SEED` head) and
+    ``artifact_sensitivity_rel_{probe,finetuned}`` (E[(g·δ)²]/E[|g|²|δ|²] ∈ [0, 1]). Seeds:
+    ``finetune_seed_used``, ``artifact_seed_used`` (ints; ``TrialConfig.derived_seed`` unless
+    set) and ``random_init_seed`` (the fine-tuning seed when it drew a random-init backbone,
+    else None). ``checkpoint_path`` gets the fine-tuned model:
     ``checkpoint="full"`` the whole network but its head, ``"head"`` only the small classifier
     (the pretrained backbone stays in the store, named by ``pretrain_key``).
     """
