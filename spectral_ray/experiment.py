@@ -209,17 +209,14 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     the alignment of each priority with it (``alignment_``, ``cosine_``, ``band_alignment_``: on
     synthetic reference images, degenerate for broadband artifacts).
 
-    The shortcut alignment (docs/SCIENCE.md, "Alignment"), measured on the trial's own artifact at
-    its resolved parameters and dose on its probe images (:func:`artifact_probe`):
-    ``artifact_weight`` (K+1 floats, w_k = P_art/(P_art + P_img), w_0 = 0), ``psd_artifact_probe``
-    and ``psd_image_probe`` (unit-sum P_art, P_img), ``artifact_weight_images`` (images it was
-    measured on), ``artifact_weight_seed`` (its generator's seed, :data:`PROBE_SEED`),
-    ``shortcut_alignment_{pretrained,probe,finetuned}`` (each priority's DC-free mass weighted by
-    w, in [0, 1]), ``artifact_sensitivity_{probe,finetuned}`` (E[(∇ₓℓ·δ)²], δ = A(x) − x, (loss
-    units)²; ``probe``: the backbone with the :data:`PROBE_SEED` head) and
-    ``artifact_sensitivity_rel_{probe,finetuned}`` (E[(g·δ)²]/E[|g|²|δ|²] ∈ [0, 1]). Seeds:
-    ``finetune_seed_used``, ``artifact_seed_used`` (ints; ``TrialConfig.derived_seed`` unless
-    set) and ``random_init_seed`` (the fine-tuning seed when it drew a random-init backbone,
+    The shortcut alignment (docs/SCIENCE.md, "Alignment"), of the trial's own artifact at its
+    resolved parameters and dose on its probe images (:func:`artifact_probe`,
+    :func:`_shortcut_metrics`): ``artifact_weight`` (K+1 floats, w_0 = 0), ``psd_artifact_probe``,
+    ``psd_image_probe`` (unit-sum), ``artifact_weight_images``, ``artifact_weight_seed``,
+    ``shortcut_alignment_{pretrained,probe,finetuned}`` ∈ [0, 1],
+    ``artifact_sensitivity[_rel]_{probe,finetuned}`` (E[(∇ₓℓ·δ)²]; E[(g·δ)²]/E[|g|²|δ|²]). Seeds
+    (ints): ``finetune_seed_used``, ``artifact_seed_used`` (``TrialConfig.derived_seed`` unless
+    set), ``random_init_seed`` (the fine-tuning seed when it drew a random-init backbone,
     else None). ``checkpoint_path`` gets the fine-tuned model:
     ``checkpoint="full"`` the whole network but its head, ``"head"`` only the small classifier
     (the pretrained backbone stays in the store, named by ``pretrain_key``).
@@ -435,8 +432,15 @@ def _sensitivity(model: torch.nn.Module, probe: ArtifactProbe) -> dict:
 
 def _shortcut_metrics(priorities: dict, probe: ArtifactProbe, sensitivity: dict) -> dict:
     """The artifact-weighted, DC-free alignment of each priority (docs/SCIENCE.md, "Alignment")
-    with how w was measured, and the model-native check (first-order loss sensitivity along the
-    artifact) before (probe head) and after fine-tuning."""
+    with how w was measured, and the model-native check before and after fine-tuning:
+
+    ``artifact_weight`` (K+1 floats in [0, 1], w_k = P_art/(P_art + P_img), w_0 = 0),
+    ``psd_artifact_probe`` / ``psd_image_probe`` (unit-sum P_art, P_img), ``artifact_weight_images``
+    (probe images it was measured on), ``artifact_weight_seed`` (its generator's seed),
+    ``shortcut_alignment_{pretrained,probe,finetuned}`` (Σ_{k≥1} p̃_k w_k),
+    ``artifact_sensitivity_{probe,finetuned}`` (E[(∇ₓℓ·δ)²], δ = A(x) − x, (loss units)²; probe:
+    the backbone with the :data:`PROBE_SEED` head) and ``artifact_sensitivity_rel_*``
+    (E[(g·δ)²]/E[|g|²|δ|²] ∈ [0, 1])."""
     out = {
         "artifact_weight": [float(v) for v in probe.weight],
         "psd_artifact_probe": [float(v) for v in probe.psd_artifact],
