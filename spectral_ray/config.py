@@ -135,9 +135,9 @@ class TrialConfig(BaseModel):
     degradation: float = Field(0.0, ge=0, le=1)
     fold: int = Field(0, ge=0)
     n_folds: int = Field(5, ge=2)
-    finetune_seed: int | None = Field(None, ge=0, strict=True, description="seed of the head's init, batch order and "
+    finetune_seed: int | None = Field(None, ge=0, description="seed of the head's init, batch order and "
                                       "augmentation; None = derived from the backbone and fold (derived_seed)")
-    artifact_seed: int | None = Field(None, ge=0, strict=True, description="seed of which positives carry the "
+    artifact_seed: int | None = Field(None, ge=0, description="seed of which positives carry the "
                                       "artifact and its noise; None = derived from the backbone and fold (derived_seed)")
     finetune_preset: str = Field("default", description="the recipe `finetune` is merged over: "
                                  + ", ".join(FINETUNE_PRESETS))
@@ -161,6 +161,18 @@ class TrialConfig(BaseModel):
         if v % 2:
             raise ValueError(f"size must be an even number of pixels, got {v}")
         return v
+
+    @field_validator("finetune_seed", "artifact_seed", mode="before")
+    @classmethod
+    def _whole_seed(cls, v):
+        """An integer (a whole float such as a table's 3.0 too); not a bool, a string or 1.5."""
+        import numbers
+
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v != int(v):
+            raise ValueError(f"a seed must be an integer >= 0 or null, got {v!r}")
+        return int(v)
 
     @field_validator("degradations")
     @classmethod

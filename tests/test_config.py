@@ -208,6 +208,7 @@ def test_one_backbone_keeps_its_seeds_across_degradations_artifacts_and_targets(
 def test_explicit_seeds_override_and_are_validated():
     cfg = TrialConfig(finetune_seed=5, artifact_seed=9)
     assert (cfg.effective_finetune_seed, cfg.effective_artifact_seed) == (5, 9)
+    assert TrialConfig(finetune_seed=5.0).finetune_seed == 5  # as a table with missing values holds it
     only = TrialConfig(finetune_seed=5)
     assert only.effective_artifact_seed == TrialConfig().effective_artifact_seed
     for key, bad in (("finetune_seed", -1), ("artifact_seed", -2), ("artifact_seed", 1.5), ("artifact_seed", True),
