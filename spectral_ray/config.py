@@ -259,18 +259,19 @@ class TrialConfig(BaseModel):
 
     def derived_seed(self, stream: str) -> int:
         """A seed in [0, 2³¹) for ``stream`` (``"finetune"`` or ``"artifact"``): SHA-256 of the
-        canonical JSON of :meth:`backbone_identity`, the fold and the stream name; stable across
-        processes and machines (no ``hash()``).
+        canonical JSON of :meth:`backbone_identity` and the stream name; stable across processes
+        and machines (no ``hash()``).
 
         Independent of the degradation, the artifact and its parameters, so the trials of one
         (model, fold) at every d share the head's init, batch order and artifact draws, and d = 0
         twins stay one network; independent of the target too. Different backbones (e.g. natural
-        and medical at one pretraining seed) get unrelated seeds. The fold enters, so the folds of
-        one backbone are independent fine-tuning replicates (different head init and batch order
-        as well as different data), as analyses that average over folds assume."""
+        and medical at one pretraining seed) get unrelated seeds. The fold does not enter: a
+        random-init backbone is drawn with the fine-tuning seed, and it must stay one backbone
+        across its folds as a pretrained one does (one unit of a pretraining effect); the folds
+        still differ in their data, and ``make_splits`` mixes the fold into every artifact draw."""
         if stream not in SEED_STREAMS:
             raise ValueError(f"unknown seed stream {stream!r}; allowed: {', '.join(map(repr, SEED_STREAMS))}")
-        payload = {"backbone": _canonical(self.backbone_identity()), "fold": self.fold, "stream": stream}
+        payload = {"backbone": _canonical(self.backbone_identity()), "stream": stream}
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).digest()
         return int.from_bytes(digest[:4], "big") >> 1
 
