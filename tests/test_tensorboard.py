@@ -117,6 +117,7 @@ def test_served_hparams_table_is_the_sweeps(tmp_path):
         values = {v["name"]["tag"]: v["value"] for v in g["metricValues"]}
         assert 0 <= values["final/ood_auc"] <= 1 and 0 <= values["final/iid_auc"] <= 1
         assert values["final/iid_ood_gap"] == pytest.approx(values["final/iid_auc"] - values["final/ood_auc"], abs=1e-6)
+        assert 0 <= values["final/shortcut_alignment_finetuned"] <= 1  # the findings' alignment, per trial
         assert g["hparams"]["degradation"] == float(g["name"][1:])
 
     scalars = served.get("data/plugin/scalars/tags")
