@@ -33,3 +33,16 @@ def test_reporter_prints_changes_then_the_table():
     assert "status      source   finetune.lr  I.I.D. AUC  O.O.D. AUC" in final
     assert "natural-d0  TERMINATED  natural  0.001        0.9123      0.5" in final
     assert "medical-d0" in final and "config" not in text
+
+
+def test_final_table_is_capped_errors_first(monkeypatch):
+    import trainables.console as console
+
+    monkeypatch.setattr(console, "MAX_ROWS", 3)
+    out = io.StringIO()
+    rep = SweepReporter(["fold"], {}, out=out)
+    trials = [T(f"f{i}", "TERMINATED", {"fold": i}) for i in range(5)] + [T("f5", "ERROR", {"fold": 5})]
+    rep.report(trials, True)
+    text = out.getvalue()
+    assert text.index("f5     ERROR") < text.index("f0     TERMINATED") and "f2" not in text
+    assert "… 3 more (every trial: spectral-ray report)" in text

@@ -20,6 +20,7 @@ from spectral_ray.config import SweepFile
 
 CLASSIC_OUTPUT = {"RAY_AIR_NEW_OUTPUT": "0"}
 HEARTBEAT_S = 60
+MAX_ROWS = 40  # of the final table (errored trials first); the report tabulates every trial
 # Metric columns per trainable: what a person watches (the first present ones are shown).
 METRIC_COLUMNS = {
     "finetune": {"val_auc": "val AUC", "iid_auc": "I.I.D. AUC", "ood_auc": "O.O.D. AUC", "train_loss": "loss"},
@@ -69,7 +70,10 @@ class SweepReporter(ProgressReporter):
         before = dict(self._last_states)
         self._last_states = tuple(sorted((str(t), t.status) for t in trials))
         self._last_time = time.time()
-        shown = trials if done else [t for t in trials if before.get(str(t)) != t.status and t.status != "PENDING"]
+        if done:
+            shown = sorted(trials, key=lambda t: t.status != "ERROR")[:MAX_ROWS]
+        else:
+            shown = [t for t in trials if before.get(str(t)) != t.status and t.status != "PENDING"]
         print(self.table(trials, done, shown), file=self.out or sys.stdout, flush=True)
 
     def table(self, trials, done: bool = False, rows_of=None) -> str:
@@ -91,6 +95,8 @@ class SweepReporter(ProgressReporter):
             return head
         lines = [head, "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
         lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        if rows_of is not None and done and len(rows_of) < len(trials):
+            lines.append(f"… {len(trials) - len(rows_of)} more (every trial: spectral-ray report)")
         return "\n".join(lines) + ("\n" if done else "")
 
 
