@@ -4,8 +4,10 @@ An experiment folder ``<storage>/<name>/`` as Ray Tune 2.x writes it holds one d
 (``params.json``, ``result.json`` with one JSON line per ``tune.report``, ``progress.csv``,
 ``error.txt``/``error.pkl`` for failed trials) and experiment-level state files
 (``experiment_state-<date>.json``, ``basic-variant-state-*.json``, ``tuner.pkl``). Only the JSON
-files are read here (never a pickle), through ``pyarrow.fs``, so the same code reads a local path
-and any URI Ray itself can store to (``s3://``, ``gs://``, ``hdfs://``, ``file://`` …).
+files are read here, through ``pyarrow.fs``, so the same code reads a local path and any URI Ray
+itself can store to (``s3://``, ``gs://``, ``hdfs://``, ``file://`` …). Trial status comes from
+Ray's public ``tune.ExperimentAnalysis`` where Ray is installed, else (or with
+``use_ray=False``, which unpickles nothing) from the newest experiment-state JSON directly.
 
 ``collect(path)`` returns a :class:`Collected` with
 
@@ -187,6 +189,30 @@ def _read_state(fs: _FS, exp_root: str, entries: list[tuple[str, bool]]) -> tupl
     return {}, None, warnings
 
 
+def _read_state_ray(fs: _FS, exp_root: str, entries: list[tuple[str, bool]]) -> tuple[dict, str | None, list[str]]:
+    """What :func:`_read_state` reads, through Ray's public ``tune.ExperimentAnalysis`` (on the
+    experiment's own pyarrow file system, so bucket URIs too). Ray restores its trial objects from
+    the experiment state, which unpickles parts of it: only for experiments one trusts."""
+    from ray.tune import ExperimentAnalysis
+
+    names = sorted(n for n, is_dir in entries if not is_dir and re.match(r"experiment_state.*\.json$", n))
+    if not names:
+        return {}, None, []
+    try:
+        analysis = ExperimentAnalysis(exp_root, storage_filesystem=fs.fs)
+    except Exception as e:  # a foreign or damaged state: the JSON reader says what it can
+        state, name, warnings = _read_state(fs, exp_root, entries)
+        return state, name, [f"Ray's ExperimentAnalysis could not read {exp_root}: {type(e).__name__}: {e}"] + warnings
+    out = {}
+    for trial in analysis.trials:
+        out[trial.storage.trial_dir_name] = {
+            "status": trial.status, "trial_id": trial.trial_id, "trainable": trial.trainable_name,
+            "config": trial.config if isinstance(trial.config, dict) else None,
+            "error_filename": trial.run_metadata.error_filename,
+        }
+    return out, f"{names[-1]} (read with ray.tune.ExperimentAnalysis)", []
+
+
 def _kind(trainable: str | None, metrics: dict) -> str:
     name = (trainable or "").lower()
     for k in KINDS:
@@ -209,9 +235,9 @@ def _is_trial_dir(entries: list[tuple[str, bool]]) -> bool:
 # ----------------------------------------------------------------------------- collect
 
 
-def _collect_experiment(fs: _FS, exp_root: str, exp_name: str):
+def _collect_experiment(fs: _FS, exp_root: str, exp_name: str, use_ray: bool = False):
     entries = fs.listdir(exp_root)
-    state, state_file, warnings = _read_state(fs, exp_root, entries)
+    state, state_file, warnings = (_read_state_ray if use_ray else _read_state)(fs, exp_root, entries)
     rows, history = [], []
     seen = set()
     trial_dirs = [n for n, is_dir in entries if is_dir and _is_trial_dir(fs.listdir(f"{exp_root}/{n}"))]
@@ -259,8 +285,8 @@ def _collect_experiment(fs: _FS, exp_root: str, exp_name: str):
             status, status_from = "TERMINATED", "result.json done"
         else:
             status, status_from = ("RUNNING" if results else "PENDING"), "files"
-        if status == "PAUSED":
-            status = "RUNNING"
+        if status == "PAUSED" or (status == "PENDING" and results):
+            status = "RUNNING"  # unfinished: Ray's ExperimentAnalysis restores a RUNNING trial as PENDING
         trial_id = st.get("trial_id") or last.get("trial_id")
         if not trial_id:
             m = _TRIAL_ID.search(name)
@@ -307,11 +333,21 @@ def _one_row_per_trial(rows: list, warnings: list[str]) -> list:
     return [rows[i] for i in keep]
 
 
-def collect(path: str | os.PathLike) -> Collected:
+def ray_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def collect(path: str | os.PathLike, *, use_ray: bool | None = None) -> Collected:
     """Read an experiment folder (or a storage folder holding several experiments) into tables.
 
+    ``use_ray``: read trial status through Ray's public ``tune.ExperimentAnalysis`` (default:
+    where Ray is installed); False reads the state's JSON directly and unpickles nothing (for a
+    folder copied from elsewhere, or without Ray). The trial files are read the same either way.
     Raises FileNotFoundError if ``path`` is not a directory and ValueError if it holds no trials.
     """
+    use_ray = ray_importable() if use_ray is None else use_ray
     fs = _FS(path)
     if not fs.is_dir(fs.root):
         raise FileNotFoundError(f"experiment folder not found: {path}")
@@ -323,7 +359,7 @@ def collect(path: str | os.PathLike) -> Collected:
         experiments = [(fs.join(n), n) for n, is_dir in entries if is_dir]
     all_rows, history, state_files, warnings = [], [], [], []
     for root, name in experiments:
-        r, h, s, w = _collect_experiment(fs, root, name)
+        r, h, s, w = _collect_experiment(fs, root, name, use_ray)
         for hrow in h:
             hrow["experiment"] = name
         all_rows += r

@@ -1,16 +1,18 @@
 """The paper's figures from a collected trials table (matplotlib, Agg backend, PNG + PDF).
 
 Every figure uses the same colour per source (``source_colors``) and the same line style per
-source edit (solid = unedited). Each ``fig_*`` function returns the paths it wrote, or raises
+arm (``_edit_styles``: solid = unedited, dashed = the first edit, then dotted, dash-dot …);
+AUC lines are the mean over folds with a ±std band and each fold's value drawn over it. Each ``fig_*`` function returns the paths it wrote, or raises
 :class:`NotDrawable` with the reason when the experiment lacks the trials it needs.
 
 * ``auc_vs_degradation`` — Fig. 2: AUC vs degradation, O.O.D. (top) / I.I.D. (bottom), mean ± std
   over folds, one line per source × edit, one panel per target/artifact.
-* ``priorities`` — Fig. 3 top: normalised learning priorities (unit max, x = ω̄) of pretrained and
-  clean-fine-tuned models, per source; arrows from unedited to edited.
+* ``priorities`` — Fig. 3 top: learning priorities without the DC bin (unit max, log y, x = ω̄), one
+  line per pretrained model and per clean fine-tuned network (counted as analysis/units.py counts
+  them); arrows from the unedited to the edited group mean.
 * ``priority_heatmaps`` — Fig. 3 middle/bottom: fine-tuned priority vs degradation, original and
   edited sources.
-* ``editing_effect`` — Fig. 4: O.O.D. AUC with (dotted) and without (solid) source editing.
+* ``editing_effect`` — Fig. 4: O.O.D. AUC with (dashed) and without (solid) source editing.
 * ``alignment_vs_drop`` — alignment of priority with the artifact vs O.O.D. AUC drop, one point
   per trial (pretrained and clean-fine-tuned priorities).
 """
@@ -115,7 +117,9 @@ def _agg_with_labels(trials: pd.DataFrame) -> pd.DataFrame:
     return agg.assign(edit_label=edit_label(agg), edited=is_edited(agg))
 
 
-def _auc_lines(ax, g: pd.DataFrame, metric: str, colors, styles, band=True):
+def _auc_lines(ax, g: pd.DataFrame, metric: str, colors, styles, band=True, points: pd.DataFrame | None = None):
+    """Mean line and ±std band per (source, edit) of the aggregate rows ``g``; ``points``: the
+    finished trials behind them, drawn over the band (one small mark per fold)."""
     for (src, lab), line in g.groupby([SOURCE, "edit_label"], sort=True):
         line = line.sort_values("degradation").dropna(subset=[f"{metric}_mean"])
         if line.empty:
@@ -126,10 +130,23 @@ def _auc_lines(ax, g: pd.DataFrame, metric: str, colors, styles, band=True):
         if band:
             s = np.nan_to_num(s)
             ax.fill_between(x, m - s, m + s, color=c, alpha=0.15 if lab == "unedited" else 0.08, lw=0)
+        if points is not None and metric in points:
+            pts = points[(points[SOURCE] == src) & (points["edit_label"] == lab)]
+            ax.scatter(pts["degradation"], pts[metric], s=10, color=c, alpha=0.75, lw=0,
+                       marker="o" if lab == "unedited" else "^", zorder=4)
         pin_col = f"n_{metric}_pinned"
         if pin_col in line:
             pins = line[line[pin_col] > 0]
             ax.scatter(pins["degradation"], pins[f"{metric}_mean"], marker="x", color="k", s=30, zorder=5)
+
+
+def _panel_points(trials: pd.DataFrame, g: pd.DataFrame, pkeys: list[str]) -> pd.DataFrame:
+    """The finished fine-tuning trials of the panel whose aggregate rows are ``g`` (its fold points)."""
+    ft = _ft_with_labels(trials)
+    ft = ft[ft["status"] == "TERMINATED"] if "status" in ft else ft
+    if not pkeys:
+        return ft
+    return ft.merge(g[pkeys].drop_duplicates(), on=pkeys)  # pandas matches NaN keys to NaN
 
 
 def _order(pairs):
@@ -183,7 +200,7 @@ def fig_auc_vs_degradation(trials: pd.DataFrame, out_dir: Path, name: str = "auc
         for row, metric, label in ((r, "ood_auc", "O.O.D. AUC"), (r + 1, "iid_auc", "I.I.D. AUC")):
             ax = axes[row, c]
             if f"{metric}_mean" in g:
-                _auc_lines(ax, g, metric, colors, styles)
+                _auc_lines(ax, g, metric, colors, styles, points=_panel_points(trials, g, pkeys))
             ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
             ax.set_ylim(-0.02, 1.02)
             ax.set_ylabel(label)
@@ -197,8 +214,8 @@ def fig_auc_vs_degradation(trials: pd.DataFrame, out_dir: Path, name: str = "auc
         axes[2 * (j // ncols) + 1, j % ncols].axis("off")
     pairs = sorted(agg.groupby([SOURCE, "edit_label"]).groups)
     has_pin = any(agg.get(f"n_{m}_pinned", pd.Series(dtype=float)).fillna(0).gt(0).any() for m in ("ood_auc", "iid_auc"))
-    title = "AUC vs degradation (mean ± std over folds): O.O.D. top, I.I.D. bottom"
-    _finish(fig, title.replace(": ", ":\n") if ncols == 1 else title, _legend_handles(pairs, colors, styles, has_pin), ncols)
+    title = "AUC vs degradation: O.O.D. top, I.I.D. bottom\n(line: mean over folds, band: ± std, marks: each fold)"
+    _finish(fig, title, _legend_handles(pairs, colors, styles, has_pin), ncols)
     return _save(fig, out_dir, name)
 
 
@@ -209,6 +226,14 @@ def _unit_max(p: np.ndarray) -> np.ndarray:
     return p / p.max()
 
 
+def _no_dc(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ω̄, priority) without the DC bin, scaled to unit max over the remaining bins: the DC bin
+    (the image mean) holds most of a priority's mass and would flatten every other bin."""
+    w = frequency_axis(len(p))[1:]
+    q = np.asarray(p, float)[1:]
+    return w, q / q.max()
+
+
 def _mean_psd(rows: pd.Series) -> np.ndarray | None:
     vecs = [v for v in rows if isinstance(v, np.ndarray) and v.ndim == 1 and np.isfinite(v).all() and v.sum() > 0]
     if not vecs or len({len(v) for v in vecs}) != 1:
@@ -217,77 +242,83 @@ def _mean_psd(rows: pd.Series) -> np.ndarray | None:
     return m / m.sum()
 
 
-def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities") -> list[Path]:
-    from .units import pretrained_models  # one spectrum per pretrained model
+def _priority_panels(trials: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """[(title, one row per network with ``psd``, SOURCE, edit_label)]: the pretrained models (as
+    analysis/units.py counts them, on the probe set where trials report one) and the fine-tuned
+    networks at the lowest degradation (d = 0 twins once)."""
+    from .units import distinct_models, finished_finetunes, is_vec, pretrained_models
 
-    ft = _ft_with_labels(trials)
-    ft = ft[ft["status"] == "TERMINATED"] if "status" in ft else ft
-    models = pretrained_models(trials)
-    has_pre = not models.empty
-    has_ft = "psd_finetuned" in ft and ft["psd_finetuned"].map(lambda v: isinstance(v, np.ndarray)).any()
-    if not (has_pre or has_ft):
-        raise NotDrawable("needs `psd_pretrained` / `psd_finetuned` vectors in finished trials")
-    clean = ft
-    level = None
-    if "degradation" in ft and ft["degradation"].notna().any():
-        level = float(ft["degradation"].min())
-        clean = ft[ft["degradation"] == level]
-    pre = models.rename(columns={"psd": "psd_pretrained"}) if has_pre else models
-    sources = pd.concat([ft.get(SOURCE, pd.Series(dtype=object)), pre.get(SOURCE, pd.Series(dtype=object))])
-    labels = pd.concat([ft.get("edit_label", pd.Series(dtype=object)), pre.get("edit_label", pd.Series(dtype=object))])
-    colors, styles = source_colors(sources), _edit_styles(labels)
-    on = "probe set" if has_pre and models["priority"].iloc[0] == "psd_probe" else "own source"
-    if has_pre and pre["probe_set"].nunique() > 1:  # one row per model and probe set: count models
-        on = f"{pre['probe_set'].nunique()} probe sets"
-    n_pre = pre["backbone"].nunique() if has_pre else 0
-    cols = [("psd_pretrained", f"pretrained ({n_pre} models, on {on})", pre)] if has_pre else []
-    if has_ft:
-        n_ft = int(clean["psd_finetuned"].map(lambda v: isinstance(v, np.ndarray)).sum())
-        cols.append(("psd_finetuned", f"fine-tuned ({n_ft} trials" + (f", degradation {level:g})" if level is not None else ")"),
-                     clean))
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols) + 0.4, 3.6), squeeze=False, sharey=True)
+    panels = []
+    pre = pretrained_models(trials)
+    if not pre.empty:
+        on = "on the shared probe set" if pre["priority"].iloc[0] == "psd_probe" else "on its own source"
+        if pre["probe_set"].nunique() > 1:
+            on = f"on {pre['probe_set'].nunique()} probe sets"
+        n = pre["backbone"].nunique()
+        panels.append((f"pretrained: {n} model{'s' * (n != 1)}, {on}", pre))
+    ft = finished_finetunes(trials)
+    if "psd_finetuned" in ft and ft["psd_finetuned"].map(is_vec).any():
+        ft = ft[ft["psd_finetuned"].map(is_vec)]
+        level = float(ft["degradation"].min()) if "degradation" in ft and ft["degradation"].notna().any() else None
+        if level is not None:
+            ft = ft[ft["degradation"] == level]
+        nets = distinct_models(ft).assign(edit_label=lambda d: edit_label(d)).rename(columns={"psd_finetuned": "psd"})
+        n = len(nets)
+        at = f", degradation {level:g}" if level is not None else ""
+        panels.append((f"fine-tuned: {n} network{'s' * (n != 1)}{at}, on the probe set", nets))
+    return panels
+
+
+def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities") -> list[Path]:
+    """One thin line per network (pretrained model / clean fine-tuned network), DC bin left out,
+    log y; arrows between the group means of unedited and edited sources."""
+    panels = _priority_panels(trials)
+    if not panels:
+        raise NotDrawable("needs `psd_probe`/`psd_pretrained` or `psd_finetuned` vectors in finished trials")
+    sources = pd.concat([df[SOURCE] for _, df in panels])
+    colors, styles = source_colors(sources), _edit_styles(pd.concat([df["edit_label"] for _, df in panels]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 0.4, 3.7), squeeze=False, sharey=True)
     pairs = []
-    for ax, (col, title, df) in zip(axes[0], cols):
-        curves = {}
-        for (src, lab), g in df.groupby([SOURCE, "edit_label"], sort=True):
-            m = _mean_psd(g[col])
-            if m is None:
-                continue
-            curves[(src, lab)] = m
-            w = frequency_axis(len(m))
-            ax.plot(w, _unit_max(m), color=colors.get(str(src), "k"), ls=styles[lab], lw=1.6)
-            if (src, lab) not in pairs:
-                pairs.append((src, lab))
-        # Arrows unedited -> edited: at the bin where the edit changes the curve most, and the centroid shift.
-        for (src, lab), m in curves.items():
-            base = curves.get((src, "unedited"))
-            if lab == "unedited" or base is None:
-                continue
-            w = frequency_axis(len(m))
-            a, b = _unit_max(base), _unit_max(m)
-            k = int(np.argmax(np.abs(np.log(b + 1e-12) - np.log(a + 1e-12))[1:])) + 1
-            ax.annotate("", xy=(w[k], b[k]), xytext=(w[k], a[k]),
-                        arrowprops=dict(arrowstyle="->", color=colors.get(str(src), "k"), lw=1.4))
-            c0, c1 = summarize(base)["centroid"], summarize(m)["centroid"]
-            ax.annotate("", xy=(c1, 1.6), xytext=(c0, 1.6), xycoords=("data", "data"),
-                        arrowprops=dict(arrowstyle="->", color=colors.get(str(src), "k"), lw=1.4))
-        for (src, lab), m in curves.items():
-            c = summarize(m)["centroid"]
-            ax.plot([c], [1.6], marker="|" if lab == "unedited" else "o", ms=8 if lab == "unedited" else 3,
-                    color=colors.get(str(src), "k"), mfc="none" if lab != "unedited" else None)
+    for ax, (title, df) in zip(axes[0], panels):
+        for _, row in df.iterrows():
+            w, q = _no_dc(row["psd"])
+            ax.plot(w, q, color=colors.get(str(row[SOURCE]), "k"), ls=styles[row["edit_label"]], lw=1.0, alpha=0.8)
+            if (row[SOURCE], row["edit_label"]) not in pairs:
+                pairs.append((row[SOURCE], row["edit_label"]))
+        means = {key: _mean_psd(g["psd"]) for key, g in df.groupby([SOURCE, "edit_label"], sort=True)}
+        _edit_arrows(ax, {k: m for k, m in means.items() if m is not None}, colors)
         ax.set_yscale("log")
         ax.set_xlim(0, 1)
-        ax.set_title(title)
-        ax.set_xlabel("normalised radial frequency ω̄")
+        ax.set_title(title + "\n(one line each)", fontsize=9)
+        ax.set_xlabel("normalised radial frequency ω̄ (DC bin left out)")
         ax.grid(alpha=0.25)
-    axes[0, 0].set_ylabel("learning priority (unit max, log)")
-    axes[0, 0].text(0.99, 1.6, "centroid", fontsize=7, ha="right", va="bottom", color="0.4",
+    axes[0, 0].set_ylabel("learning priority (unit max without DC, log)")
+    axes[0, 0].text(0.99, 1.6, "centroid (no DC)", fontsize=7, ha="right", va="bottom", color="0.4",
                     transform=axes[0, 0].get_yaxis_transform())
     fig.legend(handles=_legend_handles(pairs, colors, styles), loc="upper center", ncol=min(4, len(pairs)),
                bbox_to_anchor=(0.5, 1.02), frameon=False)
-    fig.suptitle("Normalised learning priorities (mean over models); arrows: unedited → edited", y=1.09)
+    fig.suptitle("Learning priorities, one line per network; arrows: mean unedited → mean edited", y=1.09)
     fig.tight_layout()
     return _save(fig, out_dir, name)
+
+
+def _edit_arrows(ax, means: dict, colors) -> None:
+    """Arrows from the unedited to each edited group mean of a source: vertical at the bin where
+    the edit changes the curve most, and along the top between the centroids (DC left out)."""
+    for (src, lab), m in means.items():
+        c = summarize(m, exclude_dc=True)["centroid"]
+        ax.plot([c], [1.6], marker="|" if lab == "unedited" else "o", ms=8 if lab == "unedited" else 3,
+                color=colors.get(str(src), "k"), mfc="none" if lab != "unedited" else None)
+        base = means.get((src, "unedited"))
+        if lab == "unedited" or base is None:
+            continue
+        w, a = _no_dc(base)
+        _, b = _no_dc(m)
+        k = int(np.argmax(np.abs(np.log(b + 1e-12) - np.log(a + 1e-12))))
+        color = colors.get(str(src), "k")
+        ax.annotate("", xy=(w[k], b[k]), xytext=(w[k], a[k]), arrowprops=dict(arrowstyle="->", color=color, lw=1.4))
+        c0 = summarize(base, exclude_dc=True)["centroid"]
+        ax.annotate("", xy=(c, 1.6), xytext=(c0, 1.6), arrowprops=dict(arrowstyle="->", color=color, lw=1.4))
 
 
 # ----------------------------------------------------------------------------- Fig. 3 heat maps
@@ -364,17 +395,15 @@ def fig_editing_effect(trials: pd.DataFrame, out_dir: Path, name: str = "editing
     agg = _agg_with_labels(trials)
     if not agg["edited"].any() or agg["edited"].all():
         raise NotDrawable("needs fine-tuning trials both with and without source editing")
-    colors = source_colors(agg[SOURCE])
-    labels = sorted(set(agg["edit_label"]) - {"unedited"})
-    styles = {"unedited": "-", **{lab: s for lab, s in zip(labels, [":", "--", "-.", (0, (1, 3))] * 4)}}
+    colors, styles = source_colors(agg[SOURCE]), _edit_styles(agg["edit_label"])  # the arms' styles of every figure
     pkeys = [k for k in _panel_keys(trials) if k in agg]
-    # One panel per source (within each target/artifact), so solid and dotted share a colour.
+    # One panel per source (within each target/artifact), so solid and dashed share a colour.
     panels = [((*key, src), g[g[SOURCE] == src]) for key, g in _groups(agg, pkeys)
               for src in sorted(g[SOURCE].dropna().unique())]
     fig, axes, ncols = _grid(len(panels), 1, max_cols=4, w=3.4, h=2.9)
     for i, (key, g) in enumerate(panels):
         ax = axes[i // ncols, i % ncols]
-        _auc_lines(ax, g, "ood_auc", colors, styles)
+        _auc_lines(ax, g, "ood_auc", colors, styles, points=_panel_points(trials, g, pkeys))
         ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
         ax.set_ylim(-0.02, 1.02)
         sub = _panel_title(key[:-1], pkeys)
@@ -387,7 +416,7 @@ def fig_editing_effect(trials: pd.DataFrame, out_dir: Path, name: str = "editing
         axes.flat[j].axis("off")
     pairs = sorted(agg.groupby([SOURCE, "edit_label"]).groups)
     has_pin = agg.get("n_ood_auc_pinned", pd.Series(dtype=float)).fillna(0).gt(0).any()
-    title = "O.O.D. AUC with (dotted) and without (solid) source editing, mean ± std over folds"
+    title = "O.O.D. AUC with (dashed) and without (solid) source editing, mean ± std over folds (marks: folds)"
     _finish(fig, title if ncols > 1 else title.replace(", mean", ",\nmean"),
             _legend_handles(pairs, colors, styles, has_pin), ncols)
     return _save(fig, out_dir, name)

@@ -19,7 +19,7 @@ from .aggregate import (D0_TOLERANCE, GROUP_KEYS, REPLICATE_KEYS, RESOLVED, SOUR
 from .collect import Collected, collect
 from .figures import draw_all
 from .findings import check_all, f4_table, findings_table
-from .search import search_section
+from .search import LOOPED, search_section, search_trials
 
 __all__ = ["build_report", "default_out_dir", "RELIED_ON"]
 
@@ -40,13 +40,18 @@ RELIED_ON = {
 }
 
 FIGURE_CAPTIONS = {
-    "auc_vs_degradation": "AUC vs degradation (paper Fig. 2): O.O.D. (top) and I.I.D. (bottom), mean ± std over folds.",
-    "priorities": "Normalised learning priorities of pretrained (on the shared probe set where trials report "
-                  "`psd_probe`) and clean-fine-tuned models (paper Fig. 3, top); "
-                  "arrows: unedited → edited (vertical: the bin that changes most; top: the centroid shift).",
+    "auc_vs_degradation": "AUC vs degradation (paper Fig. 2): O.O.D. (top) and I.I.D. (bottom); line: mean over "
+                          "folds, band: ± std, marks: each fold's trial.",
+    "priorities": "Learning priorities (paper Fig. 3, top), one line per network: each pretrained model (on the "
+                  "shared probe set where trials report `psd_probe`) and each fine-tuned network at the lowest "
+                  "degradation (d = 0 twins once), counted as the findings count them. The DC bin is left out (it "
+                  "holds most of the mass) and each line scaled to unit max over the rest, log y. Arrows: the "
+                  "unedited group mean → the edited one (vertical: the bin that changes most; top: the centroid "
+                  "shift, DC left out).",
     "priority_heatmaps": "Fine-tuned learning priority vs degradation, original and edited sources (paper Fig. 3, "
                          "middle/bottom).",
-    "editing_effect": "O.O.D. AUC with (dotted) and without (solid) source editing (paper Fig. 4).",
+    "editing_effect": "O.O.D. AUC with (dashed) and without (solid) source editing (paper Fig. 4); line: mean "
+                      "over folds, band: ± std, marks: each fold.",
     "alignment_vs_drop": "Alignment of the priority with the artifact vs O.O.D. AUC drop, one point per trial (F4). "
                          "Alignment is integrated over the artifact's band: the unit-sum priority mass within "
                          "±max(bandwidth/2, 1 bin) of the artifact frequency ω_a (both as the trial recorded them), or, "
@@ -105,8 +110,11 @@ def _setup_section(c: Collected) -> list[str]:
     out.append(f"- {len(t)} trials: " + "; ".join(
         f"{kind}: " + ", ".join(f"{int(n)} {st}" for st, n in row.items() if n) for kind, row in counts.iterrows()))
     varying, constant = [], []
+    search_only = (t["kind"] == "robustness").all()
     for col in c.config_columns:
         if col not in t or not t[col].map(lambda v: not isinstance(v, (list, dict, np.ndarray))).all():
+            continue
+        if search_only and col in LOOPED:  # each trial runs every value of its list (the Search section)
             continue
         vals = pd.unique(t[col].dropna())
         text = ", ".join(_cell(v) for v in sorted(vals, key=str)[:12]) + (" …" if len(vals) > 12 else "")
@@ -115,8 +123,9 @@ def _setup_section(c: Collected) -> list[str]:
         out.append("- Swept: " + "; ".join(varying))
     if constant:
         out.append("- Fixed: " + "; ".join(constant))
-    keys = group_keys(t, c.config_columns)
-    out.append(f"- Aggregation groups: ({', '.join(keys)}); replicates = folds (`fold`, `seed`)")
+    if not search_only:  # a search is not fold-aggregated
+        keys = group_keys(t, c.config_columns)
+        out.append(f"- Aggregation groups: ({', '.join(keys)}); replicates = folds (`fold`, `seed`)")
     bad = t[t["status"] != "TERMINATED"]
     if len(bad):
         out += ["", f"**{len(bad)} trial(s) did not finish** — kept in every table, left out of means and tests:", ""]
@@ -132,8 +141,15 @@ def _setup_section(c: Collected) -> list[str]:
     return out + [""]
 
 
-def _findings_section(findings) -> list[str]:
-    out = ["## Findings", "",
+def _is_search(t: pd.DataFrame) -> bool:
+    """A search experiment: search trials and no fine-tuning grid beside them."""
+    return not search_trials(t).empty and finetune_trials(t).empty
+
+
+def _findings_section(findings, skipped: int = 0) -> list[str]:
+    left_out = skipped - len(findings)
+    out = ["## Findings", ""] + ([f"_{left_out} finding(s) that cannot apply to this experiment left out._", ""]
+                                  if left_out > 0 else []) + [
            "Each claim of docs/SCIENCE.md is a statistical check. **Verdict** is *supported* (the test is "
            "significant at α = 0.05 in the claimed direction), *not supported*, or *not testable in this "
            "experiment* (followed by what is missing). **Statistic** is the effect with its size; **p / CI** the "
@@ -193,6 +209,8 @@ def _d0_section(d0: pd.DataFrame) -> list[str]:
 
 
 def _figures_section(figs: dict) -> list[str]:
+    if not figs:
+        return []
     out = ["## Figures", ""]
     for name, result in figs.items():
         caption = FIGURE_CAPTIONS.get(name, name)
@@ -265,9 +283,11 @@ def _relied_section() -> list[str]:
     return out + [""]
 
 
-def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
-    """Collect, aggregate, draw, check and write ``report.md``; returns its path."""
-    c = collect(experiment)
+def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                 use_ray: bool | None = None) -> Path:
+    """Collect, aggregate, draw, check and write ``report.md``; returns its path. ``use_ray``:
+    see :func:`analysis.collect.collect`."""
+    c = collect(experiment, use_ray=use_ray)
     out = Path(out_dir) if out_dir is not None else default_out_dir(experiment)
     out.mkdir(parents=True, exist_ok=True)
     t = c.trials
@@ -295,12 +315,20 @@ def build_report(experiment: str | os.PathLike, out_dir: str | os.PathLike | Non
              f"_Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {len(t)} trials "
              f"({len(finetune_trials(t, finished=True))} finished fine-tuning trials)._", ""]
     lines += _setup_section(c)
-    lines += _findings_section(findings)
-    lines += _d0_section(d0)
-    lines += _figures_section(figs)
-    lines += _tables_section(agg, rob)
-    lines += _other_trials_section(c)
-    lines += search_section(experiment, t, c.config_columns, out)  # search experiments: analysis/search.py
+    if _is_search(t):  # search first; the grid's findings and figures only where they apply
+        lines += search_section(experiment, t, c.config_columns, out)
+        lines += _findings_section([f for f in findings if f.testable], skipped=len(findings)) if any(
+            f.testable for f in findings) else [f"_Findings F1–F5 need a grid of fine-tuning trials; none apply to a "
+                                                f"search ({len(findings)} left out)._", ""]
+        lines += _figures_section({k: v for k, v in figs.items() if not isinstance(v, str)})
+        lines += _other_trials_section(c)
+    else:
+        lines += _findings_section(findings)
+        lines += _d0_section(d0)
+        lines += _figures_section(figs)
+        lines += _tables_section(agg, rob)
+        lines += _other_trials_section(c)
+        lines += search_section(experiment, t, c.config_columns, out)  # search experiments: analysis/search.py
     lines += _relied_section()
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -23,6 +23,15 @@ import pandas as pd
 __all__ = ["search_trials", "build_study", "search_section"]
 
 OBJECTIVES = ("objective", "robustness")  # what a robustness trial reports, in order of preference
+# Complete trials needed before the objective's contour and the parameter importances are drawn:
+# Optuna's TPE sampler itself draws its first 10 trials at random before it models the objective
+# (TPESampler's n_startup_trials default), and a surface or an fANOVA split fitted to fewer
+# points says more about where the points fell than about the objective (2 trials give
+# importances 0.50/0.50 whatever the objective).
+MIN_COMPLETE_FOR_SURFACE = 10
+# What a robustness trial loops over itself: it overrides `degradation`/`fold` with each value
+# of `degradations`/`folds` (spectral_ray.experiment.run_robustness).
+LOOPED = {"degradation": "degradations", "fold": "folds"}
 
 
 def _saved_search(experiment: str | os.PathLike) -> dict:
@@ -90,6 +99,18 @@ def build_study(t: pd.DataFrame, params: list[str], metric: str, mode: str):
     return study
 
 
+def looped_keys(t: pd.DataFrame) -> dict[str, list]:
+    """{list key: its values} that every search trial loops over inside itself (``degradations``,
+    ``folds``), where all trials share one list."""
+    out = {}
+    for key in LOOPED.values():
+        if key in t:
+            values = {tuple(v) for v in t[key] if isinstance(v, (list, np.ndarray))}
+            if len(values) == 1:
+                out[key] = [float(x) if isinstance(x, float) else x for x in next(iter(values))]
+    return out
+
+
 def _draw(study, params: list[str], out: Path) -> dict[str, str | None]:
     """Optuna's matplotlib views as PNGs in ``out``: {name: file, or None with why it is missing}."""
     import matplotlib
@@ -102,9 +123,16 @@ def _draw(study, params: list[str], out: Path) -> dict[str, str | None]:
              "objective_contour": lambda: ovm.plot_contour(study, params=params[:2]),
              "param_importances": lambda: ovm.plot_param_importances(study)}
     drawn = {}
+    import optuna
+
+    complete = sum(tr.state == optuna.trial.TrialState.COMPLETE for tr in study.trials)
     for name, plot in views.items():
         if name == "objective_contour" and len(params) < 2:
             drawn[name] = "needs two sampled parameters"
+            continue
+        if name != "optimization_history" and complete < MIN_COMPLETE_FOR_SURFACE:
+            drawn[name] = (f"not drawn: {complete} complete trial(s), fewer than the {MIN_COMPLETE_FOR_SURFACE} "
+                           "a surface or an importance needs (the sampler's own random start-up)")
             continue
         try:
             with warnings.catch_warnings():
@@ -135,7 +163,11 @@ def search_section(experiment: str | os.PathLike, trials: pd.DataFrame, config_c
     lines = ["## Search", "",
              f"{len(t)} search trials ({saved.get('algorithm', 'search')}), objective `{metric}` ({mode}); "
              f"{len(done)} ran every degradation level, {len(t) - len(done)} were stopped early (Optuna: PRUNED, "
-             f"not ranked). Sampled: {', '.join(f'`{p}`' for p in params) or 'nothing'}.", ""]
+             f"not ranked). Sampled: {', '.join(f'`{p}`' for p in params) or 'nothing'}."]
+    looped = looped_keys(t)
+    if looped:
+        lines[-1] += " Looped inside every trial: " + "; ".join(f"`{k}` = {v}" for k, v in looped.items()) + "."
+    lines.append("")
     if not done.empty:
         best = done.loc[done[metric].idxmax() if mode == "max" else done[metric].idxmin()]
         setting = ", ".join(f"`{p}` = {best[p]:.3g}" if isinstance(best[p], float) else f"`{p}` = {best[p]}"
@@ -143,7 +175,7 @@ def search_section(experiment: str | os.PathLike, trials: pd.DataFrame, config_c
         aucs = [f"{label} {best[k]:.3f}" for k, label in (("iid_mean", "I.I.D. AUC"), ("robustness", "O.O.D. AUC"))
                 if k in best and pd.notna(best[k])]
         lines += [f"**Best setting:** {setting} — {metric} {best[metric]:.3f}; mean over the degradation levels: "
-                  f"{', '.join(aucs)} (trial `{best['trial_id']}`).", ""]
+                  f"{', '.join(aucs)} (trial `{best['trial_dir'] if isinstance(best.get('trial_dir'), str) else best['trial_id']}`).", ""]
     if params and len(done) >= 1:
         drawn = _draw(build_study(t, params, metric, mode), params, out)
         captions = {"optimization_history": "Objective per trial in the order the sampler proposed them, with the best so far.",

@@ -370,6 +370,36 @@ class Search(BaseModel):
     scheduler: Scheduler | None = None
 
 
+class WandbLogger(BaseModel):
+    """Ray Tune's ``WandbLoggerCallback`` (extra ``spectral-ray[wandb]``): each trial a W&B run."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: str | None = Field(None, description="W&B project (default: the sweep's name)")
+    group: str | None = None
+    mode: Literal["offline", "online", "disabled"] = Field(
+        "offline", description="offline (default) needs no account: `wandb sync` uploads the runs later")
+    dir: str | None = Field(None, description="where W&B writes its files (default: its own, ./wandb)")
+
+
+class MLflowLogger(BaseModel):
+    """Ray Tune's ``MLflowLoggerCallback`` (extra ``spectral-ray[mlflow]``): each trial an MLflow run."""
+
+    model_config = ConfigDict(extra="forbid")
+    tracking_uri: str | None = Field(None, description="e.g. sqlite:///path/mlflow.db or http://host:5000 "
+                                     "(default: $MLFLOW_TRACKING_URI, else MLflow's own default)")
+    experiment_name: str | None = Field(None, description="default: the sweep's name")
+
+
+class Loggers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    wandb: WandbLogger | None = None
+    mlflow: MLflowLogger | None = None
+
+
+# `loggers.<name>` → the Python package it needs and the extra that installs it.
+LOGGER_PACKAGES = {"wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+
+
 class SweepFile(BaseModel):
     """A validated sweep file. ``params`` keeps the raw search-space spec per TrialConfig key."""
 
@@ -383,6 +413,7 @@ class SweepFile(BaseModel):
     max_failures: int = Field(0, ge=-1, description="retries per trial (-1 = unlimited)")
     checkpoint: Literal[CHECKPOINT_POLICIES] = "head"
     search: Search = Search()
+    loggers: Loggers | None = Field(None, description="Ray Tune's W&B / MLflow callbacks, beside TensorBoard")
     params: dict[str, Any] = {}
 
     def axes(self) -> dict[str, tuple[str, Any]]:
@@ -479,13 +510,18 @@ def _fmt_loc(loc) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def _pydantic_message(err: ValidationError, prefix: str = "") -> str:
-    e = err.errors()[0]
+def _pydantic_messages(err: ValidationError) -> list[str]:
+    """One message per error pydantic found (it checks every key, not only the first)."""
+    return [_pydantic_message(e) for e in err.errors()]
+
+
+def _pydantic_message(e: dict, prefix: str = "") -> str:
     loc = prefix + _fmt_loc(e["loc"])
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         top = e["loc"][:-1]
-        model = {"": SweepFile, "resources": Resources, "search": Search, "search.scheduler": Scheduler}.get(_fmt_loc(top), SweepFile)
+        model = {"": SweepFile, "resources": Resources, "search": Search, "search.scheduler": Scheduler,
+                 "loggers": Loggers, "loggers.wandb": WandbLogger, "loggers.mlflow": MLflowLogger}.get(_fmt_loc(top), SweepFile)
         allowed = list(model.model_fields)
         close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -517,48 +553,44 @@ def _allowed_keys() -> list[str]:
     return list(TrialConfig.model_fields) + [f"pretrain.{k}" for k in recipe] + [f"finetune.{k}" for k in recipe]
 
 
+def _problems(source: str, errors: list[str]) -> SweepError:
+    errors = list(dict.fromkeys(errors))  # two options of one axis can fail the same way
+    if len(errors) == 1:
+        return SweepError(errors[0])
+    return SweepError(f"{source}: {len(errors)} problems:\n" + "\n".join(f"  - {e.removeprefix(source + ': ')}"
+                                                                         for e in errors))
+
+
 def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = True) -> SweepFile:
-    """Validate a parsed YAML document; raise SweepError naming the key, value and fix."""
+    """Validate a parsed YAML document; raise SweepError naming the key, value and fix of every
+    problem it finds (checks that build on a failed one are skipped)."""
     if not isinstance(raw, dict):
         raise SweepError(f"{source}: the file must be a YAML mapping with keys like `name`, `trainable`, `params`; "
                          f"got {type(raw).__name__}.")
     try:
         sweep = SweepFile.model_validate(raw)
     except ValidationError as e:
-        raise SweepError(f"{source}: {_pydantic_message(e)}") from None
+        raise _problems(source, [f"{source}: {m}" for m in _pydantic_messages(e)]) from None
+    errors: list[str] = []
+    errors += _missing_logger_packages(sweep, source)
     if sweep.search.algorithm == "optuna" and not sweep.search.metric:
-        raise SweepError(f"{source}: key `search.metric` is required with `search.algorithm: optuna` "
-                         f"(e.g. `metric: robustness` for the robustness trainable, `ood_auc` for finetune).")
-    allowed = _allowed_keys()
-    algorithm = sweep.search.algorithm
-    axes = {}
-    for key, spec in sweep.params.items():
-        kind, value = _space(spec)
-        if kind == "cases":
-            axes[key] = _check_cases(key, value, allowed, source, algorithm)
-            continue
-        _check_key(key, allowed, source)
-        if isinstance(spec, dict) and kind == "fixed" and key not in DICT_PARAMS:
-            raise SweepError(f"{source}: key `params.{key}`: {spec!r} is not a value or a search space; "
-                             f"use one of {', '.join('{' + k + ': ...}' for k in SPACE_KINDS)}.")
-        if kind == "grid" and algorithm == "optuna":
-            raise SweepError(f"{source}: key `params.{key}` uses `grid`, which Optuna cannot sample; "
-                             f"use `choice` with the same list instead.")
-        if kind in SAMPLED and key == "finetune_preset":
-            raise SweepError(f"{source}: key `params.finetune_preset` uses `{kind}`; a preset decides the whole "
-                             f"fine-tuning recipe before the search starts, so list presets with `grid` or `cases`.")
-        if kind in SAMPLED and algorithm == "grid":
-            raise SweepError(f"{source}: key `params.{key}` uses `{kind}`, which needs a sampling search; set "
-                             f"`search: {{algorithm: optuna, metric: ..., num_samples: N}}` (or `algorithm: random`), "
-                             f"or use `grid` with a list of values.")
-        axes[key] = [{key: v} for v in _check_axis(key, kind, value)]
+        errors.append(f"{source}: key `search.metric` is required with `search.algorithm: optuna` "
+                      f"(e.g. `metric: robustness` for the robustness trainable, `ood_auc` for finetune).")
+    axes = _parse_axes(sweep, source, errors)
     # each value on its own (clear messages), then every trial of the grid (combinations)
     fixed = {k: v for options in axes.values() for k, v in options[0].items()}
     for key, options in axes.items():
         # an option replaces its axis's first option entirely: keys only that one sets must not leak
         base = {k: v for k, v in fixed.items() if k not in options[0]}
         for option in options:
-            _validate_trial({**base, **option}, source, key if len(option) == 1 else None, next(iter(option.values())))
+            _collect(errors, _validate_trial, {**base, **option}, source, key if len(option) == 1 else None,
+                     next(iter(option.values())))
+    if check_storage:
+        _collect(errors, _check_storage, sweep.storage, source)
+        if fixed.get("store"):
+            _collect(errors, _check_storage, fixed["store"], source, key="params.store")
+    if errors or len(axes) < len(sweep.params):
+        raise _problems(source, errors)
     trials = sweep.trials()
     missing = sorted({m for flat in trials for m in missing_paths(flat)})
     if missing:
@@ -567,12 +599,61 @@ def parse_sweep(raw: Any, source: str = "sweep file", *, check_storage: bool = T
                          "docs/REAL_DATA.md describes each layout.")
     for flat in itertools.islice(iter(trials), 50000):
         _validate_trial(flat, source, None, None)
-    if check_storage:
-        _check_storage(sweep.storage, source)
-        store = fixed.get("store")
-        if store:
-            _check_storage(store, source, key="params.store")
     return sweep
+
+
+def _missing_logger_packages(sweep: SweepFile, source: str) -> list[str]:
+    """A message per ``loggers`` entry whose package is not installed (found without importing it)."""
+    import importlib.util
+
+    out = []
+    for name, (package, extra) in LOGGER_PACKAGES.items():
+        if sweep.loggers is not None and getattr(sweep.loggers, name) is not None \
+                and importlib.util.find_spec(package) is None:
+            out.append(f"{source}: key `loggers.{name}` needs the `{package}` package, which is not installed here; "
+                       f"install it with `pip install 'spectral-ray[{extra}]'` or remove the key.")
+    return out
+
+
+def _collect(errors: list[str], check, *args, **kwargs):
+    """``check(*args, **kwargs)``, its SweepError appended to ``errors`` instead of raised."""
+    try:
+        return check(*args, **kwargs)
+    except SweepError as e:
+        errors.append(str(e))
+        return None
+
+
+def _parse_axes(sweep: SweepFile, source: str, errors: list[str]) -> dict[str, list[dict]]:
+    """{key: the axis's options as {key: value} mappings} of every key that passes its checks."""
+    allowed = _allowed_keys()
+    axes = {}
+    for key, spec in sweep.params.items():
+        options = _collect(errors, _axis_options, key, spec, allowed, source, sweep.search.algorithm)
+        if options is not None:
+            axes[key] = options
+    return axes
+
+
+def _axis_options(key: str, spec, allowed: list[str], source: str, algorithm: str) -> list[dict]:
+    kind, value = _space(spec)
+    if kind == "cases":
+        return _check_cases(key, value, allowed, source, algorithm)
+    _check_key(key, allowed, source)
+    if isinstance(spec, dict) and kind == "fixed" and key not in DICT_PARAMS:
+        raise SweepError(f"{source}: key `params.{key}`: {spec!r} is not a value or a search space; "
+                         f"use one of {', '.join('{' + k + ': ...}' for k in SPACE_KINDS)}.")
+    if kind == "grid" and algorithm == "optuna":
+        raise SweepError(f"{source}: key `params.{key}` uses `grid`, which Optuna cannot sample; "
+                         f"use `choice` with the same list instead.")
+    if kind in SAMPLED and key == "finetune_preset":
+        raise SweepError(f"{source}: key `params.finetune_preset` uses `{kind}`; a preset decides the whole "
+                         f"fine-tuning recipe before the search starts, so list presets with `grid` or `cases`.")
+    if kind in SAMPLED and algorithm == "grid":
+        raise SweepError(f"{source}: key `params.{key}` uses `{kind}`, which needs a sampling search; set "
+                         f"`search: {{algorithm: optuna, metric: ..., num_samples: N}}` (or `algorithm: random`), "
+                         f"or use `grid` with a list of values.")
+    return [{key: v} for v in _check_axis(key, kind, value)]
 
 
 def missing_paths(flat: dict) -> list[str]:
@@ -674,6 +755,14 @@ def _check_storage(storage: str, source: str, key: str = "storage") -> None:
                          f"or pass --storage DIR.")
 
 
+def _merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s keys replaced, mappings merged at every depth."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_sweep(path: str | os.PathLike, *, check_storage: bool = True, overrides: dict | None = None,
                param_overrides: dict | None = None) -> SweepFile:
     """Read and validate a sweep file. ``overrides`` replace top-level keys (e.g. storage, name),
@@ -695,9 +784,8 @@ def load_sweep(path: str | os.PathLike, *, check_storage: bool = True, overrides
                          f"[a, b] or '- ' items.") from None
     source = str(path)
     if isinstance(raw, dict) and overrides:
-        # a mapping (e.g. {"resources": {"gpu": 1}}) updates the file's mapping key by key
-        raw = {**raw, **{k: {**raw[k], **v} if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
-                         for k, v in overrides.items() if v is not None}}
+        # a mapping (e.g. {"search": {"scheduler": {"grace_period": 2}}}) updates the file's key by key
+        raw = _merge(raw, {k: v for k, v in overrides.items() if v is not None})
     if isinstance(raw, dict) and param_overrides:
         raw = {**raw, "params": {**(raw.get("params") or {}), **param_overrides}}
         source += " (with --set)"

@@ -378,7 +378,7 @@ class _EpochReporter:
 
     def finish(self, final: dict, cfg: TrialConfig) -> None:
         if self.tb is not None:
-            self.tb.final(final, self.psds, hparams=flat_hparams(cfg))
+            self.tb.final(final, self.psds)  # the HParams entry: the driver's (trainables/hparams.py)
             self.tb.close()
 
 
@@ -473,14 +473,3 @@ def run_robustness(cfg: TrialConfig, report: Report = _noop) -> dict:
         report({**scores, "levels_done": i, f"ood_auc_d{d:g}": float(np.mean(ood[-len(cfg.folds):])),
                 **({"done": True} if i == len(cfg.degradations) else {})})
     return scores
-
-
-def flat_hparams(cfg: TrialConfig) -> dict:
-    """Scalar hyper-parameters of a trial for TensorBoard's HParams view."""
-    out = {}
-    for k, v in cfg.model_dump().items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{kk}": vv for kk, vv in v.items() if isinstance(vv, (int, float, str, bool))})
-        elif isinstance(v, (int, float, str, bool)):
-            out[k] = v
-    return out

@@ -80,7 +80,7 @@ def plot_spectra(spectra: dict[str, np.ndarray], out: str | Path, *, title: str 
                                    **axis), out)
 
 
-def heatmap_figure(rows: list[np.ndarray], *, ylabel: str = "epoch"):
+def heatmap_figure(rows: list[np.ndarray], *, ylabel: str = "epoch", title: str = ""):
     """Unit-max spectra stacked as rows (e.g. one per epoch) over ω̄ ∈ [0, 1], log colour scale."""
     from matplotlib.colors import LogNorm
 
@@ -93,6 +93,8 @@ def heatmap_figure(rows: list[np.ndarray], *, ylabel: str = "epoch"):
     ax.set_xlabel("ω̄ = k/K")
     ax.set_ylabel(ylabel)
     fig.colorbar(im, ax=ax, label="PSD (unit max)")
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 

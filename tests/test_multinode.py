@@ -49,9 +49,9 @@ def test_sweep_runs_on_both_nodes_and_shares_the_store(cluster, tmp_path):
         # reused worker: PSD images and the HParams entry (written in the trial's working dir)
         for t in trials:
             tags = tensorboard_tags(t)
-            assert {"psd/curves", "psd/heatmap_over_epochs"} <= tags["images"], (t.name, tags["images"])
+            assert {"priority/probe_set", "priority/probe_set_over_epochs"} <= tags["images"], (t.name, tags["images"])
             assert "_hparams_/session_start_info" in tags["hparams"], t.name
-            assert "ray/tune/ood_auc" in tags["scalars"], t.name
+            assert "final/ood_auc" in tags["scalars"], t.name
 
         # one store for both nodes: two backbones (natural, medical), each pretrained once, and
         # the two trials of each source used the same one

@@ -90,3 +90,33 @@ def test_grid_experiments_get_no_search_section(tmp_path):
 
     fixture = Path(__file__).parent / "fixtures" / "experiment"
     assert "## Search" not in build_report(fixture, tmp_path / "out").read_text()
+
+
+def test_search_report_is_search_first(tmp_path):
+    from analysis.report import build_report
+
+    exp, _ = write_search(tmp_path)
+    report = build_report(exp, tmp_path / "out").read_text()
+    assert report.index("## Search") < report.index("## Keys this report relies on")
+    assert "## Findings" not in report.split("## Search")[0]
+    body = report.split("## Keys this report relies on")[0]
+    assert "not testable" not in body and "not drawn" not in body  # no stubs that cannot apply
+    setup = report.split("## Setup")[1].split("## Search")[0]
+    assert "`degradation`" not in setup and "`fold`" not in setup  # looped inside each trial, not fixed
+    assert "Looped inside every trial: `degradations` = [1.0, 0.5, 0.2, 0.0]; `folds` = [0]" in report
+
+
+def test_too_few_complete_trials_get_no_surface(tmp_path):
+    import shutil
+
+    from analysis.report import build_report
+    from analysis.search import MIN_COMPLETE_FOR_SURFACE
+
+    exp, settings = write_search(tmp_path)
+    trials = sorted(p for p in exp.iterdir() if p.is_dir())
+    for d in trials[: len(trials) - 3]:  # keep 3 finished trials
+        shutil.rmtree(d)
+    report = build_report(exp, tmp_path / "out").read_text()
+    assert "![optimization_history]" in report
+    assert "![objective_contour]" not in report and "![param_importances]" not in report
+    assert f"3 complete trial(s), fewer than the {MIN_COMPLETE_FOR_SURFACE}" in report

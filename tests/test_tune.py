@@ -71,9 +71,10 @@ def test_tensorboard_event_files_read_back(grid_experiment):
         ea = EventAccumulator(str(result["dir"]), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
         ea.Reload()
         tags = ea.Tags()
-        assert {"ray/tune/iid_auc", "ray/tune/ood_auc", "ray/tune/val_loss", "ray/tune/train_loss"} <= set(tags["scalars"])
-        assert {"psd/curves", "psd/heatmap_over_epochs"} <= set(tags["images"]), result["dir"].name
-        image = ea.Images("psd/curves")[0]
+        assert {"final/iid_auc", "final/ood_auc", "epoch/val_loss", "epoch/train_loss"} <= set(tags["scalars"])
+        assert not any(t.startswith("ray/") for t in tags["scalars"])
+        assert {"priority/probe_set", "priority/probe_set_over_epochs"} <= set(tags["images"]), result["dir"].name
+        image = ea.Images("priority/probe_set")[0]
         assert image.width > 100 and len(image.encoded_image_string) > 1000
         assert "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
 

@@ -136,6 +136,11 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
     ``max_concurrent``: see :class:`trainables.tuning._ConcurrencyCap`)."""
     from ray import tune
 
+    from trainables import console, hparams
+
+    # Ray's own loggers and console output off: ours are in the run config (saved with it, so a
+    # restored tuner has them too)
+    os.environ.update({**hparams.DISABLE_RAY_LOGGERS, **console.CLASSIC_OUTPUT})
     trainable = trainable_for(sweep)
     path = experiment_path(sweep)
     if resume:
@@ -164,6 +169,8 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         # the trainables write TensorBoard images into the trial's working directory, which Ray
         # copies to the trial folder in storage only with artifact syncing on
         sync_config=tune.SyncConfig(sync_artifacts=True),
+        callbacks=hparams.logger_callbacks(sweep),
+        progress_reporter=console.progress_reporter(sweep, names.varying),
         verbose=1,
     )
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
@@ -200,9 +207,10 @@ def check_same_sweep(sweep: SweepFile) -> str | None:
     before = _read_saved_sweep(sweep)
     if before is None:
         return None
-    now = sweep.model_dump(mode="json")
-    diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "description")
-    return None if not diff else f"the sweep file changed since that experiment started (keys: {', '.join(diff)})"
+    from trainables.tuning import changed_keys
+
+    diff = changed_keys(before, sweep.model_dump(mode="json"))
+    return None if not diff else f"the sweep file changed since that experiment started (keys: {'; '.join(diff)})"
 
 
 def save_sweep(sweep: SweepFile) -> None:

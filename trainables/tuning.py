@@ -185,7 +185,9 @@ class TrialNames:
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def name(self, trial) -> str:
-        return self.label(trial.config)
+        """The trial's one name: its folder's (the progress table, TensorBoard's runs and the
+        report all show it)."""
+        return self.dirname(trial)
 
     def label(self, config: dict) -> str:
         """The grid point's unique label (or, off the grid, the plain label)."""
@@ -222,3 +224,18 @@ def progress_first(metrics: dict) -> dict:
     keys of the first result it sees (``ray.tune.experimental.output._infer_user_metrics``)."""
     first = {k: metrics[k] for k in PROGRESS_METRICS if k in metrics}
     return {**first, **{k: v for k, v in metrics.items() if k not in first}}
+
+
+def changed_keys(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose value differs between two sweep files (as ``model_dump(mode="json")``
+    writes them), each as ``key (was X, now Y)``; mappings are compared key by key."""
+    out = []
+    for key in sorted(set(before) | set(now), key=str):
+        a, b = before.get(key), now.get(key)
+        if a == b or (not prefix and key == "description"):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_keys(a, b, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key} (was {a!r}, now {b!r})")
+    return out

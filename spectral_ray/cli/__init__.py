@@ -9,11 +9,20 @@ import importlib
 import sys
 
 # the command-group modules, each with add_parser(subparsers), in --help order
-COMMAND_MODULES = ["psd", "data", "sweep", "report", "risk"]
+COMMAND_MODULES = ["psd", "data", "sweep", "schema", "report", "risk"]
 
 
 class UserError(Exception):
     """An error in what the user asked for: printed as one paragraph, exit code 2, no traceback."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spectral-ray")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spectral-ray",
         description="Sweeps over frequency learning priorities and shortcut robustness in medical transfer learning.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"spectral_ray.cli.{name}").add_parser(sub)

@@ -19,6 +19,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("experiment", help="experiment folder: <storage_path>/<name> as Ray Tune wrote it")
     p.add_argument("--out", default=None,
                    help="output folder (default: EXPERIMENT/report, or ./<name>-report for a remote URI)")
+    p.add_argument("--no-ray", action="store_true",
+                   help="read the experiment state's JSON directly instead of through Ray's ExperimentAnalysis "
+                        "(which unpickles parts of it): for folders copied from elsewhere, or without Ray")
     p.set_defaults(func=run)
 
 
@@ -29,7 +32,7 @@ def run(args) -> int:
     from analysis.report import build_report  # heavy imports (pandas, matplotlib, torch) only here
 
     try:
-        path = build_report(exp, args.out)
+        path = build_report(exp, args.out, use_ray=False if args.no_ray else None)
     except FileNotFoundError as e:
         raise UserError(f"{e}") from None
     except ValueError as e:

@@ -47,13 +47,16 @@ def _load(args):
             value = yaml.safe_load(value)
         except yaml.YAMLError:
             raise UserError(f"--set {key}: {value!r} is not a YAML value") from None
-        head, dot, rest = key.partition(".")
+        head = key.partition(".")[0]
         if head in SweepFile.model_fields and head not in ("params", "name", "storage"):
-            # a sweep setting (resources.gpu, max_concurrent, checkpoint, search.num_samples …)
-            if dot:
-                overrides.setdefault(head, {})[rest] = value
-            else:
-                overrides[head] = value
+            # a sweep setting at any depth (resources.gpu, max_concurrent, search.scheduler.grace_period …)
+            *parents, leaf = key.split(".")
+            node = overrides
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise UserError(f"--set {key}: `{part}` is set to a value by an earlier --set")
+            node[leaf] = value
         else:
             params[key.removeprefix("params.")] = value
     try:
@@ -63,9 +66,12 @@ def _load(args):
 
 
 def validate(args) -> int:
+    from spectral_ray.cli.estimate import describe, estimate
+
     sweep = _load(args)
-    print(f"{args.file}: ok — trainable `{sweep.trainable}`, {sweep.num_trials()} trial(s) "
-          f"({sweep.search.algorithm} search), results in {sweep.storage}/{sweep.name}")
+    print(f"{args.file}: ok — trainable `{sweep.trainable}`, {sweep.search.algorithm} search, "
+          f"results in {sweep.storage}/{sweep.name}")
+    print(describe(estimate(sweep)))
     return 0
 
 
@@ -85,7 +91,8 @@ def sweep(args) -> int:
         changed = launcher.check_same_sweep(sweep)
         if changed:
             raise UserError(f"an experiment named {sweep.name!r} already exists at {launcher.experiment_path(sweep)} "
-                            f"and {changed}. Use --name NEW_NAME for a new experiment, or restore the old file.")
+                            f"and {changed}. Use --name NEW_NAME for a new experiment, or restore the old value "
+                            f"(in the file, or for this run with --set KEY=OLD_VALUE).")
         print(f"resuming the existing experiment at {launcher.experiment_path(sweep)} (finished trials are kept)")
         resume = True
     else:
@@ -110,8 +117,9 @@ def sweep(args) -> int:
     if sweep.search.algorithm == "optuna" and sweep.search.metric:
         try:
             best = results.get_best_result(metric=sweep.search.metric, mode=sweep.search.mode)
-            shown = {k: v for k, v in best.config.items() if k not in ("store", "threads")}
-            print(f"best {sweep.search.metric} = {best.metrics.get(sweep.search.metric):.4f} with {shown}")
+            # the trial's folder name: the name the progress table and TensorBoard show
+            print(f"best {sweep.search.metric} = {best.metrics.get(sweep.search.metric):.4f}: trial "
+                  f"{Path(best.path).name}")
         except (RuntimeError, KeyError, ValueError) as e:  # no trial reported the metric
             print(f"no best trial: {e}", file=sys.stderr)
     print(f"TensorBoard: tensorboard --logdir {path}   (binds to localhost)")
