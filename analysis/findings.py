@@ -812,7 +812,7 @@ def _unit_robustness(ft: pd.DataFrame, levels: list[float]) -> pd.DataFrame:
                 gap = at.loc[0.0, "ood_auc"] - at.loc[high, "ood_auc"] if 0.0 in at.index else gap
             per.append(-float(gap.mean()))
         if per and np.isfinite(per).all():
-            rows.append({"unit": unit, "backbone": g["backbone"].iloc[0], "finetune": g["finetune"].iloc[0],
+            rows.append({"unit": unit, "backbone": g["backbone"].iloc[0], "finetune": g["counterpart"].iloc[0],
                          "robustness": float(np.mean(per))})
     return pd.DataFrame(rows, columns=["unit", "backbone", "finetune", "robustness"])
 
@@ -836,7 +836,7 @@ def _f5_comparison(ft, models, source, label, levels) -> dict:
     else:  # one backbone per arm: clean fine-tuned centroids paired by (target, fold, seed, recipe)
         clean = distinct_models(ft[ft["degradation"] == ft["degradation"].min()])
         clean = clean[clean["psd_finetuned"].map(is_vec)] if "psd_finetuned" in clean else clean.iloc[:0]
-        cen = {lab: _arm(clean, source, lab).set_index("finetune")["psd_finetuned"].map(lambda p: summarize(p)["centroid"])
+        cen = {lab: _arm(clean, source, lab).set_index("counterpart")["psd_finetuned"].map(lambda p: summarize(p)["centroid"])
                for lab in (label, "unedited")}
         c = _compare(cen[label], cen["unedited"], pairs=True)
         row["centroid_of"] = "clean fine-tuned priorities"

@@ -21,7 +21,8 @@ from its identities, so the table has the structure of a real sweep:
 * O.O.D. AUC = clean AUC − d × (``ood_fall`` (F3) + ``omega_drop`` × (1 − ω) (the artifact's
   frequency only) + ``source_drop`` for the second source (a source-level susceptibility
   unrelated to alignment) + ``alignment_effect`` × z (F4: z = the *latent* reliance's weighted
-  alignment Σ s̃_k w_k, in within-source standard deviations) + ``edit_robustness`` if edited (F5)
+  alignment Σ s̃_k w_k, as a deviation from its source's mean in that source's standard
+  deviations: an effect within sources, which a source difference cannot imitate) + ``edit_robustness`` if edited (F5)
   + a model effect ``drop_sd`` + a seed-block effect ``seed_block_sd`` shared by every backbone of
   one pretraining seed (shared initialisation) + an assignment effect ``assignment_sd`` per
   (seed, fold, shortcut, d) shared by the seed's backbones under the *old* seeding (fine-tuning and
@@ -88,7 +89,7 @@ class Effects:
     iid_fall: float = 0.0          # F3: I.I.D. AUC lost per unit degradation
     omega_drop: float = 0.0        # null for F4: extra loss at low ω, the same for every model
     source_drop: float = 0.0       # null for F4: the second source loses this much more per unit d
-    alignment_effect: float = 0.0  # F4: extra loss per within-source SD of the latent weighted alignment
+    alignment_effect: float = 0.0  # F4: extra loss per within-source SD of the latent weighted alignment (deviation from the source mean)
     edit_centroid: float = 0.0     # F5: mid-frequency mass added to edited models' reliance
     edit_robustness: float = 0.0   # F5: extra O.O.D. loss per unit degradation if edited
     edit_clean_gain: float = 0.0   # null for F5: edited models better on the clean task at every d
@@ -166,15 +167,14 @@ def _shortcuts(design: Design) -> list[dict]:
 
 
 def _alignment_z(design: Design, reliance: dict, shortcuts: list[dict]) -> dict:
-    """z of the latent weighted alignment per (backbone, shortcut): centred on the grand mean, in
-    units of the pooled within-source SD (one linear effect at both levels)."""
+    """z of the latent weighted alignment per (backbone, shortcut): its deviation from the source's
+    mean, in units of that source's SD (the within-source effect ``alignment_effect`` scales);
+    sources with one model get 0."""
     out = {}
     for sc in shortcuts:
         a = {b: weighted_alignment(s, sc["w"]) for b, s in reliance.items()}
-        by_source = [np.array([v for b, v in a.items() if b[0] == src]) for src in design.sources]
-        within = np.sqrt(np.mean([np.var(v) for v in by_source if len(v) > 1] or [np.var(list(a.values()))]))
-        grand = np.mean(list(a.values()))
-        out.update({(b, sc["spec"]): (v - grand) / (within or 1.0) for b, v in a.items()})
+        by_source = {src: np.array([v for b, v in a.items() if b[0] == src]) for src in design.sources}
+        out.update({(b, sc["spec"]): (v - by_source[b[0]].mean()) / (by_source[b[0]].std() or 1.0) for b, v in a.items()})
     return out
 
 

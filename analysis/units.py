@@ -81,7 +81,8 @@ def seeds_tied(ft: pd.DataFrame) -> bool:
 def identify(ft: pd.DataFrame) -> pd.DataFrame:
     """``ft`` (fine-tuning trials) with ``edited``, ``edit_label`` and the identity columns
     ``backbone``, ``unit``, ``model`` (see the module docstring), ``finetune`` (the unit without its
-    backbone: how an edited unit finds its unedited counterpart) and ``shortcut`` (the artifact
+    backbone), ``counterpart`` (that without the fine-tuning seed: how an edited unit finds its
+    unedited counterpart, since seeds are drawn per backbone) and ``shortcut`` (the artifact
     and its parameters); strings."""
     ft = ft.assign(edited=is_edited(ft), edit_label=edit_label(ft))
     if "seed" in ft or "finetune_seed" in ft or "finetune_seed_used" in ft:
@@ -98,11 +99,15 @@ def identify(ft: pd.DataFrame) -> pd.DataFrame:
     else:
         backbone = "config:" + described
     finetune = _key(ft, present(ft, FINETUNE_INPUTS))
+    # an edited unit's unedited counterpart: same target, split and recipe; the fine-tuning seed is
+    # drawn per backbone since findings round 2, so it cannot be part of the match
+    counterpart = _key(ft, [c for c in present(ft, FINETUNE_INPUTS) if c != "finetune_seed_used"])
     unit = backbone + "#" + finetune
     d = pd.to_numeric(ft["degradation"], errors="coerce") if "degradation" in ft else pd.Series(0.0, index=ft.index)
     shortcut = _key(ft, present(ft, SHORTCUT_INPUTS))
     model = unit + "#d=" + d.map(lambda x: f"{x:g}") + ("#" + shortcut).where(d > 0, "")
-    out = ft.assign(backbone=backbone, finetune=finetune, unit=unit, shortcut=shortcut, model=model)
+    out = ft.assign(backbone=backbone, finetune=finetune, counterpart=counterpart, unit=unit, shortcut=shortcut,
+                    model=model)
     out.attrs = {}  # pandas deep-copies attrs on every later subset; the identities replace them
     return out
 
