@@ -286,10 +286,58 @@ def _f2_margins(ft: pd.DataFrame, models: pd.DataFrame, a: str, b: str, by_model
     return det.groupby(["backbone", SOURCE], as_index=False)["y"].mean() if by_model else det
 
 
-def _f2_pairs(ft: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+def _f2_vectors(ft: pd.DataFrame, models: pd.DataFrame, a: str, b: str):
+    """Per pretrained model of sources a and b: its pretrained priorities and its fine-tunes'
+    priorities (folds averaged) on the probe sets every such model has, concatenated (unit-sum
+    parts: TV of concatenations = mean TV over probe sets). Returns (labels, P, F) or None."""
+    g = models[models[SOURCE].isin([a, b])]
+    shared = sorted(_shared_probe_sets(g))
+    P, F, labels = [], [], []
+    for m, rows in g[g["probe_set"].isin(shared)].groupby("backbone"):
+        fts = ft[(ft["backbone"] == m) & ft["probe_set"].isin(shared)]
+        if rows["probe_set"].nunique() < len(shared) or fts["probe_set"].nunique() < len(shared):
+            continue
+        P.append(np.concatenate([r["psd"] for _, r in rows.sort_values("probe_set").iterrows()]))
+        F.append(np.concatenate([np.mean([v / v.sum() for v in fts.loc[fts["probe_set"] == ps, "psd_finetuned"]], 0)
+                                 for ps in shared]))
+        labels.append(rows[SOURCE].iloc[0] == a)
+    return (np.array(labels), np.stack(P), np.stack(F)) if len(labels) else None
+
+
+def _f2_margin(labels: np.ndarray, P: np.ndarray, F: np.ndarray) -> tuple[float, np.ndarray]:
+    """(margin, y): y_m = TV(F_m, other source's mean) − TV(F_m, own source's mean without m);
+    margin = the mean of y over each source, averaged over the two sources."""
+    y = np.empty(len(labels))
+    for m, own in enumerate(labels):
+        same = (labels == own) & (np.arange(len(labels)) != m)
+        y[m] = tv(F[m], P[labels != own].mean(0)) - tv(F[m], P[same].mean(0))
+    return 0.5 * (y[labels].mean() + y[~labels].mean()), y
+
+
+def _f2_relabel(labels: np.ndarray, P: np.ndarray, F: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Permutation test of the margin: source labels relabelled over models (a model with its own
+    fine-tunes), the margin recomputed with the relabelled means — exchangeable when the sources
+    do not differ or fine-tuning forgets (exhaustive up to 20 000 relabellings). (margin, p, p_min)."""
+    n, na = len(labels), int(labels.sum())
+    obs = _f2_margin(labels, P, F)[0]
+    total = math.comb(n, na)
+    splits = (list(itertools.combinations(range(n), na)) if total <= 20000
+              else [tuple(np.flatnonzero(labels))] + [tuple(rng.permutation(n)[:na]) for _ in range(4999)])
+    null = []
+    for idx in splits:
+        lab = np.zeros(n, bool)
+        lab[list(idx)] = True
+        null.append(_f2_margin(lab, P, F)[0])
+    null = np.asarray(null)
+    p_min = (2.0 if na == n - na else 1.0) / len(null)  # equal sizes: a split and its swap give one margin
+    return float(obs), float((null >= obs - 1e-12).mean()), p_min
+
+
+def _f2_pairs(ft: pd.DataFrame, models: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     """Per source pair a/b: y per pretrained model — its fine-tunes' margins on every probe set
     (one per target) averaged, so a model is one unit however many targets it was fine-tuned on
-    (as in F1) — and the one-sided Welch test over models; Holm over source pairs only."""
+    (as in F1) — and the one-sided permutation test of source labels over models
+    (:func:`_f2_relabel`; the one-sided Welch bound is the interval); Holm over source pairs only."""
     rows = []
     counts = models.drop_duplicates("backbone").groupby(SOURCE).size()
     for a, b in itertools.combinations(sorted(counts.index), 2):
@@ -300,8 +348,11 @@ def _f2_pairs(ft: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
             continue
         det = det.groupby(["backbone", SOURCE] if by_model else ["backbone", SOURCE, "fold"], as_index=False)["y"].mean()
         ya, yb = det.loc[det[SOURCE] == a, "y"], det.loc[det[SOURCE] == b, "y"]
-        diff, p, ci = welch_greater(ya, yb)
-        rows.append({"pair": f"{a} vs {b}", "probe_sets": len(parts), "unit": PRETRAINED_MODEL if by_model else FINETUNE_UNIT,
+        diff, _, ci = welch_greater(ya, yb)
+        vecs = _f2_vectors(ft, models, a, b) if by_model else None
+        p, p_min = (_f2_relabel(*vecs, rng)[1:] if vecs is not None and min(vecs[0].sum(), (~vecs[0]).sum()) >= 2
+                    else (np.nan, np.nan))
+        rows.append({"pair": f"{a} vs {b}", "probe_sets": len(parts), "p_min": p_min, "unit": PRETRAINED_MODEL if by_model else FINETUNE_UNIT,
                      "margin": diff / 2, f"margin_{a}": ya.mean(), f"margin_{b}": -yb.mean(), "p": p,
                      "ci_low": ci[0] / 2 if ci else np.nan, "ci_high": ci[1] / 2 if ci else np.nan,
                      "n_a": len(ya), "n_b": len(yb), "closer_to_own": int((ya > 0).sum() + (yb < 0).sum())})
@@ -315,7 +366,8 @@ def _f2_pairs(ft: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
 @finding("F2", claim="The difference persists through fine-tuning (fine-tuned priority closer to its own source's "
                      "pretrained priority)", unit=f"{FINETUNE_UNIT}; a {PRETRAINED_MODEL} when sources have ≥ 2")
 def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, measure_power: bool = True) -> Finding:
-    f = _start("F2", "one-sided Welch test over pretrained models, per source pair a/b, that y = TV(fine-tuned, b) − "
+    f = _start("F2", "one-sided permutation test of source labels over pretrained models (the sources' means "
+                     "recomputed per relabelling), per source pair a/b, that y = TV(fine-tuned, b) − "
                      "TV(fine-tuned, a) (a model's fine-tunes averaged over folds and probe sets: one unit per model) "
                      "is larger for a's models than for b's (margin = half the difference, with its one-sided 95 % "
                      "lower bound); Holm over source pairs")
@@ -328,7 +380,7 @@ def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, me
                                  "with `psd_finetuned`")
         return f
     f.priority = PRIORITY_TEXT[column] + " vs `psd_finetuned` (the fine-tuned network on the same images)"
-    det = _f2_pairs(ft, models)
+    det = _f2_pairs(ft, models, rng or np.random.default_rng(0))
     if det.empty or det["p"].isna().all():
         f.verdict = not_testable(f"≥ 2 distinct clean fine-tunes from each of two sources (have "
                                  f"{', '.join(f'{s} {n}' for s, n in ft.groupby(SOURCE).size().items())})")
@@ -354,6 +406,10 @@ def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, me
         return f
     if int(weakest["probe_sets"]) > 1:
         f.notes.append(f"Each model's margins on {int(weakest['probe_sets'])} probe sets are averaged: one unit per model.")
+    if (det["p_min"] * len(det) > ALPHA).any():
+        f.verdict = not_testable(f"more pretrained models per source (with {f.n} the permutation test cannot reach "
+                                 f"p < {ALPHA}: smallest p = {det['p_min'].max():.3f})")
+        return f
     _decide(f, bool(((det["p_holm"] < ALPHA) & (det["margin"] > 0)).all()), trials, measure_power)
     return f
 

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["tv", "holm", "group_permutation", "sign_flip", "joint_permutation_spearman", "block_permutation_spearman",
-           "welch_greater", "within_block_ranks",
+           "welch_greater", "within_block_ranks", "permutation_greater",
            "EXHAUSTIVE", "N_RANDOM"]
 
 EXHAUSTIVE = 20000  # enumerate every relabelling up to this many, else sample N_RANDOM
@@ -118,6 +118,26 @@ def joint_permutation_spearman(x: np.ndarray, y: np.ndarray, rng: np.random.Gene
     obs = float(null[0]) if total > EXHAUSTIVE else float(((rx * ry).sum(0) / norm).mean())
     p = float((null >= obs - 1e-12).mean())
     return obs, p, 1.0 / len(null), len(null)
+
+
+def permutation_greater(a, b, rng: np.random.Generator) -> tuple[float, float, float]:
+    """One-sided permutation test of mean(a) > mean(b) over relabellings of the pooled units
+    (exhaustive up to EXHAUSTIVE splits, else N_RANDOM sampled). Returns (difference, p, smallest
+    attainable p); NaNs with fewer than two values per group."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return (float(a.mean() - b.mean()) if len(a) and len(b) else np.nan), np.nan, np.nan
+    pooled, na, n = np.concatenate([a, b]), len(a), len(a) + len(b)
+    total = math.comb(n, na)
+    if total <= EXHAUSTIVE:
+        splits = np.array(list(itertools.combinations(range(n), na)))
+    else:
+        splits = np.vstack([np.arange(na)] + [rng.permutation(n)[:na] for _ in range(N_RANDOM - 1)])
+    mask = np.zeros((len(splits), n), bool)
+    np.put_along_axis(mask, splits, True, axis=1)
+    diffs = (mask * pooled).sum(1) / na - (~mask * pooled).sum(1) / (n - na)
+    obs = float(a.mean() - b.mean())
+    return obs, float((diffs >= obs - 1e-12).mean()), 1.0 / len(splits)
 
 
 def welch_greater(a, b) -> tuple[float, float, tuple[float, float] | None]:

@@ -142,7 +142,8 @@ def _assess_backbone(args, basis, matched, root: Path, artifact_keys: dict, arti
             measured[probe] = (_measure(cfg, backbone), cfg)
         psd, cfg = measured[probe]
         art = risk.artifact_row(artifact.family, artifact.params, artifact.signature(cfg.size))
-        rows.append(risk.assess(basis, stratum, psd, art, backbone=backbone.id, n_boot=args.bootstrap))
+        rows.append(risk.assess(basis, stratum, psd, art, backbone=backbone.id, n_boot=args.bootstrap,
+                                block=risk.block_of_config((backbone.meta or {}).get("config") or backbone.keys)))
     (psd, cfg), *others = measured.values()
     notes = list(backbone.notes)
     if others:
@@ -381,8 +382,8 @@ def _num(v, fmt="+.3f") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
-NOT_SIGNIFICANT = ("NOT SIGNIFICANT: F4 finds no significant relation between alignment and O.O.D. loss in this "
-                   "experiment, so no O.O.D. loss is predicted.")
+NOT_SIGNIFICANT = ("NOT SIGNIFICANT: F4 finds no significant within-source relation between alignment and shortcut "
+                   "cost in this experiment, so no cost is predicted.")
 
 
 def render(report: dict) -> str:
@@ -430,9 +431,9 @@ def _render_backbone(report: dict) -> list[str]:
                      f"{_num(p['pi'][0])}…{_num(p['pi'][1])}" if p else "—",
                      _num((r.get("measured") or {}).get("drop")),
                      f"{_num(r['mean_drop'])} [{_num(r['min_drop'])}, {_num(r['max_drop'])}]"])
-    lines += _table(rows) + ["", "drop = O.O.D. AUC lost vs the clean (d = 0) fine-tune of the same model; more aligned "
-                             "than = models of the stratum with lower alignment; fit = Theil–Sen over the stratum's "
-                             "pretrained models, 95 % bootstrap over models"]
+    lines += _table(rows) + ["", "drop = shortcut cost, I.I.D. − O.O.D. AUC of the same fine-tune; more aligned than = "
+                             "models of the stratum with lower alignment; fit = Theil–Sen within the backbone's source × "
+                             "edit arm (slope from pairs of one block), 95 % bootstrap within blocks"]
     if any((r["prediction"] or {}).get("weak_in_stratum") for r in strata):
         lines.append("* in this stratum alone the relation is not significant (p ≥ 0.05; F4 pools the strata): the "
                      "line's value, but it ranks backbones poorly here (docs/RISK.md)")
@@ -456,9 +457,11 @@ def _render_backbone(report: dict) -> list[str]:
 
 
 def _render_held_out(report: dict) -> list[str]:
-    lines = ["", "held-out check: each of the experiment's models predicted from the others (its trials' psd_probe)"]
+    lines = ["", "held-out check: each model predicted with its whole seed block left out and F4 re-run without it; "
+             "95 % intervals from the other models' held-out residuals"]
     if not report["significant"]:
         return lines + [NOT_SIGNIFICANT]
-    rows = [["stratum", "models", "predicted", "Spearman ρ (predicted, measured drop)"]]
-    rows += [[h["label"], str(h["n_models"]), str(h["n_predicted"]), _num(h["rho"], "+.2f")] for h in report["held_out"]]
+    rows = [["stratum", "models", "seed blocks", "predicted", "Spearman ρ (predicted, measured)", "interval coverage"]]
+    rows += [[h["label"], str(h["n_models"]), str(h["n_blocks"]), str(h["n_predicted"]), _num(h["rho"], "+.2f"),
+              _num(h["coverage"], ".0%")] for h in report["held_out"]]
     return lines + _table(rows)
