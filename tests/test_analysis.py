@@ -139,8 +139,10 @@ def test_findings_return_verdicts(trials):
     assert by["F1"].verdict == SUPPORTED
     assert by["F2"].verdict == SUPPORTED
     assert by["F3"].verdict == SUPPORTED and by["F3"].value < 0
-    assert by["F4"].verdict == SUPPORTED and "pretrained priority" in by["F4"].statistic
-    assert "clean-fine-tuned" in by["F4"].statistic  # both priorities are reported
+    # the fixture's O.O.D. loss follows the band mass mostly between sources (the seeds barely differ
+    # within one): the within-source test sees little, the confounded pooled association is descriptive
+    assert by["F4"].testable and "within-source ρ(alignment of the pretrained priority" in by["F4"].statistic
+    assert "confounded by the source, descriptive" in by["F4"].statistic
     assert by["F5"].testable
     # priorities on the shared probe set, said so; 16 pretrained models (2 sources × 2 edits × 4 seeds)
     for fid in ("F1", "F2", "F5"):

@@ -291,3 +291,22 @@ def test_published_weights_file_as_the_backbone(tiny_backbone, tmp_path, capsys)
     assert rc == 0
     rep = json.loads(out)
     assert "from file:" in rep["backbone"]["description"] and len(rep["priority"]) == 17
+
+
+def test_a_backbone_outside_the_fitted_sources_or_edits_gets_no_prediction():
+    """F4's relation is within (source × edit arm) blocks: it gives a new seed of a fitted block a
+    level, not a third source or a new edit; the fit's slope comes from pairs within one block."""
+    table = simulate(SEEDS, PLANTED, seed=1)
+    basis = risk.load_basis(table)
+    stratum = risk.match_strata(basis, target="ct_lesion", family="band", params=BAND)["stratum"].iloc[0]
+    m = _models(table).iloc[0]
+    art = risk.artifact_row("band", BAND, m["psd_artifact"])
+    known = risk.assess(basis, stratum, m["psd_probe"], art, block=risk.block_of_config({"source": "natural"}), n_boot=100)
+    assert known["prediction"] is not None and not known["outside"]
+    for block in ("radimagenet · unedited", "natural · blur s=1", None):
+        a = risk.assess(basis, stratum, m["psd_probe"], art, block=block, n_boot=100)
+        assert a["prediction"] is None and a["outside"] and "lies outside the sources/edits" in a["reason"]
+    # a pure between-block difference has no within-block slope: two blocks, flat inside each
+    x, y = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8]), np.array([0.0, 0.0, 0.0, 0.5, 0.5, 0.5])
+    assert risk.theil_sen(x, y, blocks=np.array([0, 0, 0, 1, 1, 1]))[0][0] == 0.0
+    assert risk.theil_sen(x, y)[0][0] > 0  # pooled, the blocks' difference reads as a slope

@@ -1,5 +1,4 @@
-"""``spectral-ray risk``: a backbone's shortcut risk before fine-tuning, predicted from a finished
-experiment's F4 relation (alignment with the artifact → O.O.D. loss). docs/RISK.md."""
+"""``spectral-ray risk``: a backbone's shortcut cost predicted from a finished experiment's F4 relation. docs/RISK.md."""
 
 from __future__ import annotations
 
@@ -20,11 +19,11 @@ PROTOCOL_KEYS = ("target", "target_n", "target_params", "data_seed", "size", "ch
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "risk", help="predict a backbone's O.O.D. loss to a shortcut from a finished experiment (before fine-tuning)",
-        description="Measure a backbone's learning priority on the target's probe set exactly as trials do "
-        "(psd_probe), its alignment with an artifact (F4's measure), and print the O.O.D. AUC drop that the "
-        "relation fitted on a finished experiment predicts (Theil–Sen fit over its pretrained models within the "
-        "matching stratum, 95 % bootstrap intervals), or say that F4 finds no significant relation there.")
+        "risk", help="predict a backbone's shortcut cost from a finished experiment (before fine-tuning)",
+        description="Measure a backbone's learning priority on the target's probe set as trials do (psd_probe) and "
+        "its alignment with an artifact (F4's measure); print the shortcut cost (I.I.D. − O.O.D. AUC) that F4's "
+        "within-source relation predicts (Theil–Sen within the backbone's source × edit arm, 95 % bootstrap), "
+        "or say that F4 finds no significant relation or the backbone lies outside the fitted sources/edits.")
     p.add_argument("--experiment", required=True, help="finished experiment folder (as `spectral-ray report` reads it)")
     b = p.add_argument_group("backbone (one of --store, --weights, --source)")
     b.add_argument("--store", metavar="KEY", help="a pretrained backbone in the store: its key (`pretrain_key`) or a prefix")
@@ -49,9 +48,8 @@ def add_parser(sub) -> None:
                    help="another artifact parameter (YAML value), as a sweep's `artifact_params`; repeatable")
     a.add_argument("--target", help="target dataset (default: the experiment's, if it has one)")
     a.add_argument("--degradation", type=float, default=None, help="one degradation level (default: every level > 0)")
-    p.add_argument("--validate", action="store_true", help="also predict each of the experiment's own models from "
-                   "the others and say whether the predictions rank them as their measured drops do (no backbone "
-                   "needed)")
+    p.add_argument("--validate", action="store_true", help="also predict each of the experiment's models with its "
+                   "seed block left out and F4 re-run without it; rank agreement and interval coverage (no backbone)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=run)
@@ -142,8 +140,8 @@ def _assess_backbone(args, basis, matched, root: Path, artifact_keys: dict, arti
             measured[probe] = (_measure(cfg, backbone), cfg)
         psd, cfg = measured[probe]
         art = risk.artifact_row(artifact.family, artifact.params, artifact.signature(cfg.size))
-        rows.append(risk.assess(basis, stratum, psd, art, backbone=backbone.id, n_boot=args.bootstrap,
-                                block=risk.block_of_config((backbone.meta or {}).get("config") or backbone.keys)))
+        block = risk.block_of_config((backbone.meta or {}).get("config") or backbone.keys)
+        rows.append(risk.assess(basis, stratum, psd, art, backbone=backbone.id, block=block, n_boot=args.bootstrap))
     (psd, cfg), *others = measured.values()
     notes = list(backbone.notes)
     if others:
@@ -382,8 +380,7 @@ def _num(v, fmt="+.3f") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
-NOT_SIGNIFICANT = ("NOT SIGNIFICANT: F4 finds no significant within-source relation between alignment and shortcut "
-                   "cost in this experiment, so no cost is predicted.")
+NOT_SIGNIFICANT = "NOT SIGNIFICANT: F4 finds no significant within-source relation here, so no cost is predicted."
 
 
 def render(report: dict) -> str:
