@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from spectral_ray.spectrum import band_mass, summarize
+from spectral_ray.spectrum import band_mass, shortcut_alignment, summarize
 
 from .aggregate import RESOLVED, SOURCE, finetune_trials, group_keys, pinned
 from .stats import block_permutation_spearman, group_permutation, holm, sign_flip, tv, welch_greater
@@ -540,13 +540,12 @@ def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
 
 
 def weighted_alignment(psd, weight) -> float:
-    """Σ_{k≥1} p̃_k w_k: a priority (K+1,) without DC, renormalised, weighted by the artifact's share
-    of the probe images' power per band (``artifact_weight``, w_0 = 0): the trials' shortcut
-    alignment, for a priority the trial did not align itself (e.g. ``spectral-ray risk``'s)."""
+    """The trials' shortcut alignment (:func:`spectral_ray.spectrum.shortcut_alignment`) of a priority
+    (K+1,) the trial did not align itself (e.g. ``spectral-ray risk``'s) with a recorded
+    ``artifact_weight``; NaN when either is missing or they are not on the same bins."""
     if not (is_vec(psd) and isinstance(weight, np.ndarray) and len(weight) == len(psd)):
         return np.nan
-    p = np.asarray(psd, float)[1:]
-    return float((p / p.sum() * np.asarray(weight, float)[1:]).sum()) if p.sum() > 0 else np.nan
+    return shortcut_alignment(np.asarray(psd, float), np.asarray(weight, float))
 
 
 def f4_strata_keys(trials: pd.DataFrame) -> list[str]:

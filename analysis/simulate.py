@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["Design", "Effects", "QUICK", "SEEDS", "BROADBAND", "simulate", "artifact_weight", "weighted_alignment"]
+from spectral_ray.spectrum import shortcut_alignment as weighted_alignment  # the trials' own rule
+
+__all__ = ["Design", "Effects", "QUICK", "SEEDS", "BROADBAND", "simulate", "artifact_weight"]
 
 BINS = 33  # 64 px images
 BROADBAND = ("photon_noise", "nlm")
@@ -130,12 +132,6 @@ def artifact_weight(spec: tuple) -> np.ndarray:
     w = art / (art + TARGET_PSD)
     w[0] = 0.0
     return w
-
-
-def weighted_alignment(psd: np.ndarray, w: np.ndarray) -> float:
-    """Σ_{k≥1} p̃_k w_k with p̃ the priority without DC, renormalised (the trials' shortcut alignment)."""
-    p = np.asarray(psd, float)[1:]
-    return float((p / p.sum() * np.asarray(w, float)[1:]).sum())
 
 
 def _wiggle(r: np.random.Generator) -> np.ndarray:

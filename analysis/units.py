@@ -73,9 +73,15 @@ def _finetune_seed_used(ft: pd.DataFrame) -> pd.Series:
 
 
 def seeds_tied(ft: pd.DataFrame) -> bool:
-    """Do backbones that share a pretraining seed share the fine-tuning seed and artifact
-    assignment (the old seeding)? True unless every trial reported an ``artifact_seed_used``."""
-    return "artifact_seed_used" not in ft or bool(ft["artifact_seed_used"].isna().any())
+    """Do backbones that share a pretraining seed share the artifact assignment (the old seeding,
+    or an ``artifact_seed`` set by hand)? True unless every trial reported an ``artifact_seed_used``
+    and no two backbones of one pretraining seed report the same one. ``ft``: :func:`identify`'s."""
+    if "artifact_seed_used" not in ft or ft["artifact_seed_used"].isna().any():
+        return True
+    if "seed" not in ft:
+        return False
+    per = ft.groupby("seed")[["backbone", "artifact_seed_used"]].nunique()
+    return bool((per["artifact_seed_used"] < per["backbone"]).any())
 
 
 def identify(ft: pd.DataFrame) -> pd.DataFrame:
