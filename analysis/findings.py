@@ -2,7 +2,9 @@
 
 ``@finding("F4", claim=..., unit=...)`` registers a check in :data:`FINDINGS`; :func:`check_all`
 runs them in order. A check returns a :class:`Finding` with a verdict — ``"supported"``, ``"not
-supported"`` or ``"not testable in this experiment: needs …"`` — the statistic, a p-value and/or
+supported"`` (only where the test's measured power for the documented effect at this design is
+≥ 80 %, :mod:`analysis.power`), ``"inconclusive"`` (not significant and underpowered; ``power``
+says how much) or ``"not testable in this experiment: needs …"`` — the statistic, a p-value and/or
 a confidence interval, the unit of replication with the number of distinct units, the priority
 it compared, and a sentence saying which trials and keys it used. docs/FINDINGS.md describes
 each test, why it is built that way, and its false-positive rate and power under simulation.
@@ -10,6 +12,8 @@ each test, why it is built that way, and its false-positive rate and power under
 Conventions:
 
 * Only finished fine-tuning trials (``status == "TERMINATED"``) are used.
+* A shortcut's cost is measured within one network: I.I.D. − O.O.D. AUC of the same trial (F4,
+  F5, ``spectral-ray risk``); F4's alignment effect is tested within (source × edit arm) blocks.
 * The unit of replication is what was trained independently (:mod:`analysis.units`): a
   pretrained model, or a (model, fold) fine-tune; d = 0 twins (the same network scored on
   different artifacts) are one model. Every test runs on one value per unit.
@@ -133,7 +137,10 @@ def _decide(f: Finding, significant: bool, trials: pd.DataFrame, measure_power: 
         return
     from .power import measured_power
 
-    pw = measured_power(f.id, trials)
+    try:
+        pw = measured_power(f.id, trials)
+    except Exception as e:  # a design the simulator cannot mimic: say so, keep the test's own result
+        pw = {"power": None, "text": f"power not measured ({type(e).__name__}: {e})"}
     f.power, f.power_of = pw["power"], pw["text"]
     if pw["power"] is not None and pw["power"] >= POWER_NEEDED:
         f.verdict = NOT_SUPPORTED
