@@ -755,7 +755,8 @@ def _f4_statistic(r: dict, sens: dict, contrast: dict, between: float, names: tu
     if contrast["n"]:
         how = "centred over artifacts" if contrast.get("centred") else "uncentred: assumes no other edit effect"
         text += (f"; edit contrast (edited − unedited sibling, {how}): mean r(Δalignment, Δcost) = "
-                 f"{_fmt(contrast['r'])}, p = {_fmt(contrast['p'])} over {contrast['n']} units")
+                 f"{_fmt(contrast['r'])}, p = {_fmt(contrast['p'])} over {contrast['n']} units"
+                 + ("" if contrast["testable"] else " (too few to reach p < 0.05: it needs ≥ 5)"))
     if np.isfinite(between):
         text += f"; between and within sources pooled (confounded by the source, descriptive): ρ = {between:.3f}"
     return text
