@@ -388,6 +388,13 @@ def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, me
         return f
     f.priority = PRIORITY_TEXT[column] + " vs `psd_finetuned` (the fine-tuned network on the same images)"
     det = _f2_pairs(ft, models, rng or np.random.default_rng(0))
+    if len(det) and det["p"].isna().all() and (det["unit"] == FINETUNE_UNIT).all():
+        f.verdict = not_testable("≥ 2 pretrained models (seeds) per source: with one, backbone-specific persistence "
+                                 "cannot be told from the source's")
+        f.details, f.value = det, float(det["margin"].iloc[0])
+        f.statistic = (f"{det['pair'].iloc[0]}: clean fine-tunes {f.value:+.3f} TV closer to their own source's "
+                       "pretrained priority (descriptive: one model per source)")
+        return f
     if det.empty or det["p"].isna().all():
         f.verdict = not_testable(f"≥ 2 distinct clean fine-tunes from each of two sources (have "
                                  f"{', '.join(f'{s} {n}' for s, n in ft.groupby(SOURCE).size().items())})")
@@ -405,12 +412,6 @@ def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, me
                    f"pretrained priority than to the other's; {int(weakest['closer_to_own'])}/{f.n} closer to their own")
     f.data = (f"`psd_finetuned` of {_plural(len(ft), 'distinct unedited fine-tuned model')}{level} "
               f"(d = 0 twins merged) from {_plural(models['backbone'].nunique(), 'pretrained model')}")
-    if f.unit == FINETUNE_UNIT:
-        f.notes.append("One pretrained model per source: the fine-tunes' margins are shown as a description of "
-                       "these backbones; a claim about sources needs backbones as units.")
-        f.verdict = not_testable("≥ 2 pretrained models (seeds) per source: with one, backbone-specific persistence "
-                                 "cannot be told from the source's")
-        return f
     if int(weakest["probe_sets"]) > 1:
         f.notes.append(f"Each model's margins on {int(weakest['probe_sets'])} probe sets are averaged: one unit per model.")
     if (det["p_min"] * len(det) > ALPHA).any():
