@@ -425,45 +425,65 @@ def fig_editing_effect(trials: pd.DataFrame, out_dir: Path, name: str = "editing
 # ----------------------------------------------------------------------------- alignment vs drop
 
 
+def _f4_panel(ax, g: pd.DataFrame, colors: dict, markers: dict, title: str, saturated: bool) -> None:
+    """One stratum: a point per pretrained model (folds averaged), siblings of one seed joined."""
+    for (src, lab), m in g.groupby([SOURCE, "edit_label"]):
+        ax.scatter(m["align_pretrained"], m["shortcut_cost"], color=colors.get(str(src), "k"), marker=markers[lab],
+                   s=34, alpha=0.35 if saturated else 0.85, edgecolor="white", lw=0.4)
+    for _, pair in g.groupby([SOURCE, "seed"]):
+        if pair["edit_label"].nunique() > 1:  # the edit contrast: edited − unedited sibling of one seed
+            base = pair[pair["edit_label"] == "unedited"]
+            for _, e in pair[pair["edit_label"] != "unedited"].iterrows():
+                for _, u in base.iterrows():
+                    ax.annotate("", (e["align_pretrained"], e["shortcut_cost"]), (u["align_pretrained"], u["shortcut_cost"]),
+                                arrowprops={"arrowstyle": "->", "color": "0.5", "lw": 0.7})
+    ax.set_title(title, fontsize=7.5)
+    ax.grid(alpha=0.25)
+    ax.tick_params(labelsize=7)
+
+
 def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alignment_vs_drop") -> list[Path]:
-    from .findings import f4_table  # local: findings imports figures' siblings only
+    """F4 as its test sees it: one panel per stratum (target × artifact × parameters × d), a point per
+    pretrained model (folds averaged) at its alignment and shortcut cost (I.I.D. − O.O.D. AUC of the
+    same network); the title gives the within-(source × edit arm) ρ the verdict averages; arrows go
+    from an unedited to its edited sibling of the same seed (the edit contrast); saturated strata,
+    left out of the test, are faded."""
+    from .findings import _saturated_strata, f4_per_model, f4_table  # local: findings imports figures' siblings only
+    from .stats import block_permutation_spearman
 
     tab = f4_table(trials)
     if tab.empty:
         raise NotDrawable("needs finished fine-tuning trials at degradation > 0 with `ood_auc`")
-    cols = [(c, t) for c, t in (("align_pretrained", "pretrained priority"),
-                                ("align_clean_finetuned", "clean-fine-tuned priority")) if tab[c].notna().any()]
-    if not cols:
-        raise NotDrawable("needs priority vectors and an artifact frequency or signature to compute alignment")
-    colors = source_colors(tab[SOURCE])
-    markers = dict(zip(["unedited"] + sorted(set(tab["edit_label"]) - {"unedited"}), ["o", "^", "s", "D", "v", "P"] * 3))
-    levels = sorted(tab["degradation"].unique())
-    sizes = {d: 24 + 40 * i / max(1, len(levels) - 1) for i, d in enumerate(levels)}
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.4 * len(cols) + 0.4, 3.6), squeeze=False, sharey=True)
-    from scipy import stats
-
-    for ax, (col, title) in zip(axes[0], cols):
-        for (src, lab), g in tab.groupby([SOURCE, "edit_label"]):
-            ok = g[~g["pinned"]]
-            ax.scatter(ok[col], ok["ood_drop"], s=ok["degradation"].map(sizes), color=colors.get(str(src), "k"),
-                       marker=markers[lab], alpha=0.75, edgecolor="white", lw=0.4)
-            pins = g[g["pinned"]]
-            ax.scatter(pins[col], pins["ood_drop"], s=40, color="k", marker="x", lw=1.0)
-        use = tab[~tab["pinned"]].dropna(subset=[col])
-        rho = stats.spearmanr(use[col], use["ood_drop"])[0] if len(use) > 2 and use[col].nunique() > 1 else np.nan
-        ax.set_title(f"{title} (pooled Spearman ρ = {rho:.2f})" if np.isfinite(rho) else f"{title} (too few points for ρ)")
-        ax.set_xlabel(f"priority {tab['align_method'].iloc[0] or 'alignment with the artifact'}")
-        ax.axhline(0, color="0.6", lw=0.8, ls=":")
-        ax.grid(alpha=0.25)
-    axes[0, 0].set_ylabel("O.O.D. AUC drop" + (" (vs clean)" if (tab["drop_kind"] == "vs clean").all() else ""))
+    per = f4_per_model(tab, "align_pretrained")
+    if per.empty:
+        raise NotDrawable("needs priority vectors and the artifact's weight, frequency or signature to compute alignment")
+    per = per.reset_index()
+    saturated = set(_saturated_strata(f4_per_model(tab, "align_pretrained")))
+    strata = sorted(per["stratum"].unique())
+    colors = source_colors(per[SOURCE])
+    markers = dict(zip(["unedited"] + sorted(set(per["edit_label"]) - {"unedited"}), ["o", "^", "s", "D", "v", "P"] * 3))
+    cols = min(4, len(strata))
+    rows = -(-len(strata) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + 1.6, 2.8 * rows), squeeze=False)
+    short = lambda st: " · ".join(p.split("=", 1)[1] for p in st.split(" · ")[:6] if "=" in p and p.split("=", 1)[1] not in ("None", "nan"))  # noqa: E731
+    for ax, st in zip(axes.ravel(), strata):
+        g = per[per["stratum"] == st]
+        r = block_permutation_spearman(g[["align_pretrained"]].to_numpy(), g[["shortcut_cost"]].to_numpy(),
+                                       g["block"].to_numpy(), np.random.default_rng(0))
+        rho = "saturated: left out" if st in saturated else (
+            f"within-source ρ = {r['rho']:+.2f}" if np.isfinite(r["rho"]) else "no within-source ranking")
+        _f4_panel(ax, g, colors, markers, f"{short(st)}\n{rho}", st in saturated)
+    for ax in axes.ravel()[len(strata):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("shortcut cost (I.I.D. − O.O.D. AUC)", fontsize=7.5)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"alignment ({tab['align_method'].iloc[0] or 'n/a'})", fontsize=7)
     handles = [Line2D([], [], color=c, marker="o", ls="", label=s) for s, c in colors.items()]
-    handles += [Line2D([], [], color="0.4", marker=m, ls="", label=lab) for lab, m in markers.items() if lab in set(tab["edit_label"])]
-    handles += [Line2D([], [], color="0.4", marker="o", ls="", ms=np.sqrt(sizes[d]), label=f"degradation {d:g}") for d in levels]
-    if tab["pinned"].any():
-        handles.append(Line2D([], [], color="k", marker="x", ls="", label="AUC pinned at 0/1 (not ranked)"))
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.suptitle("Alignment of learning priority with the artifact vs O.O.D. AUC drop, one point per trial\n"
-                 "(stratified test in the findings table)", y=1.04)
+    handles += [Line2D([], [], color="0.4", marker=m, ls="", label=lab) for lab, m in markers.items() if lab in set(per["edit_label"])]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    fig.suptitle("F4 per stratum: alignment vs shortcut cost, one point per pretrained model; arrows: unedited → "
+                 "edited sibling of one seed", y=1.02, fontsize=9)
     fig.tight_layout()
     return _save(fig, out_dir, name)
 

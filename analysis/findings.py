@@ -2,7 +2,9 @@
 
 ``@finding("F4", claim=..., unit=...)`` registers a check in :data:`FINDINGS`; :func:`check_all`
 runs them in order. A check returns a :class:`Finding` with a verdict — ``"supported"``, ``"not
-supported"`` or ``"not testable in this experiment: needs …"`` — the statistic, a p-value and/or
+supported"`` (only where the test's measured power for the documented effect at this design is
+≥ 80 %, :mod:`analysis.power`), ``"inconclusive"`` (not significant and underpowered; ``power``
+says how much) or ``"not testable in this experiment: needs …"`` — the statistic, a p-value and/or
 a confidence interval, the unit of replication with the number of distinct units, the priority
 it compared, and a sentence saying which trials and keys it used. docs/FINDINGS.md describes
 each test, why it is built that way, and its false-positive rate and power under simulation.
@@ -10,6 +12,8 @@ each test, why it is built that way, and its false-positive rate and power under
 Conventions:
 
 * Only finished fine-tuning trials (``status == "TERMINATED"``) are used.
+* A shortcut's cost is measured within one network: I.I.D. − O.O.D. AUC of the same trial (F4,
+  F5, ``spectral-ray risk``); F4's alignment effect is tested within (source × edit arm) blocks.
 * The unit of replication is what was trained independently (:mod:`analysis.units`): a
   pretrained model, or a (model, fold) fine-tune; d = 0 twins (the same network scored on
   different artifacts) are one model. Every test runs on one value per unit.
@@ -31,21 +35,23 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from spectral_ray.robustness import robustness
-from spectral_ray.spectrum import band_mass, summarize
+from spectral_ray.spectrum import band_mass, shortcut_alignment, summarize
 
 from .aggregate import RESOLVED, SOURCE, finetune_trials, group_keys, pinned
-from .stats import group_permutation, holm, joint_permutation_spearman, sign_flip, tv, varies, welch_greater
-from .units import (BACKBONE_INPUTS, PRIORITY_TEXT, distinct_models, finished_finetunes, is_vec, present,
-                    pretrained_models, priority_column, probe_sets)
+from .stats import block_permutation_spearman, group_permutation, holm, sign_flip, tv, welch_greater
+from .units import (BACKBONE_INPUTS, OWN, PRIORITY_TEXT, PROBE, distinct_models, finished_finetunes, is_vec, present,
+                    pretrained_models, priority_column, probe_sets, seeds_tied)
 
 __all__ = ["Finding", "FINDINGS", "finding", "check_all", "check_f1", "check_f2", "check_f3", "check_f4", "check_f5",
-           "SUPPORTED", "NOT_SUPPORTED", "not_testable", "findings_table", "f4_table", "f4_strata_keys", "f4_per_model",
-           "artifact_alignment",
+           "SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "VERDICTS", "not_testable", "findings_table", "f4_table",
+           "f4_strata_keys", "f4_per_model", "f4_edit_contrast", "artifact_alignment", "weighted_alignment", "OUTCOME",
            "pretrained_models"]
 
 SUPPORTED = "supported"
-NOT_SUPPORTED = "not supported"
+NOT_SUPPORTED = "not supported"  # only where the test's measured power at this design is ≥ POWER_NEEDED
+INCONCLUSIVE = "inconclusive"    # not significant, and the measured power is below POWER_NEEDED
+VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, "not testable in this experiment: needs …")
+POWER_NEEDED = 0.8
 ALPHA = 0.05
 IID_MARGIN = 0.05  # F3: I.I.D. "holds" if its fall from lowest to highest degradation is < this (95 % CI)
 FEW_MODELS = 6     # F4 with fewer pretrained models than this is underpowered (docs/FINDINGS.md)
@@ -76,6 +82,9 @@ class Finding:
     data: str = ""                # which trials/keys were used
     notes: list[str] = field(default_factory=list)
     details: pd.DataFrame | None = None
+    power: float | None = None    # measured power for the documented effect at this design (analysis/power.py)
+    power_of: str = ""            # the effect and how it was measured, in words
+    tables: dict = field(default_factory=dict)  # further named tables (F4: "edit_contrast")
 
     @property
     def testable(self) -> bool:
@@ -87,7 +96,7 @@ class Finding:
             "n_units": self.n_units, "priority": self.priority, "statistic": self.statistic, "value": self.value,
             "p_value": self.p_value, "ci_low": self.ci[0] if self.ci else None,
             "ci_high": self.ci[1] if self.ci else None, "ci_of": self.ci_of, "test": self.test, "data": self.data,
-            "notes": " ".join(self.notes),
+            "power": self.power, "power_of": self.power_of, "notes": " ".join(self.notes),
         }
 
 
@@ -113,6 +122,34 @@ def finding(fid: str, *, claim: str, unit: str):
 def _start(fid: str, test: str) -> Finding:
     spec = FINDINGS[fid]
     return Finding(fid, spec.claim, "", unit=spec.unit, test=test)
+
+
+def _decide(f: Finding, significant: bool, trials: pd.DataFrame, measure_power: bool) -> None:
+    """Set ``f.verdict``: supported if significant; otherwise not supported only where the test's
+    measured power for the documented effect at this experiment's design is ≥ POWER_NEEDED
+    (:func:`analysis.power.measured_power`), else inconclusive with the power in the notes. Without
+    ``measure_power`` (the power simulations' own runs) a non-significant test is inconclusive."""
+    if significant:
+        f.verdict = SUPPORTED
+        return
+    if not measure_power:
+        f.verdict = INCONCLUSIVE
+        return
+    from .power import measured_power
+
+    try:
+        pw = measured_power(f.id, trials)
+    except Exception as e:  # a design the simulator cannot mimic: say so, keep the test's own result
+        pw = {"power": None, "text": f"power not measured ({type(e).__name__}: {e})"}
+    f.power, f.power_of = pw["power"], pw["text"]
+    if pw["power"] is not None and pw["power"] >= POWER_NEEDED:
+        f.verdict = NOT_SUPPORTED
+        f.notes.append(f"Not supported at measured power {pw['power']:.0%} ({pw['text']}).")
+    else:
+        f.verdict = INCONCLUSIVE
+        have = f"{pw['power']:.0%}" if pw["power"] is not None else "not measurable"
+        f.notes.insert(0, f"Inconclusive: not significant, and the test's measured power is {have} "
+                          f"(< {POWER_NEEDED:.0%}; {pw['text']}).")
 
 
 def _fmt(x, digits=3) -> str:
@@ -177,7 +214,7 @@ def _f1_pairs(un: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
 
 
 @finding("F1", claim="Models pretrained on different sources have different learning priorities", unit=PRETRAINED_MODEL)
-def check_f1(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) -> Finding:
+def check_f1(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, measure_power: bool = True) -> Finding:
     rng = rng or np.random.default_rng(0)
     f = _start("F1", "permutation test of source labels over unedited pretrained models (exhaustive up to "
                      "20 000 relabellings), TV distance of mean priorities (averaged over probe sets, a model "
@@ -221,7 +258,7 @@ def check_f1(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
         f.verdict = not_testable(f"≥ {need} pretrained seeds per source (with {int(det['n'].min())} models the "
                                  f"permutation test cannot reach p < {ALPHA}: smallest p = {det['p_min'].max():.3f})")
         return f
-    f.verdict = SUPPORTED if (det["p_holm"] < ALPHA).all() else NOT_SUPPORTED
+    _decide(f, bool((det["p_holm"] < ALPHA).all()), trials, measure_power)
     return f
 
 
@@ -256,22 +293,76 @@ def _f2_margins(ft: pd.DataFrame, models: pd.DataFrame, a: str, b: str, by_model
     return det.groupby(["backbone", SOURCE], as_index=False)["y"].mean() if by_model else det
 
 
-def _f2_pairs(ft: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+def _f2_vectors(ft: pd.DataFrame, models: pd.DataFrame, a: str, b: str):
+    """Per pretrained model of sources a and b: its pretrained priorities and its fine-tunes'
+    priorities (folds averaged) on the probe sets every such model has, concatenated (unit-sum
+    parts: TV of concatenations = mean TV over probe sets). Returns (labels, P, F) or None."""
+    g = models[models[SOURCE].isin([a, b])]
+    shared = sorted(_shared_probe_sets(g))
+    P, F, labels = [], [], []
+    for m, rows in g[g["probe_set"].isin(shared)].groupby("backbone"):
+        fts = ft[(ft["backbone"] == m) & ft["probe_set"].isin(shared)]
+        if rows["probe_set"].nunique() < len(shared) or fts["probe_set"].nunique() < len(shared):
+            continue
+        P.append(np.concatenate([r["psd"] for _, r in rows.sort_values("probe_set").iterrows()]))
+        F.append(np.concatenate([np.mean([v / v.sum() for v in fts.loc[fts["probe_set"] == ps, "psd_finetuned"]], 0)
+                                 for ps in shared]))
+        labels.append(rows[SOURCE].iloc[0] == a)
+    return (np.array(labels), np.stack(P), np.stack(F)) if len(labels) else None
+
+
+def _f2_margin(labels: np.ndarray, P: np.ndarray, F: np.ndarray) -> tuple[float, np.ndarray]:
+    """(margin, y): y_m = TV(F_m, other source's mean) − TV(F_m, own source's mean without m);
+    margin = the mean of y over each source, averaged over the two sources."""
+    y = np.empty(len(labels))
+    for m, own in enumerate(labels):
+        same = (labels == own) & (np.arange(len(labels)) != m)
+        y[m] = tv(F[m], P[labels != own].mean(0)) - tv(F[m], P[same].mean(0))
+    return 0.5 * (y[labels].mean() + y[~labels].mean()), y
+
+
+def _f2_relabel(labels: np.ndarray, P: np.ndarray, F: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Permutation test of the margin: source labels relabelled over models (a model with its own
+    fine-tunes), the margin recomputed with the relabelled means — exchangeable when the sources
+    do not differ or fine-tuning forgets (exhaustive up to 20 000 relabellings). (margin, p, p_min)."""
+    n, na = len(labels), int(labels.sum())
+    obs = _f2_margin(labels, P, F)[0]
+    total = math.comb(n, na)
+    splits = (list(itertools.combinations(range(n), na)) if total <= 20000
+              else [tuple(np.flatnonzero(labels))] + [tuple(rng.permutation(n)[:na]) for _ in range(4999)])
+    null = []
+    for idx in splits:
+        lab = np.zeros(n, bool)
+        lab[list(idx)] = True
+        null.append(_f2_margin(lab, P, F)[0])
+    null = np.asarray(null)
+    p_min = (2.0 if na == n - na else 1.0) / len(null)  # equal sizes: a split and its swap give one margin
+    return float(obs), float((null >= obs - 1e-12).mean()), p_min
+
+
+def _f2_pairs(ft: pd.DataFrame, models: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Per source pair a/b: y per pretrained model — its fine-tunes' margins on every probe set
+    (one per target) averaged, so a model is one unit however many targets it was fine-tuned on
+    (as in F1) — and the one-sided permutation test of source labels over models
+    (:func:`_f2_relabel`; the one-sided Welch bound is the interval); Holm over source pairs only."""
     rows = []
-    for probe, g in models.groupby("probe_set", sort=True):
-        counts = g.groupby(SOURCE).size()
-        sub = ft[ft["probe_set"] == probe]
-        for a, b in itertools.combinations(sorted(counts.index), 2):
-            by_model = bool(counts[a] >= 2 and counts[b] >= 2)
-            det = _f2_margins(sub, g, a, b, by_model)
-            if det.empty:
-                continue
-            ya, yb = det.loc[det[SOURCE] == a, "y"], det.loc[det[SOURCE] == b, "y"]
-            diff, p, ci = welch_greater(ya, yb)
-            rows.append({"pair": f"{a} vs {b}", "probe_set": probe, "unit": PRETRAINED_MODEL if by_model else FINETUNE_UNIT,
-                         "margin": diff / 2, f"margin_{a}": ya.mean(), f"margin_{b}": -yb.mean(), "p": p,
-                         "ci_low": ci[0] / 2 if ci else np.nan, "ci_high": ci[1] / 2 if ci else np.nan,
-                         "n_a": len(ya), "n_b": len(yb), "closer_to_own": int((ya > 0).sum() + (yb < 0).sum())})
+    counts = models.drop_duplicates("backbone").groupby(SOURCE).size()
+    for a, b in itertools.combinations(sorted(counts.index), 2):
+        by_model = bool(counts[a] >= 2 and counts[b] >= 2)
+        parts = [_f2_margins(ft[ft["probe_set"] == probe], g, a, b, by_model) for probe, g in models.groupby("probe_set")]
+        det = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pd.DataFrame()
+        if det.empty:
+            continue
+        det = det.groupby(["backbone", SOURCE] if by_model else ["backbone", SOURCE, "fold"], as_index=False)["y"].mean()
+        ya, yb = det.loc[det[SOURCE] == a, "y"], det.loc[det[SOURCE] == b, "y"]
+        diff, _, ci = welch_greater(ya, yb)
+        vecs = _f2_vectors(ft, models, a, b) if by_model else None
+        p, p_min = (_f2_relabel(*vecs, rng)[1:] if vecs is not None and min(vecs[0].sum(), (~vecs[0]).sum()) >= 2
+                    else (np.nan, np.nan))
+        rows.append({"pair": f"{a} vs {b}", "probe_sets": len(parts), "p_min": p_min, "unit": PRETRAINED_MODEL if by_model else FINETUNE_UNIT,
+                     "margin": diff / 2, f"margin_{a}": ya.mean(), f"margin_{b}": -yb.mean(), "p": p,
+                     "ci_low": ci[0] / 2 if ci else np.nan, "ci_high": ci[1] / 2 if ci else np.nan,
+                     "n_a": len(ya), "n_b": len(yb), "closer_to_own": int((ya > 0).sum() + (yb < 0).sum())})
     det = pd.DataFrame(rows)
     if len(det) and det["p"].notna().any():
         ok = det["p"].notna()
@@ -281,10 +372,12 @@ def _f2_pairs(ft: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
 
 @finding("F2", claim="The difference persists through fine-tuning (fine-tuned priority closer to its own source's "
                      "pretrained priority)", unit=f"{FINETUNE_UNIT}; a {PRETRAINED_MODEL} when sources have ≥ 2")
-def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) -> Finding:
-    f = _start("F2", "one-sided Welch test, per source pair a/b, that y = TV(fine-tuned, b) − TV(fine-tuned, a) is "
-                     "larger for a's fine-tunes than for b's (margin = half the difference: how much closer to their "
-                     "own source the fine-tunes are, balanced over both sources); Holm over pairs")
+def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, measure_power: bool = True) -> Finding:
+    f = _start("F2", "one-sided permutation test of source labels over pretrained models (the sources' means "
+                     "recomputed per relabelling), per source pair a/b, that y = TV(fine-tuned, b) − "
+                     "TV(fine-tuned, a) (a model's fine-tunes averaged over folds and probe sets: one unit per model) "
+                     "is larger for a's models than for b's (margin = half the difference, with its one-sided 95 % "
+                     "lower bound); Holm over source pairs")
     column = priority_column(trials)
     models = pretrained_models(trials, column)
     models = models[~models["edited"]] if not models.empty else models
@@ -294,7 +387,14 @@ def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
                                  "with `psd_finetuned`")
         return f
     f.priority = PRIORITY_TEXT[column] + " vs `psd_finetuned` (the fine-tuned network on the same images)"
-    det = _f2_pairs(ft, models)
+    det = _f2_pairs(ft, models, rng or np.random.default_rng(0))
+    if len(det) and det["p"].isna().all() and (det["unit"] == FINETUNE_UNIT).all():
+        f.verdict = not_testable("≥ 2 pretrained models (seeds) per source: with one, backbone-specific persistence "
+                                 "cannot be told from the source's")
+        f.details, f.value = det, float(det["margin"].iloc[0])
+        f.statistic = (f"{det['pair'].iloc[0]}: clean fine-tunes {f.value:+.3f} TV closer to their own source's "
+                       "pretrained priority (descriptive: one model per source)")
+        return f
     if det.empty or det["p"].isna().all():
         f.verdict = not_testable(f"≥ 2 distinct clean fine-tunes from each of two sources (have "
                                  f"{', '.join(f'{s} {n}' for s, n in ft.groupby(SOURCE).size().items())})")
@@ -303,7 +403,7 @@ def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
     f.details = det
     weakest = det.loc[det["p_holm"].idxmax()]
     f.value, f.p_value = float(weakest["margin"]), float(weakest["p_holm"])
-    f.ci, f.ci_of = (float(weakest["ci_low"]), float(weakest["ci_high"])), "margin"
+    f.ci, f.ci_of = (float(weakest["ci_low"]), float(weakest["ci_high"])), "margin (one-sided 95 % bound)"
     f.unit = weakest["unit"]
     f.n = int(weakest["n_a"] + weakest["n_b"])
     f.n_units = _plural(f.n, "pretrained model" if f.unit == PRETRAINED_MODEL else "distinct clean fine-tune")
@@ -312,10 +412,13 @@ def check_f2(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
                    f"pretrained priority than to the other's; {int(weakest['closer_to_own'])}/{f.n} closer to their own")
     f.data = (f"`psd_finetuned` of {_plural(len(ft), 'distinct unedited fine-tuned model')}{level} "
               f"(d = 0 twins merged) from {_plural(models['backbone'].nunique(), 'pretrained model')}")
-    if f.unit == FINETUNE_UNIT:
-        f.notes.append("One pretrained model per source: the units are its fine-tunes, so the finding is about "
-                       "these backbones, not about their sources in general.")
-    f.verdict = SUPPORTED if ((det["p_holm"] < ALPHA) & (det["margin"] > 0)).all() else NOT_SUPPORTED
+    if int(weakest["probe_sets"]) > 1:
+        f.notes.append(f"Each model's margins on {int(weakest['probe_sets'])} probe sets are averaged: one unit per model.")
+    if (det["p_min"] * len(det) > ALPHA).any():
+        f.verdict = not_testable(f"more pretrained models per source (with {f.n} the permutation test cannot reach "
+                                 f"p < {ALPHA}: smallest p = {det['p_min'].max():.3f})")
+        return f
+    _decide(f, bool(((det["p_holm"] < ALPHA) & (det["margin"] > 0)).all()), trials, measure_power)
     return f
 
 
@@ -358,7 +461,8 @@ def _iid_holds(units: pd.DataFrame, margin: float) -> tuple[bool | None, tuple[f
 
 @finding("F3", claim="O.O.D. AUC falls as degradation rises while I.I.D. AUC holds",
          unit=f"{FINETUNE_UNIT}; a {PRETRAINED_MODEL} when there are ≥ {MIN_SIGN_FLIP}")
-def check_f3(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, iid_margin: float = IID_MARGIN) -> Finding:
+def check_f3(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, iid_margin: float = IID_MARGIN,
+             measure_power: bool = True) -> Finding:
     rng = rng or np.random.default_rng(0)
     f = _start("F3", "Spearman ρ(degradation, O.O.D. AUC) with midranks per shortcut of each (model, fold) unit, "
                      "averaged per unit (per pretrained model when there are enough); one-sided sign-flip test over "
@@ -396,18 +500,31 @@ def check_f3(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, ii
         f.verdict = not_testable(f"≥ {MIN_SIGN_FLIP} units (with {len(units)} the sign-flip test cannot "
                                  f"reach p < {ALPHA}: smallest p = {p_min:.3f})")
         return f
+    if iid_ok is None:
+        f.verdict = not_testable("`iid_auc` at the lowest and highest degradation in ≥ 2 units (the claim is that "
+                                 "I.I.D. AUC holds while O.O.D. AUC falls)")
+        return f
     ood_falls = rho < 0 and p < ALPHA
-    if ood_falls and iid_ok is False:
-        f.notes.append("O.O.D. AUC falls, but I.I.D. AUC falls too.")
-    f.verdict = SUPPORTED if (ood_falls and iid_ok is not False) else NOT_SUPPORTED
+    if ood_falls and not iid_ok:
+        f.notes.append("O.O.D. AUC falls, but I.I.D. AUC falls too: the claim's second half fails.")
+        f.verdict = NOT_SUPPORTED
+        return f
+    _decide(f, bool(ood_falls and iid_ok), trials, measure_power)
     return f
 
 
 # ----------------------------------------------------------------------------- F4
 
+SATURATED_OOD = 0.05   # O.O.D. AUC at or below this: the shortcut took everything, the gap ranks I.I.D. AUC
+SATURATED_BOTH = 0.99  # I.I.D. and O.O.D. AUC at or above this: no cost can show
+SATURATED_SHARE = 0.25 # a stratum with more than this share of saturated (model, stratum) cells is left out
+ALIGN_COLUMNS = {PROBE: "shortcut_alignment_probe", OWN: "shortcut_alignment_pretrained"}
+SENSITIVITY = "artifact_sensitivity_rel_probe"
+
 
 def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
-    """Alignment of a priority with the trial's artifact, integrated over the artifact's band.
+    """The old band-mass alignment of a priority with the trial's artifact (experiments whose trials
+    do not report ``shortcut_alignment_*``; degenerate for broadband artifacts).
 
     With the artifact's recorded ω and bandwidth (``artifact_resolved/omega``, ``/bandwidth``):
     unit-sum priority mass within ±max(bandwidth/2, 1 bin) of ω (``band_mass``). Otherwise the
@@ -419,15 +536,24 @@ def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
     number = lambda v: isinstance(v, (int, float, np.floating)) and np.isfinite(v)  # noqa: E731
     if number(omega) and number(bw) and 0 < omega <= 1:
         half = max(float(bw) / 2, 1.0 / (len(psd) - 1))
-        return band_mass(psd, float(omega), 2 * half), f"mass within ±{half:.3g} of ω_a"
+        return band_mass(psd, float(omega), 2 * half), f"mass within ±{half:.3g} of ω_a (old band mass)"
     a = t.get("psd_artifact")
     if is_vec(a) and len(a) == len(psd):
         band = a >= 0.1 * a.max()
         k = np.arange(len(a))
         band = band | (np.roll(band, 1) & (k > 0)) | (np.roll(band, -1) & (k < len(a) - 1))
         p = np.asarray(psd, float) / np.sum(psd)
-        return float(p[band].sum()), "mass in the artifact signature's band"
+        return float(p[band].sum()), "mass in the artifact signature's band (old band mass)"
     return np.nan, ""
+
+
+def weighted_alignment(psd, weight) -> float:
+    """The trials' shortcut alignment (:func:`spectral_ray.spectrum.shortcut_alignment`) of a priority
+    (K+1,) the trial did not align itself (e.g. ``spectral-ray risk``'s) with a recorded
+    ``artifact_weight``; NaN when either is missing or they are not on the same bins."""
+    if not (is_vec(psd) and isinstance(weight, np.ndarray) and len(weight) == len(psd)):
+        return np.nan
+    return shortcut_alignment(np.asarray(psd, float), np.asarray(weight, float))
 
 
 def f4_strata_keys(trials: pd.DataFrame) -> list[str]:
@@ -437,43 +563,66 @@ def f4_strata_keys(trials: pd.DataFrame) -> list[str]:
     return [k for k in group_keys(trials) if k not in backbone and not k.startswith("edit_")]
 
 
-def _clean_partners(ft: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
-    clean = ft[(ft["degradation"] == 0) & ft["ood_auc"].notna()]
-    return {(r["unit"], r["shortcut"]): r for _, r in clean.iterrows()}
+def _alignments(trials: pd.DataFrame, rows: pd.DataFrame, clean: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``align_pretrained`` (the trial's reported shortcut alignment of its backbone's priority, else
+    the old band mass), ``align_clean_finetuned`` (the clean partner's fine-tuned priority), the
+    model-native ``sensitivity`` and ``align_method``."""
+    reported = ALIGN_COLUMNS[column]
+    if reported in rows and rows[reported].notna().any():
+        pre, method = rows[reported].astype(float), "artifact-weighted Σ_{k≥1} p̃_k w_k (trial-reported)"
+    else:
+        got = [artifact_alignment(t, t.get(column)) for _, t in rows.iterrows()]
+        pre, method = pd.Series([g[0] for g in got], index=rows.index), next((g[1] for g in got if g[1]), "")
+    if "shortcut_alignment_finetuned" in clean and clean["shortcut_alignment_finetuned"].notna().any():
+        ft = clean["shortcut_alignment_finetuned"].astype(float)
+    elif "psd_finetuned" in clean:
+        ft = pd.Series([artifact_alignment(t, t.get("psd_finetuned"))[0] for _, t in rows.iterrows()], index=rows.index)
+        ft = ft.where(clean["psd_finetuned"].map(is_vec))
+    else:
+        ft = pd.Series(np.nan, index=rows.index)
+    sens = rows[SENSITIVITY].astype(float) if SENSITIVITY in rows else pd.Series(np.nan, index=rows.index)
+    return pd.DataFrame({"align_pretrained": pre, "align_clean_finetuned": ft.to_numpy(), "sensitivity": sens,
+                         "align_method": method}, index=rows.index)
 
 
 def f4_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per finished fine-tuning trial at degradation > 0 with its O.O.D. drop and alignments.
+    """One row per finished fine-tuning trial at degradation > 0 with its shortcut cost and alignments.
 
-    ``ood_drop`` = O.O.D. AUC of the clean (degradation 0) trial of the same unit and shortcut
-    (the same network family scored on the same artifact) minus this trial's (falls back to
-    ``iid_auc − ood_auc`` without a clean partner; ``drop_kind`` says which). ``align_pretrained``
-    uses the backbone's priority (``psd_probe``, else ``psd_pretrained``); ``align_clean_finetuned``
-    the clean partner's ``psd_finetuned``. ``backbone`` and ``stratum`` identify the model and the
-    condition."""
+    ``shortcut_cost`` = I.I.D. AUC − O.O.D. AUC *of the same trial* (what the shortcut costs this
+    network; a clean-task gain moves both and cancels); without ``iid_auc`` the old O.O.D. drop
+    vs the clean partner (``cost_kind`` says which). ``ood_drop`` = the clean (d = 0) partner's
+    O.O.D. AUC − this trial's, kept for reference. ``saturated``: O.O.D. AUC ≤ 0.05 (the gap then
+    ranks I.I.D. AUC) or both AUCs ≥ 0.99. Alignments: :func:`_alignments`. ``backbone``, ``block``
+    (source × edit arm), ``seed`` and ``stratum`` identify the model and the condition."""
     ft = finished_finetunes(trials)
     if "ood_auc" not in ft or "degradation" not in ft:
         return pd.DataFrame()
     column, strata = priority_column(trials), f4_strata_keys(trials)
-    partner = _clean_partners(ft)
-    rows = []
-    for _, t in ft[(ft["degradation"] > 0) & ft["ood_auc"].notna()].iterrows():
-        c = partner.get((t["unit"], t["shortcut"]))
-        if c is not None:
-            drop, kind, pin_ref = c["ood_auc"] - t["ood_auc"], "vs clean", bool(pinned([c["ood_auc"]])[0])
-        elif "iid_auc" in t and np.isfinite(t["iid_auc"]):
-            drop, kind, pin_ref = t["iid_auc"] - t["ood_auc"], "iid − ood", bool(pinned([t["iid_auc"]])[0])
-        else:
-            continue
-        a_pre, m_pre = artifact_alignment(t, t.get(column))
-        a_ft, m_ft = artifact_alignment(t, c.get("psd_finetuned")) if c is not None else (np.nan, "")
-        rows.append({"trial_id": t.get("trial_id"), "backbone": t["backbone"],
-                     "stratum": " · ".join(f"{k}={t[k]}" for k in strata), SOURCE: t[SOURCE],
-                     "edit_label": t["edit_label"], **{k: t[k] for k in strata}, "fold": t.get("fold"),
-                     "ood_auc": t["ood_auc"], "ood_drop": drop, "drop_kind": kind,
-                     "pinned": bool(pinned([t["ood_auc"]])[0]) or pin_ref, "align_pretrained": a_pre,
-                     "align_clean_finetuned": a_ft, "align_method": m_pre or m_ft, "priority": column})
-    return pd.DataFrame(rows)
+    ft = ft[ft["ood_auc"].notna()]
+    rows = ft[ft["degradation"] > 0]
+    if rows.empty:
+        return pd.DataFrame()
+    clean = ft[ft["degradation"] == 0].drop_duplicates(["unit", "shortcut"]).set_index(["unit", "shortcut"])
+    partner = clean.reindex(pd.MultiIndex.from_arrays([rows["unit"], rows["shortcut"]]))
+    partner.index = rows.index
+    iid = rows["iid_auc"].astype(float) if "iid_auc" in rows else pd.Series(np.nan, index=rows.index)
+    drop = partner["ood_auc"].astype(float) - rows["ood_auc"]
+    cost = (iid - rows["ood_auc"]).where(iid.notna(), drop)
+    ok = cost.notna()
+    rows, partner, iid, drop, cost = rows[ok], partner[ok], iid[ok], drop[ok], cost[ok]
+    ood = rows["ood_auc"].astype(float)
+    out = pd.DataFrame({"trial_id": rows.get("trial_id"), "backbone": rows["backbone"],
+                        "stratum": [" · ".join(f"{k}={v}" for k, v in zip(strata, r)) for r in rows[strata].itertuples(index=False)],
+                        SOURCE: rows[SOURCE], "edit_label": rows["edit_label"],
+                        "block": rows[SOURCE].astype(str) + " · " + rows["edit_label"].astype(str),
+                        "seed": rows["seed"] if "seed" in rows else None, **{k: rows[k] for k in strata},
+                        "fold": rows.get("fold"), "ood_auc": ood, "iid_auc": iid, "shortcut_cost": cost,
+                        "cost_kind": np.where(iid.notna(), "iid − ood (same network)", "clean partner's ood − ood"),
+                        "ood_drop": drop, "pinned": pinned(ood) | pinned(iid.fillna(0.5)),
+                        "saturated": (ood <= SATURATED_OOD) | ((ood >= SATURATED_BOTH) & (iid >= SATURATED_BOTH)),
+                        "priority": column}, index=rows.index)
+    out = out.join(_alignments(trials, rows, partner, column))
+    return out.reset_index(drop=True)
 
 
 def _complete(x: pd.DataFrame, y: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -491,74 +640,198 @@ def _complete(x: pd.DataFrame, y: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     return x, y
 
 
+OUTCOME = "shortcut_cost"
+
+
 def f4_per_model(tab: pd.DataFrame, align: str = "align_pretrained") -> pd.DataFrame:
-    """F4's units: the rows of :func:`f4_table` with ``align`` and ``ood_drop``, folds averaged per
-    (pretrained model, stratum). Index (``backbone``, ``stratum``), columns ``align``, ``ood_drop``.
-    F4's test and ``spectral-ray risk``'s fit (analysis/risk.py) both read this table."""
-    return tab.dropna(subset=[align, "ood_drop"]).groupby(["backbone", "stratum"])[[align, "ood_drop"]].mean()
+    """F4's units: the rows of :func:`f4_table` with ``align`` and the shortcut cost, folds averaged
+    per (pretrained model, stratum). Index (``backbone``, ``stratum``); columns ``align``,
+    ``shortcut_cost``, ``ood_drop``, ``saturated`` (share of the cell's trials), ``block``, ``seed``,
+    source. F4's test and ``spectral-ray risk``'s fit (analysis/risk.py) both read this table."""
+    use = tab.dropna(subset=[align, OUTCOME])
+    g = use.groupby(["backbone", "stratum"])
+    per = g[[align, OUTCOME, "ood_drop", "saturated"]].mean()
+    return per.join(g[["block", "seed", SOURCE, "edit_label"]].first())
 
 
-def _f4_test(tab: pd.DataFrame, align: str, rng: np.random.Generator) -> dict:
-    """Folds averaged per (model, stratum) (:func:`f4_per_model`), a complete (model × stratum)
-    table, and the joint permutation of model labels (:func:`analysis.stats.joint_permutation_spearman`)."""
+def _saturated_strata(per: pd.DataFrame) -> list[str]:
+    share = (per["saturated"] > 0.5).groupby(level="stratum").mean()
+    return sorted(share.index[share > SATURATED_SHARE])
+
+
+def _f4_matrices(per: pd.DataFrame, align: str, leave_out: list[str]):
+    per = per[~per.index.get_level_values("stratum").isin(leave_out)]
+    x_all = per[align].unstack("stratum")
+    x, y = _complete(x_all, per[OUTCOME].unstack("stratum"))
+    info = per.groupby(level="backbone")[["block", "seed", SOURCE, "edit_label"]].first().loc[x.index]
+    return x, y, info, int(x_all.size - x.size)
+
+
+def _f4_within(tab: pd.DataFrame, align: str, rng: np.random.Generator) -> dict:
+    """The primary test: within-(source × edit arm) permutation of models, statistic within strata
+    (:func:`analysis.stats.block_permutation_spearman`), saturated strata left out."""
     per = f4_per_model(tab, align)
     if per.empty:
-        return {"rho": np.nan, "p": np.nan, "p_min": np.nan, "n_models": 0, "n_strata": 0, "n_left_out": 0}
-    x_all = per[align].unstack("stratum")
-    x, y = _complete(x_all, per["ood_drop"].unstack("stratum"))
-    rho, p, p_min, _ = joint_permutation_spearman(x.to_numpy(), y.to_numpy(), rng)
-    usable = int((varies(x.to_numpy()) & varies(y.to_numpy())).sum()) if len(x) >= 3 else 0
-    return {"rho": rho, "p": p, "p_min": p_min, "n_models": len(x), "n_strata": usable,
-            "n_left_out": int(x_all.size - x.size)}
+        return {"rho": np.nan, "p": np.nan, "p_min": np.nan, "n_strata": 0, "n_used": 0, "n_models": 0,
+                "n_left_out": 0, "saturated": [], "blocks": {}}
+    sat = _saturated_strata(per)
+    x, y, info, left = _f4_matrices(per, align, sat)
+    if x.empty:
+        return {"rho": np.nan, "p": np.nan, "p_min": np.nan, "n_strata": 0, "n_used": 0, "n_models": 0,
+                "n_left_out": left, "saturated": sat, "blocks": {}}
+    r = block_permutation_spearman(x.to_numpy(), y.to_numpy(), info["block"].to_numpy(), rng)
+    r.update(n_models=len(x), n_left_out=left, saturated=sat, blocks=info["block"].value_counts().to_dict())
+    return r
 
 
-@finding("F4", claim="Alignment of priority with the artifact goes with larger O.O.D. AUC loss", unit=PRETRAINED_MODEL)
-def check_f4(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) -> Finding:
+def _between_sources(tab: pd.DataFrame, align: str) -> float:
+    """Descriptive: mean over strata of Spearman ρ(source-mean alignment, source-mean cost) pooled over
+    all models (the association the old F4 tested; confounded by everything the source changes)."""
+    per = f4_per_model(tab, align).reset_index()
+    rhos = [stats.spearmanr(g[align], g[OUTCOME])[0] for _, g in per.groupby("stratum")
+            if len(g) >= 3 and g[align].nunique() > 1 and g[OUTCOME].nunique() > 1]
+    return float(np.nanmean(rhos)) if rhos else np.nan
+
+
+def f4_edit_contrast(tab: pd.DataFrame, align: str = "align_pretrained", *, tied: bool = False) -> pd.DataFrame:
+    """The interventional contrast: per pair of siblings (an edited and the unedited model of one
+    source and pretraining seed) and stratum, Δalignment and Δshortcut cost (edited − unedited).
+    Within a (pair, degradation) with ≥ 2 artifact strata both are centred over the artifacts, so a
+    general effect of the edit on the shortcut cost (the same for every artifact) cancels and what
+    remains is a dose-response: does the cost rise where the edit raised the alignment? With one
+    artifact per degradation nothing can be centred (the contrast then assumes the edit acts on the
+    cost only through the priority; ``centred`` False). One row per unit: the pair, or with
+    ``tied`` seeds (the old seeding) the seed, its pairs averaged. Columns: ``unit``, ``r`` (the
+    correlation over strata of Δalignment and Δcost), ``slope`` (Δcost per unit Δalignment),
+    ``d_align``, ``d_cost`` (means), ``n_strata``, ``centred``."""
+    per = f4_per_model(tab, align).reset_index()
+    per = per[~per["stratum"].isin(_saturated_strata(f4_per_model(tab, align)))]
+    deg = tab.drop_duplicates("stratum").set_index("stratum")["degradation"] if "degradation" in tab else None
+    rows = []
+    for (src, seed), g in per.groupby([SOURCE, "seed"]):
+        base = g[g["edit_label"] == "unedited"].set_index("stratum")
+        for label, e in g[g["edit_label"] != "unedited"].groupby("edit_label"):
+            e = e.set_index("stratum")
+            common = base.index.intersection(e.index)
+            if base.empty or not len(common):
+                continue
+            d = pd.DataFrame({"a": e.loc[common, align] - base.loc[common, align],
+                              "c": e.loc[common, OUTCOME] - base.loc[common, OUTCOME],
+                              "d": deg.loc[common].to_numpy() if deg is not None else 0.0})
+            n_art = d.groupby("d")["a"].transform("size")
+            centred = bool((n_art >= 2).all())
+            if centred:
+                d[["a", "c"]] = d[["a", "c"]] - d.groupby("d")[["a", "c"]].transform("mean")
+            norm = np.sqrt((d["a"] ** 2).sum() * (d["c"] ** 2).sum())
+            rows.append({"pair": f"{src} s{seed} {label}", "unit": seed if tied else f"{src} s{seed} {label}",
+                         "r": float((d["a"] * d["c"]).sum() / norm) if norm > 0 else np.nan,
+                         "slope": float((d["a"] * d["c"]).sum() / (d["a"] ** 2).sum()) if (d["a"] ** 2).sum() > 0 else np.nan,
+                         "d_align": float(e.loc[common, align].mean() - base.loc[common, align].mean()),
+                         "d_cost": float(e.loc[common, OUTCOME].mean() - base.loc[common, OUTCOME].mean()),
+                         "n_strata": len(common), "centred": centred})
+    det = pd.DataFrame(rows)
+    if det.empty:
+        return det
+    return det.groupby("unit", as_index=False).agg(
+        pairs=("pair", ", ".join), r=("r", "mean"), slope=("slope", "mean"), d_align=("d_align", "mean"),
+        d_cost=("d_cost", "mean"), n_strata=("n_strata", "min"), centred=("centred", "all"))
+
+
+def _f4_contrast_test(contrast: pd.DataFrame, rng: np.random.Generator) -> dict:
+    """One-sided sign-flip test over the contrast's units that the mean r is > 0 (a unit's r is
+    symmetric about 0 when the alignment does not drive the cost)."""
+    r = contrast["r"].dropna() if len(contrast) else pd.Series(dtype=float)
+    if len(r) < 2:
+        return {"r": np.nan, "p": np.nan, "p_min": np.nan, "n": len(r), "testable": False}
+    mean, p, p_min = sign_flip(r.to_numpy(), rng, "greater")
+    return {"r": mean, "p": p, "p_min": p_min, "n": len(r), "testable": p_min <= ALPHA,
+            "centred": bool(contrast["centred"].all())}
+
+
+def _f4_statistic(r: dict, sens: dict, contrast: dict, between: float, names: tuple[str, str]) -> str:
+    text = (f"within-source ρ(alignment of the {names[0]}, shortcut cost) = {r['rho']:.3f}, p = {_fmt(r['p'])} "
+            f"(the verdict's: models relabelled only within their source × edit arm)")
+    if np.isfinite(sens.get("rho", np.nan)):
+        text += f"; model-native sensitivity cos²(∇ℓ, A(x) − x): ρ = {sens['rho']:.3f}, p = {_fmt(sens['p'])}"
+    if contrast["n"]:
+        how = "centred over artifacts" if contrast.get("centred") else "uncentred: assumes no other edit effect"
+        text += (f"; edit contrast (edited − unedited sibling, {how}): mean r(Δalignment, Δcost) = "
+                 f"{_fmt(contrast['r'])}, p = {_fmt(contrast['p'])} over {contrast['n']} units"
+                 + ("" if contrast["testable"] else " (too few to reach p < 0.05: it needs ≥ 5)"))
+    if np.isfinite(between):
+        text += f"; between and within sources pooled (confounded by the source, descriptive): ρ = {between:.3f}"
+    return text
+
+
+@finding("F4", claim="Alignment of priority with the artifact goes with a larger shortcut cost", unit=PRETRAINED_MODEL)
+def check_f4(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, measure_power: bool = True) -> Finding:
     rng = rng or np.random.default_rng(0)
-    f = _start("F4", "folds averaged per (pretrained model, stratum); mean within-stratum Spearman ρ(alignment, "
-                     "O.O.D. drop) with midranks over strata of (target, artifact and every recorded artifact "
-                     "parameter, degradation, other conditions); one-sided p from relabelling the models jointly "
-                     "in every stratum (exhaustive up to 20 000 relabellings)")
+    f = _start("F4", "shortcut cost = I.I.D. − O.O.D. AUC of the same trial, folds averaged per (pretrained model, "
+                     "stratum); strata = target × artifact × every artifact parameter × degradation × other conditions, "
+                     "saturated strata left out; primary: within-(source × edit arm) Spearman ρ(alignment, cost) with "
+                     "a one-sided p from relabelling models only within their source × edit arm, jointly in every "
+                     "stratum; causal check: edited vs unedited siblings of one seed (Δalignment vs Δcost, sign-flip "
+                     "over sibling pairs); the between-source association is descriptive only")
     tab = f4_table(trials)
     if tab.empty:
-        f.verdict = not_testable("finished fine-tuning trials at degradation > 0 with `ood_auc` (and clean partners)")
+        f.verdict = not_testable("finished fine-tuning trials at degradation > 0 with `ood_auc` and `iid_auc`")
         return f
     f.details, f.priority = tab, PRIORITY_TEXT[tab["priority"].iloc[0]]
-    res = {a: _f4_test(tab, a, rng) for a in ("align_pretrained", "align_clean_finetuned")}
+    tied = seeds_tied(finished_finetunes(trials))
+    res = {a: _f4_within(tab, a, rng) for a in ("align_pretrained", "align_clean_finetuned", "sensitivity")}
     primary = "align_pretrained" if res["align_pretrained"]["n_strata"] else "align_clean_finetuned"
     r = res[primary]
-    f.notes += _pin_note(tab["ood_auc"], "they (or their clean partners) enter the fold means, ranked with midranks")
-    if not r["n_strata"]:
-        f.verdict = not_testable("≥ 3 pretrained models whose alignment with the artifact differs within a stratum, "
-                                 "with pretrained or clean-fine-tuned priorities and the artifact's ω or signature")
-        return f
+    contrast_tab = f4_edit_contrast(tab, primary, tied=tied)
+    contrast = _f4_contrast_test(contrast_tab, rng)
+    f.tables["edit_contrast"] = contrast_tab
     names = {"align_pretrained": "pretrained priority", "align_clean_finetuned": "clean-fine-tuned priority"}
-    secondary = "align_clean_finetuned" if primary == "align_pretrained" else "align_pretrained"
-    other = res[secondary]
-    f.value, f.p_value, f.n = r["rho"], r["p"], r["n_models"]
-    f.n_units = f"{_plural(r['n_models'], 'pretrained model')} × {_plural(r['n_strata'], 'stratum')}"
-    f.statistic = (f"mean within-stratum Spearman ρ(alignment of the {names[primary]}, O.O.D. drop) = {r['rho']:.3f} "
-                   f"(the verdict's); with the {names[secondary]}: "
-                   f"ρ = {_fmt(other['rho'])}, p = {_fmt(other['p'])}")
     f.data = (f"{len(tab)} finished trials at degradation > 0 ({tab['backbone'].nunique()} models); alignment = "
-              f"{tab['align_method'].iloc[0] or 'n/a'}; O.O.D. drop = {', '.join(sorted(tab['drop_kind'].unique()))}")
-    idle = tab["stratum"].nunique() - r["n_strata"]
-    if idle > 0:
-        f.notes.append(f"{_plural(idle, 'stratum')} left out: there every model has the same alignment (to float "
-                       "rounding) or the same drop, e.g. a broadband artifact whose signature covers every "
-                       "band (alignment 1): no ranking to test.")
-    if r["n_left_out"]:
-        f.notes.append(f"{r['n_left_out']} (model, stratum) cells left out to make the table complete (the joint "
-                       "relabelling needs every model in every stratum; missing trials).")
-    if r["p_min"] > ALPHA:
-        f.verdict = not_testable(f"≥ 4 pretrained models (with {r['n_models']} the permutation test cannot reach "
-                                 f"p < {ALPHA}: smallest p = {r['p_min']:.3f})")
+              f"{tab['align_method'].iloc[0] or 'n/a'}; cost = {', '.join(sorted(tab['cost_kind'].unique()))}")
+    f.notes += _f4_notes(tab, r, tied)
+    if not r["n_strata"]:
+        f.verdict = not_testable("≥ 2 pretrained models of the same source and edit arm (pretraining seeds) whose "
+                                 "alignment and shortcut cost differ within an unsaturated stratum")
         return f
-    if r["n_models"] < FEW_MODELS:
-        f.notes.append(f"Underpowered: with {r['n_models']} pretrained models only {math.factorial(r['n_models'])} "
-                       "relabellings exist, and a real effect is often missed (docs/FINDINGS.md gives the measured power).")
-    f.verdict = SUPPORTED if (r["rho"] > 0 and r["p"] < ALPHA) else NOT_SUPPORTED
+    f.value, f.p_value, f.n = r["rho"], r["p"], r["n_used"]
+    f.n_units = (f"{_plural(r['n_used'], 'pretrained model')} in {_plural(sum(v > 1 for v in r['blocks'].values()), 'block')}"
+                 f" × {_plural(r['n_strata'], 'stratum')}")
+    f.statistic = _f4_statistic(r, res["sensitivity"], contrast, _between_sources(tab, primary), (names[primary],))
+    if r["p_min"] > ALPHA:
+        f.verdict = not_testable(f"more pretrained seeds per source and edit arm (with these blocks the within-source "
+                                 f"permutation test cannot reach p < {ALPHA}: smallest p = {r['p_min']:.3f})")
+        return f
+    significant = r["rho"] > 0 and r["p"] < ALPHA
+    if significant and contrast["testable"] and contrast["r"] < 0:
+        f.notes.append("The edit contrast points the other way (edited siblings' cost moved against their "
+                       "alignment): the within-source association is not taken as alignment's effect.")
+        f.verdict = INCONCLUSIVE
+        return f
+    _decide(f, significant, trials, measure_power)
     return f
+
+
+def _f4_notes(tab: pd.DataFrame, r: dict, tied: bool) -> list[str]:
+    notes = _pin_note(tab["ood_auc"], "they enter the fold means, ranked with midranks")
+    single = [b for b, n in r["blocks"].items() if n < 2]
+    if single:
+        notes.append(f"{_plural(len(single), 'block')} with a single model ({', '.join(sorted(single))}) "
+                     "contribute nothing to the within-source test.")
+    if r["saturated"]:
+        notes.append(f"{_plural(len(r['saturated']), 'stratum')} left out as saturated (over "
+                     f"{SATURATED_SHARE:.0%} of models with O.O.D. AUC ≤ {SATURATED_OOD} or both AUCs ≥ "
+                     f"{SATURATED_BOTH}: the cost would rank I.I.D. AUC, or nothing).")
+    if r["n_left_out"]:
+        notes.append(f"{r['n_left_out']} (model, stratum) cells left out to make the table complete.")
+    if (tab["cost_kind"] != "iid − ood (same network)").any():
+        notes.append("Some trials lack `iid_auc`: their cost is the clean partner's O.O.D. AUC minus theirs "
+                     "(another network's clean ability enters).")
+    if not tab["align_method"].iloc[0].endswith("(trial-reported)"):
+        notes.append("The trials predate `shortcut_alignment_*`: alignment is the old band mass of the priority "
+                     "(constant for broadband artifacts, whose strata then drop out).")
+    if tied:
+        notes.append("Old seeding (no `artifact_seed_used`): backbones of one pretraining seed share the "
+                     "fine-tuning seed and artifact assignment; the edit contrast then counts a seed once.")
+    return notes
 
 
 # ----------------------------------------------------------------------------- F5
@@ -586,13 +859,24 @@ def _compare(edited: pd.Series, unedited: pd.Series, pairs: bool) -> dict:
 
 
 def _unit_robustness(ft: pd.DataFrame, levels: list[float]) -> pd.DataFrame:
-    """Per (model, fold) unit: mean over its shortcuts of :func:`spectral_ray.robustness.robustness`
-    on the experiment's degradation grid (units missing a level are left out)."""
-    rows = []
-    for unit, g in ft.dropna(subset=["ood_auc"]).groupby("unit"):
-        per = [robustness(s["ood_auc"], s["degradation"], levels) for _, s in g.groupby("shortcut")]
+    """Per (model, fold) unit: shortcut robustness = −(mean over d > 0 and over its shortcuts of the
+    shortcut cost I.I.D.(d) − O.O.D.(d) of the same network); without ``iid_auc``, the cost relative to
+    the unit's d = 0 partner, O.O.D.(0) − O.O.D.(d). A clean-task gain (both AUCs higher at every d)
+    does not count: d = 0 enters only as the partner's reference. Units missing a level are left out."""
+    rows, high = [], [x for x in levels if x > 0]
+    iid = ft["iid_auc"] if "iid_auc" in ft else pd.Series(np.nan, index=ft.index)
+    for unit, g in ft.assign(iid_auc=iid).dropna(subset=["ood_auc"]).groupby("unit"):
+        per = []
+        for _, s in g.groupby("shortcut"):
+            at = s.groupby("degradation")[["ood_auc", "iid_auc"]].mean()
+            if not set(high) <= set(at.index) or not high:
+                continue
+            gap = at.loc[high, "iid_auc"] - at.loc[high, "ood_auc"]
+            if gap.isna().any():  # no I.I.D. AUC: the drop vs the d = 0 partner
+                gap = at.loc[0.0, "ood_auc"] - at.loc[high, "ood_auc"] if 0.0 in at.index else gap
+            per.append(-float(gap.mean()))
         if per and np.isfinite(per).all():
-            rows.append({"unit": unit, "backbone": g["backbone"].iloc[0], "finetune": g["finetune"].iloc[0],
+            rows.append({"unit": unit, "backbone": g["backbone"].iloc[0], "finetune": g["counterpart"].iloc[0],
                          "robustness": float(np.mean(per))})
     return pd.DataFrame(rows, columns=["unit", "backbone", "finetune", "robustness"])
 
@@ -616,7 +900,7 @@ def _f5_comparison(ft, models, source, label, levels) -> dict:
     else:  # one backbone per arm: clean fine-tuned centroids paired by (target, fold, seed, recipe)
         clean = distinct_models(ft[ft["degradation"] == ft["degradation"].min()])
         clean = clean[clean["psd_finetuned"].map(is_vec)] if "psd_finetuned" in clean else clean.iloc[:0]
-        cen = {lab: _arm(clean, source, lab).set_index("finetune")["psd_finetuned"].map(lambda p: summarize(p)["centroid"])
+        cen = {lab: _arm(clean, source, lab).set_index("counterpart")["psd_finetuned"].map(lambda p: summarize(p)["centroid"])
                for lab in (label, "unedited")}
         c = _compare(cen[label], cen["unedited"], pairs=True)
         row["centroid_of"] = "clean fine-tuned priorities"
@@ -651,12 +935,13 @@ def _f5_details(trials: pd.DataFrame) -> pd.DataFrame:
     return det
 
 
-@finding("F5", claim="Source data editing moves the priority centroid and changes O.O.D. robustness",
+@finding("F5", claim="Source data editing moves the priority centroid and changes shortcut robustness",
          unit=f"centroid: {PRETRAINED_MODEL}; robustness: {FINETUNE_UNIT} (a {PRETRAINED_MODEL} when arms have ≥ 2)")
-def check_f5(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) -> Finding:
+def check_f5(trials: pd.DataFrame, *, rng: np.random.Generator | None = None, measure_power: bool = True) -> Finding:
     f = _start("F5", "per edited arm vs the unedited arm of the same source: Welch t-test on pretrained centroids "
-                     "(paired t over clean fine-tunes with one model per arm); robustness (mean O.O.D. AUC over the "
-                     "degradation grid, spectral_ray.robustness) per unit, Welch over pretrained models or paired t "
+                     "(paired t over clean fine-tunes with one model per arm); shortcut robustness (−mean over d > 0 of "
+                     "I.I.D. − O.O.D. AUC of the same network: clean ability does not count) per unit, Welch over "
+                     "pretrained models or paired t "
                      "over matched (model, fold) units; both Holm-corrected, both must hold")
     det = _f5_details(trials)
     if det.empty:
@@ -692,20 +977,21 @@ def check_f5(trials: pd.DataFrame, *, rng: np.random.Generator | None = None) ->
     if len(det) > 1:
         f.notes.append("Shown: the comparison with the strongest joint evidence; p is the larger of its two Holm-corrected p-values.")
     ok = (both["p_centroid_holm"] < ALPHA) & (both["p_robustness_holm"] < ALPHA)
-    f.verdict = SUPPORTED if ok.any() else NOT_SUPPORTED
+    _decide(f, bool(ok.any()), trials, measure_power)
     return f
 
 
 # ----------------------------------------------------------------------------- all
 
 
-def check_all(trials: pd.DataFrame, *, seed: int = 0) -> list[Finding]:
+def check_all(trials: pd.DataFrame, *, seed: int = 0, measure_power: bool = True) -> list[Finding]:
     """Run every registered finding on a collected trials table (a check that fails is reported
-    as not testable with its error, not raised)."""
+    as not testable with its error, not raised). ``measure_power``: simulate this design's power
+    for a non-significant test (analysis/power.py), which decides not supported vs inconclusive."""
     out = []
     for fid, spec in FINDINGS.items():
         try:
-            out.append(spec.run(trials, rng=np.random.default_rng(seed)))
+            out.append(spec.run(trials, rng=np.random.default_rng(seed), measure_power=measure_power))
         except Exception as e:  # a bug or an unexpected table: say so in the report, keep the others
             out.append(Finding(fid, spec.claim, not_testable(f"a working check (it failed: {type(e).__name__}: {e})"),
                                unit=spec.unit))

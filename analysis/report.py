@@ -151,8 +151,9 @@ def _findings_section(findings, skipped: int = 0) -> list[str]:
     out = ["## Findings", ""] + ([f"_{left_out} finding(s) that cannot apply to this experiment left out._", ""]
                                   if left_out > 0 else []) + [
            "Each claim of docs/SCIENCE.md is a statistical check. **Verdict** is *supported* (the test is "
-           "significant at α = 0.05 in the claimed direction), *not supported*, or *not testable in this "
-           "experiment* (followed by what is missing). **Statistic** is the effect with its size; **p / CI** the "
+           "significant at α = 0.05 in the claimed direction), *not supported* (not significant at a measured power "
+           "≥ 80 % for the documented effect), *inconclusive* (not significant, power below 80 %: see the notes), or "
+           "*not testable in this experiment* (followed by what is missing). **Statistic** is the effect with its size; **p / CI** the "
            "p-value and, where given, a 95 % interval; **Unit** what one independently trained unit of "
            "replication is, and **n** how many distinct units the test used (d = 0 twins, the same network "
            "scored on different artifacts, count once); **Data** the trials and keys used. AUCs pinned at exactly "

@@ -24,7 +24,7 @@ import pandas as pd
 from .aggregate import RESOLVED, SOURCE, edit_label, finetune_trials, is_edited, with_identity
 
 __all__ = ["BACKBONE_INPUTS", "FINETUNE_INPUTS", "SHORTCUT_INPUTS", "PROBE", "OWN", "identify", "distinct_models",
-           "finished_finetunes", "present", "is_vec", "priority_column", "probe_sets", "pretrained_models"]
+           "finished_finetunes", "present", "seeds_tied", "is_vec", "priority_column", "probe_sets", "pretrained_models"]
 
 # Training inputs of the pretrained backbone (used when a trial has no ``pretrain_key``).
 BACKBONE_INPUTS = [SOURCE, "source_weights", "source_n", "source_params/", "edit_label", "edit_omega",
@@ -61,15 +61,38 @@ def _key(df: pd.DataFrame, cols: list[str]) -> pd.Series:
                      index=df.index, dtype=object)
 
 
+def _finetune_seed_used(ft: pd.DataFrame) -> pd.Series:
+    """The fine-tuning seed each trial ran with: ``finetune_seed_used`` where the trial reported it
+    (since the seeds are drawn from the backbone's identity), else the old rule — the config's
+    ``finetune_seed``, or the pretraining ``seed`` when unset — for tables from before."""
+    nan = pd.Series(np.nan, index=ft.index)
+    own = ft["finetune_seed"] if "finetune_seed" in ft else nan
+    derived = own.where(own.notna(), ft["seed"] if "seed" in ft else nan)
+    reported = ft["finetune_seed_used"] if "finetune_seed_used" in ft else nan
+    return reported.where(reported.notna(), derived)
+
+
+def seeds_tied(ft: pd.DataFrame) -> bool:
+    """Do backbones that share a pretraining seed share the artifact assignment (the old seeding,
+    or an ``artifact_seed`` set by hand)? True unless every trial reported an ``artifact_seed_used``
+    and no two backbones of one pretraining seed report the same one. ``ft``: :func:`identify`'s."""
+    if "artifact_seed_used" not in ft or ft["artifact_seed_used"].isna().any():
+        return True
+    if "seed" not in ft:
+        return False
+    per = ft.groupby("seed")[["backbone", "artifact_seed_used"]].nunique()
+    return bool((per["artifact_seed_used"] < per["backbone"]).any())
+
+
 def identify(ft: pd.DataFrame) -> pd.DataFrame:
     """``ft`` (fine-tuning trials) with ``edited``, ``edit_label`` and the identity columns
     ``backbone``, ``unit``, ``model`` (see the module docstring), ``finetune`` (the unit without its
-    backbone: how an edited unit finds its unedited counterpart) and ``shortcut`` (the artifact
+    backbone), ``counterpart`` (that without the fine-tuning seed: how an edited unit finds its
+    unedited counterpart, since seeds are drawn per backbone) and ``shortcut`` (the artifact
     and its parameters); strings."""
     ft = ft.assign(edited=is_edited(ft), edit_label=edit_label(ft))
-    if "seed" in ft or "finetune_seed" in ft:
-        own = ft["finetune_seed"] if "finetune_seed" in ft else pd.Series(np.nan, index=ft.index)
-        used = own.where(own.notna(), ft["seed"] if "seed" in ft else np.nan)
+    if "seed" in ft or "finetune_seed" in ft or "finetune_seed_used" in ft:
+        used = _finetune_seed_used(ft)
         # a random-init backbone is drawn with the fine-tuning seed (experiment.run_finetune)
         random_init = (ft[SOURCE] == "none") if SOURCE in ft else pd.Series(False, index=ft.index)
         ft = ft.assign(finetune_seed_used=used, random_init_seed=used.where(random_init))
@@ -82,11 +105,15 @@ def identify(ft: pd.DataFrame) -> pd.DataFrame:
     else:
         backbone = "config:" + described
     finetune = _key(ft, present(ft, FINETUNE_INPUTS))
+    # an edited unit's unedited counterpart: same target, split and recipe; the fine-tuning seed is
+    # drawn per backbone since findings round 2, so it cannot be part of the match
+    counterpart = _key(ft, [c for c in present(ft, FINETUNE_INPUTS) if c != "finetune_seed_used"])
     unit = backbone + "#" + finetune
     d = pd.to_numeric(ft["degradation"], errors="coerce") if "degradation" in ft else pd.Series(0.0, index=ft.index)
     shortcut = _key(ft, present(ft, SHORTCUT_INPUTS))
     model = unit + "#d=" + d.map(lambda x: f"{x:g}") + ("#" + shortcut).where(d > 0, "")
-    out = ft.assign(backbone=backbone, finetune=finetune, unit=unit, shortcut=shortcut, model=model)
+    out = ft.assign(backbone=backbone, finetune=finetune, counterpart=counterpart, unit=unit, shortcut=shortcut,
+                    model=model)
     out.attrs = {}  # pandas deep-copies attrs on every later subset; the identities replace them
     return out
 

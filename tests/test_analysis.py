@@ -18,7 +18,8 @@ import pytest
 from analysis import aggregate as agg_mod
 from analysis.aggregate import RESOLVED, SOURCE
 from analysis.collect import collect
-from analysis.findings import FINDINGS, NOT_SUPPORTED, SUPPORTED, check_all, check_f1, check_f3, check_f4, check_f5
+from analysis.findings import (FINDINGS, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, check_all, check_f1, check_f3, check_f4,
+                               check_f5)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "experiment"
 TRIAL_DIRS = sorted(p for p in FIXTURE.iterdir() if p.is_dir())
@@ -130,7 +131,7 @@ def test_findings_return_verdicts(trials):
     findings = check_all(trials)
     assert [f.id for f in findings] == list(FINDINGS) == ["F1", "F2", "F3", "F4", "F5"]
     for f in findings:
-        assert f.verdict in (SUPPORTED, NOT_SUPPORTED) or f.verdict.startswith("not testable in this experiment: needs")
+        assert f.verdict in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE) or f.verdict.startswith("not testable in this experiment: needs")
         assert f.statistic and f.data and f.n and f.unit and f.n_units
         assert f.p_value is not None and 0 <= f.p_value <= 1
     by = {f.id: f for f in findings}
@@ -138,8 +139,10 @@ def test_findings_return_verdicts(trials):
     assert by["F1"].verdict == SUPPORTED
     assert by["F2"].verdict == SUPPORTED
     assert by["F3"].verdict == SUPPORTED and by["F3"].value < 0
-    assert by["F4"].verdict == SUPPORTED and "pretrained priority" in by["F4"].statistic
-    assert "clean-fine-tuned" in by["F4"].statistic  # both priorities are reported
+    # the fixture's O.O.D. loss follows the band mass mostly between sources (the seeds barely differ
+    # within one): the within-source test sees little, the confounded pooled association is descriptive
+    assert by["F4"].testable and "within-source ρ(alignment of the pretrained priority" in by["F4"].statistic
+    assert "confounded by the source, descriptive" in by["F4"].statistic
     assert by["F5"].testable
     # priorities on the shared probe set, said so; 16 pretrained models (2 sources × 2 edits × 4 seeds)
     for fid in ("F1", "F2", "F5"):

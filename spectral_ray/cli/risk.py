@@ -1,5 +1,4 @@
-"""``spectral-ray risk``: a backbone's shortcut risk before fine-tuning, predicted from a finished
-experiment's F4 relation (alignment with the artifact → O.O.D. loss). docs/RISK.md."""
+"""``spectral-ray risk``: a backbone's shortcut cost predicted from a finished experiment's F4 relation. docs/RISK.md."""
 
 from __future__ import annotations
 
@@ -20,11 +19,11 @@ PROTOCOL_KEYS = ("target", "target_n", "target_params", "data_seed", "size", "ch
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "risk", help="predict a backbone's O.O.D. loss to a shortcut from a finished experiment (before fine-tuning)",
-        description="Measure a backbone's learning priority on the target's probe set exactly as trials do "
-        "(psd_probe), its alignment with an artifact (F4's measure), and print the O.O.D. AUC drop that the "
-        "relation fitted on a finished experiment predicts (Theil–Sen fit over its pretrained models within the "
-        "matching stratum, 95 % bootstrap intervals), or say that F4 finds no significant relation there.")
+        "risk", help="predict a backbone's shortcut cost from a finished experiment (before fine-tuning)",
+        description="Measure a backbone's learning priority on the target's probe set as trials do (psd_probe) and "
+        "its alignment with an artifact (F4's measure); print the shortcut cost (I.I.D. − O.O.D. AUC) that F4's "
+        "within-source relation predicts (Theil–Sen within the backbone's source × edit arm, 95 % bootstrap), "
+        "or say that F4 finds no significant relation or the backbone lies outside the fitted sources/edits.")
     p.add_argument("--experiment", required=True, help="finished experiment folder (as `spectral-ray report` reads it)")
     b = p.add_argument_group("backbone (one of --store, --weights, --source)")
     b.add_argument("--store", metavar="KEY", help="a pretrained backbone in the store: its key (`pretrain_key`) or a prefix")
@@ -49,9 +48,8 @@ def add_parser(sub) -> None:
                    help="another artifact parameter (YAML value), as a sweep's `artifact_params`; repeatable")
     a.add_argument("--target", help="target dataset (default: the experiment's, if it has one)")
     a.add_argument("--degradation", type=float, default=None, help="one degradation level (default: every level > 0)")
-    p.add_argument("--validate", action="store_true", help="also predict each of the experiment's own models from "
-                   "the others and say whether the predictions rank them as their measured drops do (no backbone "
-                   "needed)")
+    p.add_argument("--validate", action="store_true", help="also predict each of the experiment's models with its "
+                   "seed block left out and F4 re-run without it; rank agreement and interval coverage (no backbone)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=run)
@@ -142,7 +140,8 @@ def _assess_backbone(args, basis, matched, root: Path, artifact_keys: dict, arti
             measured[probe] = (_measure(cfg, backbone), cfg)
         psd, cfg = measured[probe]
         art = risk.artifact_row(artifact.family, artifact.params, artifact.signature(cfg.size))
-        rows.append(risk.assess(basis, stratum, psd, art, backbone=backbone.id, n_boot=args.bootstrap))
+        block = risk.block_of_config((backbone.meta or {}).get("config") or backbone.keys)
+        rows.append(risk.assess(basis, stratum, psd, art, backbone=backbone.id, block=block, n_boot=args.bootstrap))
     (psd, cfg), *others = measured.values()
     notes = list(backbone.notes)
     if others:
@@ -381,8 +380,7 @@ def _num(v, fmt="+.3f") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
-NOT_SIGNIFICANT = ("NOT SIGNIFICANT: F4 finds no significant relation between alignment and O.O.D. loss in this "
-                   "experiment, so no O.O.D. loss is predicted.")
+NOT_SIGNIFICANT = "NOT SIGNIFICANT: F4 finds no significant within-source relation here, so no cost is predicted."
 
 
 def render(report: dict) -> str:
@@ -430,9 +428,9 @@ def _render_backbone(report: dict) -> list[str]:
                      f"{_num(p['pi'][0])}…{_num(p['pi'][1])}" if p else "—",
                      _num((r.get("measured") or {}).get("drop")),
                      f"{_num(r['mean_drop'])} [{_num(r['min_drop'])}, {_num(r['max_drop'])}]"])
-    lines += _table(rows) + ["", "drop = O.O.D. AUC lost vs the clean (d = 0) fine-tune of the same model; more aligned "
-                             "than = models of the stratum with lower alignment; fit = Theil–Sen over the stratum's "
-                             "pretrained models, 95 % bootstrap over models"]
+    lines += _table(rows) + ["", "drop = shortcut cost, I.I.D. − O.O.D. AUC of the same fine-tune; more aligned than = "
+                             "models of the stratum with lower alignment; fit = Theil–Sen within the backbone's source × "
+                             "edit arm (slope from pairs of one block), 95 % bootstrap within blocks"]
     if any((r["prediction"] or {}).get("weak_in_stratum") for r in strata):
         lines.append("* in this stratum alone the relation is not significant (p ≥ 0.05; F4 pools the strata): the "
                      "line's value, but it ranks backbones poorly here (docs/RISK.md)")
@@ -456,9 +454,11 @@ def _render_backbone(report: dict) -> list[str]:
 
 
 def _render_held_out(report: dict) -> list[str]:
-    lines = ["", "held-out check: each of the experiment's models predicted from the others (its trials' psd_probe)"]
+    lines = ["", "held-out check: each model predicted with its whole seed block left out and F4 re-run without it; "
+             "95 % intervals from the other models' held-out residuals"]
     if not report["significant"]:
         return lines + [NOT_SIGNIFICANT]
-    rows = [["stratum", "models", "predicted", "Spearman ρ (predicted, measured drop)"]]
-    rows += [[h["label"], str(h["n_models"]), str(h["n_predicted"]), _num(h["rho"], "+.2f")] for h in report["held_out"]]
+    rows = [["stratum", "models", "seed blocks", "predicted", "Spearman ρ (predicted, measured)", "interval coverage"]]
+    rows += [[h["label"], str(h["n_models"]), str(h["n_blocks"]), str(h["n_predicted"]), _num(h["rho"], "+.2f"),
+              _num(h["coverage"], ".0%")] for h in report["held_out"]]
     return lines + _table(rows)
