@@ -282,16 +282,20 @@ def unused_gpus_note(sweep: SweepFile, cluster_resources: dict | None = None,
 def run_sweep(sweep: SweepFile, *, resume: bool | None = None):
     """Run (or resume) the sweep and return its ``ResultGrid``. ``resume=None`` resumes when
     the experiment already exists, so the same command finishes an interrupted sweep."""
+    from trainables import driver_lock, preflight
+
     init_ray()
     period = experiment_state_period(sweep)
     if period:
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", period)
-    exists = experiment_exists(sweep)
-    if resume is None:
-        resume = exists
-    elif resume and not exists:
-        raise FileNotFoundError(f"no experiment to resume at {experiment_path(sweep)}")
-    if not resume:
-        save_sweep(sweep)
-    tuner = build_tuner(sweep, resume=resume)
-    return tuner.fit()
+    with driver_lock.hold(experiment_path(sweep)):  # one driver per experiment (trainables/driver_lock.py)
+        exists = experiment_exists(sweep)
+        if resume is None:
+            resume = exists
+        elif resume and not exists:
+            raise FileNotFoundError(f"no experiment to resume at {experiment_path(sweep)}")
+        if not resume:
+            save_sweep(sweep)
+        preflight.run(sweep, experiment_path(sweep), store_path(sweep))  # every node, before any trial
+        tuner = build_tuner(sweep, resume=resume)
+        return tuner.fit()
