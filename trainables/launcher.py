@@ -191,7 +191,20 @@ def _read_saved_sweep(sweep: SweepFile) -> dict | None:
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
         return None
     with fs.open_input_stream(path) as f:
-        return yaml.safe_load(f.read().decode())
+        raw = f.read()
+    try:
+        saved = yaml.safe_load(raw.decode())
+        damage = None if isinstance(saved, dict) else f"it holds a {type(saved).__name__}, not a sweep"
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        damage = str(e).splitlines()[0]
+    if damage:
+        from spectral_ray.cli import UserError
+
+        raise UserError(f"the saved copy of the sweep {experiment_path(sweep)}/{SWEEP_COPY} is damaged ({damage}); "
+                        f"it records which sweep made this experiment, to compare before resuming. Delete it to "
+                        f"resume without that check (this run saves the current sweep there), or pass "
+                        f"--name NEW_NAME for a new experiment.")
+    return saved
 
 
 def check_same_sweep(sweep: SweepFile) -> str | None:
@@ -294,7 +307,7 @@ def run_sweep(sweep: SweepFile, *, resume: bool | None = None):
             resume = exists
         elif resume and not exists:
             raise FileNotFoundError(f"no experiment to resume at {experiment_path(sweep)}")
-        if not resume:
+        if not resume or _read_saved_sweep(sweep) is None:
             save_sweep(sweep)
         preflight.run(sweep, experiment_path(sweep), store_path(sweep))  # every node, before any trial
         tuner = build_tuner(sweep, resume=resume)
