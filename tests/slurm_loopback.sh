@@ -7,9 +7,10 @@
 #
 # node1 (10.201.0.1) runs munged, slurmctld and a slurmd; node2 (10.201.0.2) is a network
 # namespace with a slurmd of its own (its own hostname, PID namespace and node-local scratch at
-# /run/node-local, as on a second machine); WORK is the cluster's shared file system. Steps are
-# run by sourcing WORK/steps.sh (written by the test) once the cluster is up; each step's output
-# goes to WORK/logs/NAME.log and its rc to WORK/logs/steps.log.
+# /run/node-local, as on a second machine); WORK is the cluster's shared file system. Then, through
+# sweeps/cluster/slurm.sbatch: a tiny sweep (`sbatch --wait`), one with node-local results
+# (refused by the pre-flight), one cancelled mid-sweep and submitted again (it resumes). Each
+# step's output goes to WORK/logs/NAME.log (the job's to NAME-JOBID.out), its rc to steps.log.
 set -euo pipefail
 WORK=$1 REPO=$2 BIN=$3
 LOGS=$WORK/logs
@@ -78,10 +79,10 @@ slurmctld -i
 # each slurmd in its own PID and mount namespace (own process table, own /run/node-local), under
 # a bash that reaps the daemons Ray leaves to the namespace's first process
 unshare --pid --fork --mount-proc --mount --propagation private \
-    bash -c 'mount -t tmpfs tmpfs /run/node-local && slurmd -D' > "$LOGS/slurmd1.out" 2>&1 &
+    bash -c 'mount -t tmpfs tmpfs /run/node-local && { slurmd -D & wait; }' > "$LOGS/slurmd1.out" 2>&1 &
 # (nsenter, not `ip netns exec`, which remounts /sys and so hides the cgroup mounts slurmd reads)
 nsenter --net=/run/netns/node2 unshare --pid --fork --mount-proc --mount --uts --propagation private \
-    bash -c 'hostname node2 && mount -t tmpfs tmpfs /run/node-local && slurmd -D' > "$LOGS/slurmd2.out" 2>&1 &
+    bash -c 'hostname node2 && mount -t tmpfs tmpfs /run/node-local && { slurmd -D & wait; }' > "$LOGS/slurmd2.out" 2>&1 &
 for _ in $(seq 60); do
     [[ $(sinfo -h -N -t idle -o %N 2> /dev/null | sort -u | wc -l) -ge 2 ]] && break
     sleep 1
@@ -107,8 +108,42 @@ export PATH=$BIN:$PATH RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 OMP_NUM_
 export HOME=$WORK/home SPECTRAL_RAY_TMP=/run/node-local
 export SPECTRAL_RAY_STORE=$WORK/shared/backbones SPECTRAL_RAY_CACHE=$WORK/shared/cache
 mkdir -p "$HOME"
-# shellcheck source=/dev/null
-source "$WORK/steps.sh"
+RESULTS=$WORK/shared/results
+# the main job made tiny (as tests/loopback_cluster.sh): 2 sources x 2 shortcuts, 4 trials
+TINY=(--set size=32 --set source_n=200 --set target_n=160 --set psd_images=32 --set pretrain.epochs=1
+      --set finetune.epochs=1 --set fold=0 --set degradation=0 --set edit_strength=0)
+# the node has no GPUs: the file's --gpus-per-task=1 overridden, as a lab without GPUs would
+SB=(--cpus-per-task=1 --gpus-per-task=0)
+SWEEP=(sweeps/cluster/slurm.sbatch sweeps/embedded-quick.yaml --storage "$RESULTS")
+
+# 1. a sweep through the sbatch file, both nodes
+step full 420 sbatch --wait "${SB[@]}" --output="$LOGS/full-%j.out" "${SWEEP[@]}" --name full "${TINY[@]}" || true
+# 2. results on a node-local folder of a two-node job: refused by the pre-flight, no trial run
+step local 300 sbatch --wait "${SB[@]}" --output="$LOGS/local-%j.out" sweeps/cluster/slurm.sbatch \
+    sweeps/embedded-quick.yaml --storage /run/node-local/results --name local "${TINY[@]}" || true
+# 3. scancel mid-sweep (8 trials), then the same sbatch command again: it resumes
+KILLED=("${SWEEP[@]}" --name killed "${TINY[@]}" --set 'fold={grid: [0, 1]}')
+jid=$(sbatch --parsable "${SB[@]}" --output="$LOGS/killed-%j.out" "${KILLED[@]}")
+echo "$jid" > "$LOGS/killed.jobid"
+finished() {  # trial folders whose last result says done
+    python -c 'import json, pathlib, sys
+for t in sorted(pathlib.Path(sys.argv[1]).glob("*/result.json")):
+    lines = t.read_text().splitlines()
+    if lines and json.loads(lines[-1]).get("done"):
+        print(t.parent.name)' "$RESULTS/killed" 2> /dev/null
+}
+for _ in $(seq 300); do
+    [[ $(finished | wc -l) -ge 2 ]] && break
+    squeue -h -j "$jid" 2> /dev/null | grep -q . || break
+    sleep 1
+done
+sleep 4   # the experiment state (saved every 2 s) now has them as finished
+finished > "$LOGS/finished-before-kill.txt"
+scancel "$jid"
+for _ in $(seq 60); do squeue -h -j "$jid" 2> /dev/null | grep -q . || break; sleep 1; done
+echo "scancel $jid; finished before: $(wc -l < "$LOGS/finished-before-kill.txt")" >> "$LOGS/steps.log"
+step resume 420 sbatch --wait "${SB[@]}" --output="$LOGS/resume-%j.out" "${KILLED[@]}" || true
+sinfo -N -l > "$LOGS/sinfo-end.log" 2>&1 || true
 
 # --- clean up: jobs, then the daemons (bounded waits) ------------------------------------------
 scancel --full --quiet $(squeue -h -o %i 2> /dev/null) 2> /dev/null || true
