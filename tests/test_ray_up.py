@@ -154,7 +154,7 @@ def test_ray_up_submit_job_report_down(loopback_run):
     work, proc = loopback_run
     steps = _steps(work)
     where = f"script rc {proc.returncode}; steps {steps}\n{proc.stderr[-2000:]}"
-    for name in ("up", "wait-worker", "submit", "job", "report", "down"):
+    for name in ("up", "wait-worker", "submit", "job", "job-logs", "job-status", "report", "down"):
         assert steps.get(name) == 0, f"step {name} failed ({where}):\n{_log(work, name)[-4000:]}"
     assert proc.returncode == 0, where
     assert "nodes alive: 2" in _log(work, "wait-worker")
@@ -166,6 +166,7 @@ def test_ray_up_submit_job_report_down(loopback_run):
     # the job's sweep is the same grid: its backbones come from the shared store
     assert "trials: 4 TERMINATED" in job and "pretrainings in this run: 0" in job, job[-3000:]
     assert "succeeded" in job.lower(), job[-2000:]
+    assert "trials: 4 TERMINATED" in _log(work, "job-logs") and "SUCCEEDED" in _log(work, "job-status")
 
     for name in ("submitted", "job"):
         trials = _trials(results / name)

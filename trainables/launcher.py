@@ -268,7 +268,7 @@ def unused_gpus_note(sweep: SweepFile, cluster_resources: dict | None = None,
     sweep reserves none per trial. Ray (2.60) then leaves ``CUDA_VISIBLE_DEVICES`` alone
     (``ray._private.utils.set_visible_accelerator_ids`` skips zero-GPU workers), so a trial on a
     GPU node trains on that node's first GPU, all of them on the same one, unaccounted; and an
-    autoscaler never starts a GPU node for a trial that asks for none.
+    autoscaler counts only their CPUs (with GPU-only worker types it still starts GPU nodes).
     ``cluster_resources``: ``ray.cluster_resources()`` of the running Ray when not given;
     ``gpu_node_types``: :func:`declared_gpu_node_types` when not given."""
     if sweep.resources.gpu:
@@ -288,7 +288,7 @@ def unused_gpus_note(sweep: SweepFile, cluster_resources: dict | None = None,
         return None
     return (f"note: {where}, but this sweep reserves none per trial (resources.gpu is 0): Ray neither places "
             f"trials by GPU nor shares the GPUs out, so trials on a GPU node all use its first GPU, trials on a "
-            f"CPU-only node train on the CPU, and an autoscaler starts no GPU node for them. Give each trial a share, "
+            f"CPU-only node train on the CPU, and an autoscaler sizes the cluster by their CPUs alone. Give each trial a share, "
             f"e.g. `--set resources.gpu=0.125 --set max_concurrent=8` (docs/CLUSTER.md).")
 
 
