@@ -90,15 +90,17 @@ def _probe_folder(uri: str, token: str, node: str) -> dict:
         probe = f"{root.rstrip('/')}/.preflight-{token}"
         with fs.open_input_stream(f"{probe}/driver") as f:
             out["shared"] = f.read().decode() == token
-    except (OSError, FileNotFoundError) as e:
-        out["error"] = f"reading the driver's file: {e}"
+    except FileNotFoundError:
+        out["error"] = "the file the driver wrote there is missing"
+    except OSError as e:
+        out["error"] = f"reading the driver's file: {str(e)[:200]}"
     try:
         fs, root = _fs(uri)
         with fs.open_output_stream(f"{root.rstrip('/')}/.preflight-{token}/node-{node}") as f:
             f.write(token.encode())
         out["writable"] = True
     except (OSError, FileNotFoundError) as e:
-        out["error"] = (out["error"] + "; " if out["error"] else "") + f"writing: {e}"
+        out["error"] = (out["error"] + "; " if out["error"] else "") + f"writing: {str(e)[:200]}"
     return out
 
 
