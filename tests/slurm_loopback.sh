@@ -133,11 +133,11 @@ for t in sorted(pathlib.Path(sys.argv[1]).glob("*/result.json")):
         print(t.parent.name)' "$RESULTS/killed" 2> /dev/null
 }
 for _ in $(seq 300); do
-    [[ $(finished | wc -l) -ge 2 ]] && break
+    [[ $(finished | wc -l) -ge 1 ]] && break
     squeue -h -j "$jid" 2> /dev/null | grep -q . || break
     sleep 1
 done
-sleep 4   # the experiment state (saved every 2 s) now has them as finished
+sleep 3   # the experiment state (saved every 2 s) now has them as finished
 finished > "$LOGS/finished-before-kill.txt"
 scancel "$jid"
 for _ in $(seq 60); do squeue -h -j "$jid" 2> /dev/null | grep -q . || break; sleep 1; done
@@ -148,6 +148,11 @@ sinfo -N -l > "$LOGS/sinfo-end.log" 2>&1 || true
 # --- clean up: jobs, then the daemons (bounded waits) ------------------------------------------
 scancel --full --quiet $(squeue -h -o %i 2> /dev/null) 2> /dev/null || true
 for _ in $(seq 20); do [[ -z $(squeue -h 2> /dev/null) ]] && break; sleep 1; done
-scontrol shutdown > /dev/null 2>&1 || true
+scontrol shutdown > /dev/null 2>&1 || true   # slurmctld and both slurmd
+for _ in $(seq 30); do
+    ps -eo comm | grep -qE '^(slurmctld|slurmd|slurmstepd)$' || break
+    sleep 1
+done
 kill "$(cat "$WORK/munged.pid")" 2> /dev/null || true
+for _ in $(seq 10); do kill -0 "$(cat "$WORK/munged.pid")" 2> /dev/null || break; sleep 1; done
 ps -eo pid,args > "$LOGS/ps-at-end.log"

@@ -146,7 +146,7 @@ def test_cancelled_sweep_resumes_from_the_same_command(slurm_run):
     assert steps.get("resume") == 0, f"steps {steps}\n{_log(work, 'resume')[-5000:]}"
     before = set((work / "logs" / "finished-before-kill.txt").read_text().split())
     killed = _log(work, "killed")
-    assert len(before) >= 2 and "trials: 8" not in killed, killed[-3000:]  # cancelled mid-sweep
+    assert 1 <= len(before) < 8 and "trials: 8" not in killed, killed[-3000:]  # cancelled mid-sweep
     resumed = _log(work, "resume")
     assert "resuming the existing experiment" in resumed and "trials: 8 TERMINATED" in resumed, resumed[-5000:]
     exp = work / "shared" / "results" / "killed"
