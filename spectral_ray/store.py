@@ -10,7 +10,14 @@ version). :func:`get_or_train` returns its checkpoint path, training it first wh
   then ``meta.json`` — the done marker — atomically after it; an entry without a valid
   ``meta.json`` or whose checkpoint fails its checksum is deleted and rebuilt;
 * every training appends a line to ``trainings.jsonl`` at the root, so :func:`stats` can show
-  that each config was pretrained once.
+  that each config was pretrained once;
+* ``meta.json`` records the provenance (a hash of each module that pretrains, the torch/timm/numpy
+  versions); a hit trained by other code or another major.minor of those libraries raises
+  :class:`StaleBackbone` naming the difference, instead of being reused silently (entries from
+  before the record pass, as their key's ``STORE_VERSION`` always did).
+
+Arrays kept beside a backbone (the probe priority) go through :func:`save_array_checked` /
+:func:`load_array_checked`: a ``.sha256`` beside each, a damaged one is recomputed by its caller.
 
 Layout: ``<root>/<key[:24]>/{backbone.pt, meta.json, .lock}`` and ``<root>/trainings.jsonl``.
 The root is ``root=`` or ``$SPECTRAL_RAY_STORE`` or ``~/.cache/spectral-ray/backbones``

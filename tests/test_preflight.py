@@ -120,3 +120,12 @@ def test_each_problem_is_named():
 def test_path_trials_keep_each_distinct_path_combination_once(tmp_path):
     sweep = _sweep(tmp_path, target="ct_lesion", target_params={"n": 10})
     assert preflight.path_trials(sweep) == [{"target": "ct_lesion", "target_params": {"n": 10}}]
+
+
+def test_a_driver_off_the_cluster_lock_file_gets_a_note(tmp_path):
+    lock = tmp_path / "cluster.txt"
+    lock.write_text("# header\nnumpy==2.0.0\nray==2.60.0\n")
+    (note,) = preflight.constraint_notes({"numpy": "1.26.4", "ray": "2.60.0", "torch": "2.4.0"}, lock)
+    assert "numpy 1.26.4 (pinned 2.0.0)" in note and "ray" not in note.split(":")[1].split(";")[0]
+    assert preflight.constraint_notes({"numpy": "2.0.0"}, lock) == []
+    assert preflight.constraint_notes(preflight.library_versions()) == []  # this venv is what the file pins

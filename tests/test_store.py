@@ -273,3 +273,24 @@ def test_checksummed_arrays_are_recomputed_when_damaged(tmp_path):
     assert load_array_checked(path) is None
     np.save(path, np.ones(3))  # written before checksums existed: no .sha256, recomputed once
     assert load_array_checked(path) is None
+
+
+def test_a_damaged_stored_probe_priority_is_recomputed_not_fatal(tmp_path):
+    """experiment.stored_probe_priority reads the vector through the checksum: a damaged file
+    beside the backbone is measured again (the same vector) instead of failing the trial."""
+    from spectral_ray.experiment import ProbeSet, stored_probe_priority
+    from spectral_ray.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet10t", in_chans=1, num_classes=2)
+    rng = np.random.default_rng(0)
+    probe = ProbeSet(rng.random((8, 1, 32, 32)).astype(np.float32), np.arange(8) % 2)
+    ckpt = tmp_path / "entry" / "backbone.pt"
+    ckpt.parent.mkdir()
+    first = stored_probe_priority(model, probe, ckpt)
+    (saved,) = (ckpt.parent / "probe_priority").glob("*.npy")
+    assert saved.with_name(saved.name + ".sha256").exists()
+    saved.write_bytes(saved.read_bytes()[:-8] + b"\0" * 8)  # damaged values, same size
+    again = stored_probe_priority(model, probe, ckpt)
+    torch.testing.assert_close(again, first)
+    torch.testing.assert_close(stored_probe_priority(model, probe, ckpt), first)  # the rewritten file reads back

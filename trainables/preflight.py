@@ -269,6 +269,27 @@ def evaluate(reports: list[dict], *, experiment: str, store: str | None, gpu_nod
     return problems, notes
 
 
+CONSTRAINTS = Path(__file__).resolve().parents[1] / "constraints" / "cluster.txt"
+
+
+def constraint_notes(versions: dict, path: Path = CONSTRAINTS) -> list[str]:
+    """Libraries of ``versions`` whose version differs from the pin in constraints/cluster.txt
+    (the cluster install's lock file), as one note; none when the file is absent (an installed
+    package without the checkout)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    pins = {}
+    for line in lines:
+        name, sep, version = line.partition("==")
+        if sep and not line.lstrip().startswith("#"):
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    off = [f"{n} {v} (pinned {pins[n.lower()]})" for n, v in versions.items() if n.lower() in pins and v != pins[n.lower()]]
+    return [f"the driver's environment differs from {path.name}: {', '.join(off)}; cluster installs use "
+            f"`pip install -c constraints/cluster.txt` (docs/CLUSTER.md)"] if off else []
+
+
 def _plant(uri: str, token: str) -> None:
     fs, root = _fs(uri)
     probe = f"{root.rstrip('/')}/.preflight-{token}"
@@ -344,6 +365,7 @@ def run(sweep, experiment: str, store: str | None) -> dict:
     gpu_nodes = {n["NodeID"][:12]: float(n.get("Resources", {}).get("GPU", 0)) for n in nodes} if sweep.resources.gpu else {}
     problems, notes = evaluate(reports, experiment=experiment, store=store, gpu_nodes=gpu_nodes,
                                versions=library_versions(), code=code_hash(), seen_by_driver=seen)
+    notes += constraint_notes(library_versions())
     report = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(time.time() - t0, 2),
               "experiment": experiment, "store": store, "driver_host": socket.gethostname(),
               "driver_libraries": library_versions(), "driver_code": code_hash(),
