@@ -9,7 +9,8 @@
 # namespace with a slurmd of its own (its own hostname, PID namespace and node-local scratch at
 # /run/node-local, as on a second machine); WORK is the cluster's shared file system. Then, through
 # sweeps/cluster/slurm.sbatch: a tiny sweep (`sbatch --wait`), one with node-local results
-# (refused by the pre-flight), one cancelled mid-sweep and submitted again (it resumes). Each
+# (refused by the pre-flight), one cancelled mid-sweep and submitted again (it resumes), one sent
+# USR1 (the time-limit warning: it requeues itself and the requeued job resumes). Each
 # step's output goes to WORK/logs/NAME.log (the job's to NAME-JOBID.out), its rc to steps.log.
 set -euo pipefail
 WORK=$1 REPO=$2 BIN=$3
@@ -143,6 +144,24 @@ scancel "$jid"
 for _ in $(seq 60); do squeue -h -j "$jid" 2> /dev/null | grep -q . || break; sleep 1; done
 echo "scancel $jid; finished before: $(wc -l < "$LOGS/finished-before-kill.txt")" >> "$LOGS/steps.log"
 step resume 420 sbatch --wait "${SB[@]}" --output="$LOGS/resume-%j.out" "${KILLED[@]}" || true
+# 4. the time-limit path: USR1 (what --signal=B:USR1@300 sends before the limit) makes the job
+#    requeue itself; the requeued job runs the same command, which resumes (here: the finished
+#    experiment of step 1, so it only restores and reports)
+jid=$(sbatch --parsable "${SB[@]}" --output="$LOGS/requeue-%j.out" "${SWEEP[@]}" --name full "${TINY[@]}")
+for _ in $(seq 120); do grep -q "(restart 0)" "$LOGS/requeue-$jid.out" 2> /dev/null && break; sleep 1; done
+scancel --batch --signal=USR1 "$jid"
+echo "USR1 to job $jid" >> "$LOGS/steps.log"
+# Slurm holds a requeued job for about two minutes; start it now instead (the test's time only)
+for _ in $(seq 60); do
+    scontrol show job -o "$jid" 2> /dev/null | grep -q 'JobState=PENDING.*Restarts=1' && break
+    sleep 1
+done
+scontrol update JobId="$jid" StartTime=now >> "$LOGS/steps.log" 2>&1 || true
+for _ in $(seq 150); do
+    scontrol show job -o "$jid" 2> /dev/null | grep -qE 'JobState=(COMPLETED|FAILED|CANCELLED|TIMEOUT)' && break
+    sleep 2
+done
+scontrol show job -o "$jid" > "$LOGS/requeue-job.txt" 2>&1 || true
 sinfo -N -l > "$LOGS/sinfo-end.log" 2>&1 || true
 
 # --- clean up: jobs, then the daemons (bounded waits) ------------------------------------------
@@ -153,6 +172,8 @@ for _ in $(seq 30); do
     ps -eo comm | grep -qE '^(slurmctld|slurmd|slurmstepd)$' || break
     sleep 1
 done
-kill "$(cat "$WORK/munged.pid")" 2> /dev/null || true
-for _ in $(seq 10); do kill -0 "$(cat "$WORK/munged.pid")" 2> /dev/null || break; sleep 1; done
+if [[ -s $WORK/munged.pid ]]; then   # (the namespace's end would stop it too)
+    kill "$(cat "$WORK/munged.pid")" 2> /dev/null || true
+    for _ in $(seq 10); do kill -0 "$(cat "$WORK/munged.pid")" 2> /dev/null || break; sleep 1; done
+fi
 ps -eo pid,args > "$LOGS/ps-at-end.log"

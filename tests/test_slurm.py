@@ -3,7 +3,8 @@ on loopback (tests/slurm_loopback.sh, in private namespaces: node2 is its own ne
 process table and node-local scratch). Through the sbatch file: a tiny sweep with `sbatch --wait`
 whose trials ran on both nodes; node-local results refused by the pre-flight before any trial;
 a sweep cancelled mid-way (`scancel`) and submitted again, which resumes without rerunning a
-finished trial or losing one. Needs root; installs slurmctld, slurmd, slurm-client and munge
+finished trial or losing one; the time-limit warning (USR1), on which the job requeues itself and
+the requeued job resumes. Needs root; installs slurmctld, slurmd, slurm-client and munge
 with apt when missing. By hand:
 
     .venv/bin/python -m pytest tests/test_slurm.py -m slow -s      (-s prints the trials' nodes)
@@ -160,6 +161,15 @@ def test_cancelled_sweep_resumes_from_the_same_command(slurm_run):
         assert sum(r.get("done", False) for r in rows) == 1 and [r["training_iteration"] for r in rows] == \
             list(range(1, len(rows) + 1)), (t, rows)
         assert sum(1 for other in finals if _grid_point(other) == _grid_point(t)) == 1, sorted(finals)
+
+
+def test_time_limit_warning_requeues_the_job_which_resumes(slurm_run):
+    work, _ = slurm_run
+    job = (work / "logs" / "requeue-job.txt").read_text()
+    out = _log(work, "requeue")
+    assert "JobState=COMPLETED" in job and "Restarts=1" in job, job + out[-4000:]
+    assert "requeueing job" in out and "(restart 1)" in out, out[-4000:]
+    assert "resuming the existing experiment" in out and "trials: 4 TERMINATED" in out, out[-4000:]
 
 
 def test_every_daemon_is_gone_at_the_end(slurm_run):
