@@ -97,10 +97,11 @@ def node_env(work: Path) -> Path:
     import ray
 
     env = work / "nodeenv"
-    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix) and Path(p).is_dir())
+    # every site-packages this interpreter sees (a venv layered over another one has two)
+    sites = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     subprocess.run([sys._base_executable, "-m", "venv", str(env)], check=True, capture_output=True, timeout=300)
     pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    (env / "lib" / pyver / "site-packages" / "this-venv.pth").write_text(site + "\n")
+    (env / "lib" / pyver / "site-packages" / "this-venv.pth").write_text("".join(p + "\n" for p in sites))
     pip = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", f"ray[default,tune]=={ray.__version__}"],
                          capture_output=True, text=True, timeout=600)
     if pip.returncode:
