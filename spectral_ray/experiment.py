@@ -318,7 +318,7 @@ def stored_probe_priority(model: torch.nn.Module, probe: ProbeSet, ckpt: Path | 
         return probe_priority(model, probe.images, probe.labels)
     import hashlib
 
-    from spectral_ray.atomic import atomic_open
+    from spectral_ray import store
     from spectral_ray.data.codeversion import hash_modules, module_closure
 
     h = hashlib.sha256(f"{PROBE_SEED}:{next(model.parameters()).device.type}:".encode())
@@ -329,11 +329,11 @@ def stored_probe_priority(model: torch.nn.Module, probe: ProbeSet, ckpt: Path | 
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype}{a.shape}".encode() + a.tobytes())
     path = Path(ckpt).parent / "probe_priority" / f"{h.hexdigest()[:24]}.npy"
-    if path.exists():
-        return torch.from_numpy(np.load(path))
+    stored = store.load_array_checked(path)  # None when absent or damaged (then recomputed)
+    if stored is not None:
+        return torch.from_numpy(stored)
     p = probe_priority(model, probe.images, probe.labels)
-    with atomic_open(path) as f:
-        np.save(f, p.numpy())
+    store.save_array_checked(path, p.numpy())
     return p
 
 

@@ -10,7 +10,14 @@ version). :func:`get_or_train` returns its checkpoint path, training it first wh
   then ``meta.json`` — the done marker — atomically after it; an entry without a valid
   ``meta.json`` or whose checkpoint fails its checksum is deleted and rebuilt;
 * every training appends a line to ``trainings.jsonl`` at the root, so :func:`stats` can show
-  that each config was pretrained once.
+  that each config was pretrained once;
+* ``meta.json`` records the provenance (a hash of each module that pretrains, the torch/timm/numpy
+  versions); a hit trained by other code or another major.minor of those libraries raises
+  :class:`StaleBackbone` naming the difference, instead of being reused silently (entries from
+  before the record pass, as their key's ``STORE_VERSION`` always did).
+
+Arrays kept beside a backbone (the probe priority) go through :func:`save_array_checked` /
+:func:`load_array_checked`: a ``.sha256`` beside each, a damaged one is recomputed by its caller.
 
 Layout: ``<root>/<key[:24]>/{backbone.pt, meta.json, .lock}`` and ``<root>/trainings.jsonl``.
 The root is ``root=`` or ``$SPECTRAL_RAY_STORE`` or ``~/.cache/spectral-ray/backbones``
@@ -28,6 +35,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +57,10 @@ __all__ = [
     "stats",
     "STORE_VERSION",
     "ENV_VAR",
+    "StaleBackbone",
+    "training_provenance",
+    "save_array_checked",
+    "load_array_checked",
 ]
 
 STORE_VERSION = "1"  # bump when pretraining itself changes (default_pretrain, fit) so old backbones are not reused
@@ -59,6 +71,11 @@ ENV_VAR = "SPECTRAL_RAY_STORE"
 CHECKPOINT = "backbone.pt"
 META = "meta.json"
 LOG = "trainings.jsonl"
+# A stored backbone records the code that trained it and the libraries it ran on (meta.json's
+# "provenance"); one trained by other code is refused, not silently reused (:func:`get_or_train`).
+REUSE_ENV = "SPECTRAL_RAY_STORE_REUSE"
+PROVENANCE_MODULES = ("spectral_ray.store", "spectral_ray.spectrum", "spectral_ray.weights")
+PROVENANCE_LIBRARIES = ("torch", "timm", "numpy")
 
 # Recipe fields that do not change what is learned (only speed/memory); left out of the key.
 _RECIPE_KEY_EXCLUDE = ("num_threads", "eval_batch_size", "eval_sets_every")
@@ -171,6 +188,70 @@ class PretrainConfig:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# ------------------------------------------------------------------------------ provenance
+
+
+class StaleBackbone(RuntimeError):
+    """A stored backbone was pretrained by other code or library versions than this run's."""
+
+
+@lru_cache(maxsize=1)
+def training_provenance() -> dict:
+    """``{"code": {module: sha256[:12]}, "libraries": {name: version}}``: the project modules that
+    pretrain a backbone (:data:`PROVENANCE_MODULES` and what they import at module level) and the
+    versions of :data:`PROVENANCE_LIBRARIES`."""
+    from importlib import metadata
+
+    from spectral_ray.data.codeversion import module_closure
+
+    code = {}
+    for module in PROVENANCE_MODULES:
+        for name, path in module_closure(module):
+            code[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    libraries = {}
+    for name in PROVENANCE_LIBRARIES:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libraries[name] = None
+    return {"code": code, "libraries": libraries}
+
+
+def _minor(version: str | None) -> str | None:
+    return ".".join(version.split("+")[0].split(".")[:2]) if version else None
+
+
+def provenance_mismatch(meta: dict) -> str | None:
+    """What differs between the code/libraries that trained a stored backbone (its meta.json) and
+    this process's, or None. Libraries count at major.minor (a patch release is the same
+    training); entries stored before provenance was recorded carry none and pass (their key has
+    :data:`STORE_VERSION`, as before)."""
+    before = meta.get("provenance")
+    if not isinstance(before, dict):
+        return None
+    now = training_provenance()
+    old_code, new_code = before.get("code") or {}, now["code"]
+    changed = sorted(k for k in set(old_code) | set(new_code) if old_code.get(k) != new_code.get(k))
+    old_libs = before.get("libraries") or {}
+    libs = [f"{n} {old_libs.get(n)} (now {v})" for n, v in now["libraries"].items()
+            if n in old_libs and _minor(old_libs.get(n)) != _minor(v)]
+    parts = ([f"code changed in {', '.join(changed)}"] if changed else []) + (
+        [f"libraries {', '.join(libs)}"] if libs else [])
+    return "; ".join(parts) or None
+
+
+def _check_provenance(d: Path) -> None:
+    meta = _read_json(d / META) or {}
+    why = provenance_mismatch(meta)
+    if why is None or os.environ.get(REUSE_ENV) == "1":
+        return
+    raise StaleBackbone(
+        f"the stored backbone {d} was pretrained by other code than this run's ({why}). If the change "
+        f"alters pretraining, delete that folder (it is retrained on the next run) or bump STORE_VERSION in "
+        f"spectral_ray/store.py; if it does not (a refactor, a comment), reuse it with {REUSE_ENV}=1, or point "
+        f"the sweep at another store (params.store / SPECTRAL_RAY_STORE).")
+
+
 # ----------------------------------------------------------------------------------- paths
 
 
@@ -252,6 +333,49 @@ def _jsonable(obj):
     return str(obj)
 
 
+# ------------------------------------------------------------------- checksummed arrays
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save_array_checked(path, array: np.ndarray) -> None:
+    """``path`` (.npy) and ``path.sha256`` beside it (the sha256 of the .npy bytes), each written
+    atomically, the array first."""
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    data = buf.getvalue()
+    with atomic_open(path) as f:
+        f.write(data)
+    _atomic_write_text(_checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
+
+
+def load_array_checked(path) -> np.ndarray | None:
+    """The array saved by :func:`save_array_checked`, or None when it is absent, has no checksum
+    (written before checksums, or by a writer that crashed between the two files) or fails it
+    (a damaged file: both are removed, so the caller recomputes and saves it again)."""
+    import io
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        expected = _checksum_path(path).read_text().strip()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() == expected:
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError:
+            pass
+    for p in (path, _checksum_path(path)):
+        p.unlink(missing_ok=True)
+    return None
+
+
 # ------------------------------------------------------------------------------ get/train
 
 
@@ -279,10 +403,12 @@ def get_or_train(
     d = entry_dir(config, root_path)
     ckpt = d / CHECKPOINT
     if _valid(d, key, verify):
+        _check_provenance(d)
         return ckpt
     d.mkdir(parents=True, exist_ok=True)
     with FileLock(str(d / ".lock"), timeout=lock_timeout):
         if _valid(d, key, verify):  # another process finished it while we waited
+            _check_provenance(d)
             return ckpt
         (d / META).unlink(missing_ok=True)  # done marker first: a half-rebuilt entry never looks done
         ckpt.unlink(missing_ok=True)
@@ -307,6 +433,7 @@ def get_or_train(
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "checkpoint": CHECKPOINT,
+            "provenance": training_provenance(),
         }
         _atomic_write_text(d / META, json.dumps(meta, indent=1, allow_nan=False))
         line = json.dumps(

@@ -103,8 +103,11 @@ for _ in $(seq 60); do
     sleep 1
 done
 # the job CLI needs ray[default], as on a laptop: the nodes' environment has it
-RAY_ADDRESS=http://127.0.0.1:8266 step job 420 "$WORK/nodeenv/bin/ray" job submit --working-dir . -- \
-    python sweeps/launch.py sweeps/embedded-quick.yaml --name job "${SWEEP_ARGS[@]}"
+RAY_ADDRESS=http://127.0.0.1:8266 step job 420 "$WORK/nodeenv/bin/ray" job submit --submission-id sr-job \
+    --working-dir . -- python sweeps/launch.py sweeps/embedded-quick.yaml --name job "${SWEEP_ARGS[@]}"
+# the documented follow-ups: the job's logs and status
+RAY_ADDRESS=http://127.0.0.1:8266 step job-logs 60 "$WORK/nodeenv/bin/ray" job logs sr-job
+RAY_ADDRESS=http://127.0.0.1:8266 step job-status 60 "$WORK/nodeenv/bin/ray" job status sr-job
 step report 300 python -m spectral_ray.cli report "$WORK/shared/results/submitted"
 ps -eo pid,args > "$LOGS/ps-before-down.log"
 trap - EXIT

@@ -56,7 +56,7 @@ def test_installs_this_checkout_with_shared_storage(name):
     config = prepared(name)
     assert config["file_mounts"]["~/spectral-ray"] == "."
     setup = " ".join(config["setup_commands"])
-    assert "python -m pip install -q -e ~/spectral-ray" in setup
+    assert "-c ~/spectral-ray/constraints/cluster.txt" in setup and "-e ~/spectral-ray" in setup
     assert "SPECTRAL_RAY_STORE=/mnt/shared/" in setup and "SPECTRAL_RAY_CACHE=/mnt/shared/" in setup
     # the cluster's own CUDA torch is kept: nothing installs torch
     assert not any("install" in c and "torch" in c.replace("ray[default,tune]", "") for c in config["setup_commands"])
@@ -122,3 +122,38 @@ def test_gpu_node_types_are_declared(name):
     from trainables.launcher import declared_gpu_node_types
 
     assert declared_gpu_node_types(CLUSTER / name) == {"gpu_worker": 1.0}
+
+
+CONSTRAINTS = CLUSTER.parents[1] / "constraints" / "cluster.txt"
+
+
+def pins(path=CONSTRAINTS) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep and not line.startswith("#"):
+            out[name.strip().lower().replace("_", "-")] = version.strip()
+    return out
+
+
+def test_cluster_constraints_pin_what_this_checkout_runs():
+    """constraints/cluster.txt (what every cluster node installs) pins the libraries the pre-flight
+    compares across nodes at the versions of this venv, and leaves the CUDA-specific torch out."""
+    from importlib import metadata
+
+    from trainables.preflight import LIBRARIES
+
+    pinned = pins()
+    assert "torch" not in pinned and "torchvision" not in pinned and not any(k.startswith("nvidia-") for k in pinned)
+    for name in LIBRARIES:
+        if name in ("torch", "torchvision"):
+            continue
+        assert pinned.get(name.lower()) == metadata.version(name), (
+            f"{name}: constraints/cluster.txt pins {pinned.get(name.lower())}, this venv runs {metadata.version(name)}; "
+            "regenerate the file (its header says how)")
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_cluster_files_install_with_the_constraints(name):
+    setup = [c for c in load(name)["setup_commands"] if "-e ~/spectral-ray" in c]
+    assert len(setup) == 1 and "-c ~/spectral-ray/constraints/cluster.txt" in setup[0]

@@ -1,5 +1,9 @@
 """Where a sweep's trials keep their backbones (no Ray started)."""
 
+from pathlib import Path
+
+import pytest
+
 from spectral_ray.config import parse_sweep
 from trainables.launcher import grid_points, store_path
 
@@ -186,3 +190,20 @@ def test_scheduler_cap_parks_trials_beyond_max_concurrent():
     ctl.trials[0].status = Trial.TERMINATED
     assert cap.choose_trial_to_run(ctl) is ctl.trials[2]  # one slot free: the first parked trial
     assert CappedFIFO(max_concurrent=None).choose_trial_to_run(ctl) is ctl.trials[2]
+
+
+@pytest.mark.parametrize("damage", [b"name: s\nparams: {fold: [0,\n", b"just a string\n", b"\xff\xfe\x00binary"])
+def test_a_damaged_saved_sweep_is_named_with_its_path_and_the_fix(tmp_path, damage):
+    from spectral_ray.cli import UserError
+    from trainables.launcher import SWEEP_COPY, check_same_sweep, experiment_path, save_sweep
+
+    sweep = _sweep(tmp_path)
+    save_sweep(sweep)
+    saved = Path(experiment_path(sweep)) / SWEEP_COPY
+    saved.write_bytes(damage)
+    with pytest.raises(UserError) as e:
+        check_same_sweep(sweep)
+    msg = str(e.value)
+    assert f"{saved}" in msg and "is damaged" in msg and "Delete it" in msg and "--name NEW_NAME" in msg
+    saved.unlink()
+    assert check_same_sweep(sweep) is None

@@ -97,10 +97,11 @@ def node_env(work: Path) -> Path:
     import ray
 
     env = work / "nodeenv"
-    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix) and Path(p).is_dir())
+    # every site-packages this interpreter sees (a venv layered over another one has two)
+    sites = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     subprocess.run([sys._base_executable, "-m", "venv", str(env)], check=True, capture_output=True, timeout=300)
     pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    (env / "lib" / pyver / "site-packages" / "this-venv.pth").write_text(site + "\n")
+    (env / "lib" / pyver / "site-packages" / "this-venv.pth").write_text("".join(p + "\n" for p in sites))
     pip = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", f"ray[default,tune]=={ray.__version__}"],
                          capture_output=True, text=True, timeout=600)
     if pip.returncode:
@@ -154,7 +155,7 @@ def test_ray_up_submit_job_report_down(loopback_run):
     work, proc = loopback_run
     steps = _steps(work)
     where = f"script rc {proc.returncode}; steps {steps}\n{proc.stderr[-2000:]}"
-    for name in ("up", "wait-worker", "submit", "job", "report", "down"):
+    for name in ("up", "wait-worker", "submit", "job", "job-logs", "job-status", "report", "down"):
         assert steps.get(name) == 0, f"step {name} failed ({where}):\n{_log(work, name)[-4000:]}"
     assert proc.returncode == 0, where
     assert "nodes alive: 2" in _log(work, "wait-worker")
@@ -166,6 +167,9 @@ def test_ray_up_submit_job_report_down(loopback_run):
     # the job's sweep is the same grid: its backbones come from the shared store
     assert "trials: 4 TERMINATED" in job and "pretrainings in this run: 0" in job, job[-3000:]
     assert "succeeded" in job.lower(), job[-2000:]
+    logs, status = _log(work, "job-logs"), _log(work, "job-status")
+    assert "trials: 4 TERMINATED" in logs, logs[-3000:]  # `ray job logs` replays the driver's output
+    assert "succeeded" in status.lower(), status[-2000:]
 
     for name in ("submitted", "job"):
         trials = _trials(results / name)

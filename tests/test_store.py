@@ -209,3 +209,88 @@ def test_edited_source_reads_the_edited_dataset_with_its_own_seed(tmp_path, monk
     other = cfg(edit_family="band_gain", edit_strength=0.5, source_params={"size": 16, "channels": 1, "n": 60, "seed": 7})
     get_or_train(other, root=tmp_path)  # the source's own seed 7 reaches the dataset; the edit follows it
     assert calls[-1][4] == 7 and calls[-1][5]["seed"] == 7
+
+
+def _rewrite_meta(path, **provenance):
+    meta_path = path.parent / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["provenance"] = {**meta["provenance"], **provenance}
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_backbone_records_its_code_and_libraries_and_other_code_is_refused(tmp_path, marker_dir, monkeypatch):
+    from spectral_ray import store
+
+    root = tmp_path / "store"
+    path = get_or_train(cfg(), root=root, train_fn=fake_train)
+    prov = load_meta(path)["provenance"]
+    assert prov == store.training_provenance()
+    assert {"spectral_ray.store", "spectral_ray.training", "spectral_ray.models"} <= set(prov["code"])
+    assert prov["libraries"]["torch"] == torch.__version__.split("+")[0] or prov["libraries"]["torch"]
+    assert get_or_train(cfg(), root=root, train_fn=fake_train) == path and markers(marker_dir) == 1  # same code: reused
+
+    _rewrite_meta(path, code={**prov["code"], "spectral_ray.training": "0" * 12})
+    with pytest.raises(store.StaleBackbone) as e:
+        get_or_train(cfg(), root=root, train_fn=fake_train)
+    msg = str(e.value)
+    assert "code changed in spectral_ray.training" in msg and str(path.parent) in msg
+    assert "delete that folder" in msg and "SPECTRAL_RAY_STORE_REUSE=1" in msg
+    monkeypatch.setenv("SPECTRAL_RAY_STORE_REUSE", "1")  # the change does not alter pretraining: reuse
+    assert get_or_train(cfg(), root=root, train_fn=fake_train) == path and markers(marker_dir) == 1
+    monkeypatch.delenv("SPECTRAL_RAY_STORE_REUSE")
+
+    _rewrite_meta(path, code=prov["code"], libraries={**prov["libraries"], "torch": "1.13.1"})
+    with pytest.raises(store.StaleBackbone, match=r"libraries torch 1\.13\.1 \(now"):
+        get_or_train(cfg(), root=root, train_fn=fake_train)
+    patch = prov["libraries"]["torch"].split("+")[0].rsplit(".", 1)[0] + ".999"  # a patch release: same training
+    _rewrite_meta(path, libraries={**prov["libraries"], "torch": patch})
+    assert get_or_train(cfg(), root=root, train_fn=fake_train) == path
+
+
+def test_entries_stored_before_provenance_are_still_reused(tmp_path, marker_dir):
+    root = tmp_path / "store"
+    path = get_or_train(cfg(), root=root, train_fn=fake_train)
+    meta_path = path.parent / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["provenance"]
+    meta_path.write_text(json.dumps(meta))
+    assert get_or_train(cfg(), root=root, train_fn=fake_train) == path and markers(marker_dir) == 1
+
+
+def test_checksummed_arrays_are_recomputed_when_damaged(tmp_path):
+    from spectral_ray.store import load_array_checked, save_array_checked
+
+    path = tmp_path / "probe_priority" / "abc.npy"
+    assert load_array_checked(path) is None
+    save_array_checked(path, np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(load_array_checked(path), np.arange(5, dtype=np.float32))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte in the values
+    path.write_bytes(bytes(data))
+    assert load_array_checked(path) is None and not path.exists()  # removed: the caller recomputes it
+    save_array_checked(path, np.ones(3))
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    assert load_array_checked(path) is None
+    np.save(path, np.ones(3))  # written before checksums existed: no .sha256, recomputed once
+    assert load_array_checked(path) is None
+
+
+def test_a_damaged_stored_probe_priority_is_recomputed_not_fatal(tmp_path):
+    """experiment.stored_probe_priority reads the vector through the checksum: a damaged file
+    beside the backbone is measured again (the same vector) instead of failing the trial."""
+    from spectral_ray.experiment import ProbeSet, stored_probe_priority
+    from spectral_ray.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet10t", in_chans=1, num_classes=2)
+    rng = np.random.default_rng(0)
+    probe = ProbeSet(rng.random((8, 1, 32, 32)).astype(np.float32), np.arange(8) % 2)
+    ckpt = tmp_path / "entry" / "backbone.pt"
+    ckpt.parent.mkdir()
+    first = stored_probe_priority(model, probe, ckpt)
+    (saved,) = (ckpt.parent / "probe_priority").glob("*.npy")
+    assert saved.with_name(saved.name + ".sha256").exists()
+    saved.write_bytes(saved.read_bytes()[:-8] + b"\0" * 8)  # damaged values, same size
+    again = stored_probe_priority(model, probe, ckpt)
+    torch.testing.assert_close(again, first)
+    torch.testing.assert_close(stored_probe_priority(model, probe, ckpt), first)  # the rewritten file reads back

@@ -198,7 +198,20 @@ def _read_saved_sweep(sweep: SweepFile) -> dict | None:
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
         return None
     with fs.open_input_stream(path) as f:
-        return yaml.safe_load(f.read().decode())
+        raw = f.read()
+    try:
+        saved = yaml.safe_load(raw.decode())
+        damage = None if isinstance(saved, dict) else f"it holds a {type(saved).__name__}, not a sweep"
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        damage = str(e).splitlines()[0]
+    if damage:
+        from spectral_ray.cli import UserError
+
+        raise UserError(f"the saved copy of the sweep {experiment_path(sweep)}/{SWEEP_COPY} is damaged ({damage}); "
+                        f"it records which sweep made this experiment, to compare before resuming. Delete it to "
+                        f"resume without that check (this run saves the current sweep there), or pass "
+                        f"--name NEW_NAME for a new experiment.")
+    return saved
 
 
 def check_same_sweep(sweep: SweepFile) -> str | None:
@@ -263,7 +276,7 @@ def unused_gpus_note(sweep: SweepFile, cluster_resources: dict | None = None,
     sweep reserves none per trial. Ray (2.60) then leaves ``CUDA_VISIBLE_DEVICES`` alone
     (``ray._private.utils.set_visible_accelerator_ids`` skips zero-GPU workers), so a trial on a
     GPU node trains on that node's first GPU, all of them on the same one, unaccounted; and an
-    autoscaler never starts a GPU node for a trial that asks for none.
+    autoscaler counts only their CPUs (with GPU-only worker types it still starts GPU nodes).
     ``cluster_resources``: ``ray.cluster_resources()`` of the running Ray when not given;
     ``gpu_node_types``: :func:`declared_gpu_node_types` when not given."""
     if sweep.resources.gpu:
@@ -283,23 +296,27 @@ def unused_gpus_note(sweep: SweepFile, cluster_resources: dict | None = None,
         return None
     return (f"note: {where}, but this sweep reserves none per trial (resources.gpu is 0): Ray neither places "
             f"trials by GPU nor shares the GPUs out, so trials on a GPU node all use its first GPU, trials on a "
-            f"CPU-only node train on the CPU, and an autoscaler starts no GPU node for them. Give each trial a share, "
+            f"CPU-only node train on the CPU, and an autoscaler sizes the cluster by their CPUs alone. Give each trial a share, "
             f"e.g. `--set resources.gpu=0.125 --set max_concurrent=8` (docs/CLUSTER.md).")
 
 
 def run_sweep(sweep: SweepFile, *, resume: bool | None = None):
     """Run (or resume) the sweep and return its ``ResultGrid``. ``resume=None`` resumes when
     the experiment already exists, so the same command finishes an interrupted sweep."""
+    from trainables import driver_lock, preflight
+
     init_ray()
     period = experiment_state_period(sweep)
     if period:
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", period)
-    exists = experiment_exists(sweep)
-    if resume is None:
-        resume = exists
-    elif resume and not exists:
-        raise FileNotFoundError(f"no experiment to resume at {experiment_path(sweep)}")
-    if not resume:
-        save_sweep(sweep)
-    tuner = build_tuner(sweep, resume=resume)
-    return tuner.fit()
+    with driver_lock.hold(experiment_path(sweep)):  # one driver per experiment (trainables/driver_lock.py)
+        exists = experiment_exists(sweep)
+        if resume is None:
+            resume = exists
+        elif resume and not exists:
+            raise FileNotFoundError(f"no experiment to resume at {experiment_path(sweep)}")
+        if not resume or _read_saved_sweep(sweep) is None:
+            save_sweep(sweep)
+        preflight.run(sweep, experiment_path(sweep), store_path(sweep))  # every node, before any trial
+        tuner = build_tuner(sweep, resume=resume)
+        return tuner.fit()
