@@ -189,7 +189,8 @@ def _centres(pos: np.ndarray, neg: np.ndarray, k: int, rng) -> tuple[np.ndarray,
 def _atlas_patches(t1: np.ndarray, inside: np.ndarray, brain: np.ndarray, size: int, n: int, seed: int,
                    slab: int, gap: int, min_voxels: int):
     """(patches (n, size, size), labels, groups) from axial slices (RAS: axis 2), shown with
-    anterior up; each used slice gives as many positive as negative centres."""
+    anterior up and the centre voxel at pixel (size/2, size/2); each used slice gives as many
+    positive as negative centres (so the slice level does not predict the label)."""
     valid = np.array([(inside[:, :, z].sum() >= min_voxels) and ((brain & ~inside)[:, :, z].sum() >= min_voxels)
                       for z in range(t1.shape[2])])
     slabs = slab_slices(valid, slab, gap)
@@ -198,7 +199,7 @@ def _atlas_patches(t1: np.ndarray, inside: np.ndarray, brain: np.ndarray, size: 
         raise ValueError("mri_atlas: no axial slice holds both the structure and the rest of the brain")
     k = -(-n // (2 * n_slices))
     h = size // 2
-    pad = np.pad(t1, ((h, h), (h, h), (0, 0)))
+    pad = np.pad(t1, ((h, h), (h, h + 1), (0, 0)))  # pixel (h, h) of a patch is its centre voxel
     patches, labels, groups = [], [], []
     for g, used in slabs:
         for z in used:
@@ -206,7 +207,7 @@ def _atlas_patches(t1: np.ndarray, inside: np.ndarray, brain: np.ndarray, size: 
             pos, neg = np.argwhere(inside[:, :, z]), np.argwhere(brain[:, :, z] & ~inside[:, :, z])
             kk = min(k, len(pos), len(neg))
             for (x, y), lab in zip(*_centres(pos, neg, kk, rng)):
-                patches.append(pad[x: x + size, y: y + size, z].T[::-1])  # rows: anterior → posterior
+                patches.append(pad[x: x + size, y + 1: y + 1 + size, z].T[::-1])  # rows: anterior → posterior
                 labels.append(lab)
                 groups.append(g)
     labels, groups = np.asarray(labels, np.int64), np.asarray(groups, np.int64)
