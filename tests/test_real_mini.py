@@ -194,9 +194,14 @@ def test_mri_atlas_labels_are_the_centre_voxel_and_groups_are_slabs(tmp_path):
     yy, xx = np.divmod(np.round(centre - 1).astype(int), 100)
     np.testing.assert_array_equal(ds.labels, (yy > 40).astype(int))
     assert atlas[xx, yy, 0].all()  # every centre is in the brain
+    assert np.abs(yy - 40.5).max() <= 12.5  # and within border_mm = 12 of the frontal border (y = 40.5)
     # the same patch one row up is one voxel further anterior (rows run anterior → posterior)
     np.testing.assert_allclose((ds.images[:, 0, 7, 8] - ds.images[:, 0, 8, 8]) * span, 100, atol=1e-2)
     assert set(np.unique(ds.groups)) <= set(range(5)) and len(np.unique(ds.groups)) == 5
+    anywhere = get_dataset("mri_atlas", t1=str(t1p), atlas=str(ap), atlas_labels=str(lp), size=16, n=200,
+                           border_mm=None, min_voxels=10, percentile=100, cache=False)
+    y_any = np.round(anywhere.images[:, 0, 8, 8] * span).astype(int) // 100
+    assert np.abs(y_any - 40.5).max() > 12.5 and np.array_equal(anywhere.labels, (y_any > 40).astype(int))
     assert slab_slices(np.ones(20, bool), 8, 3) == [(0, [0, 1, 2, 3, 4]), (1, [8, 9, 10, 11, 12]), (2, [16, 17, 18, 19])]
     with pytest.raises(ValueError, match="structure must be one of 'frontal'"):
         get_dataset("mri_atlas", t1=str(t1p), atlas=str(ap), atlas_labels=str(lp), structure="insula", cache=False)
