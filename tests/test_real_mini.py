@@ -20,7 +20,9 @@ from spectral_ray.data import get_dataset, missing_paths
 from spectral_ray.data.real import minidata
 from spectral_ray.data.real.minidata import (FILES, PHOTOGRAPHS, hu_window, percentile_scale, read_invesalius,
                                              read_label_table, read_nifti)
-from spectral_ray.data.real.realmini import ct_tiles, slab_slices, tile_origins
+from spectral_ray.data.real.ct_head import ct_tiles
+from spectral_ray.data.real.mri_atlas import slab_slices
+from spectral_ray.data.real.realmini import tile_origins
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "real-mini-data.sh"
