@@ -37,13 +37,13 @@ def slopes(psd: np.ndarray) -> dict[str, float]:
     return {b: spectral_slope(psd, lo, hi) for b, (lo, hi) in BANDS.items()}
 
 
-def image_slopes(images: np.ndarray) -> np.ndarray:
-    """Per-image slope over k = 1…32 (images (n, C, H, W), channel mean)."""
+def image_slopes(images: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Per-image log-log slope over k = lo…hi (images (n, C, H, W), channel mean)."""
     from spectral_ray.spectrum import radial_psd
 
     psd = radial_psd(images.mean(axis=1).astype(np.float64))
-    k = np.arange(1, psd.shape[1])
-    logp = np.log(np.maximum(psd[:, 1:], 1e-30))
+    k = np.arange(lo, hi + 1)
+    logp = np.log(np.maximum(psd[:, lo: hi + 1], 1e-30))
     return np.polyfit(np.log(k), logp.T, 1)[0]
 
 
@@ -53,14 +53,14 @@ def describe(ds, by_class: bool = True) -> dict:
 
     psd, _ = dataset_spectrum(ds, max_images=len(ds))
     out = {"n": len(ds), "psd": psd.tolist(), **slopes(psd)}
-    per_image = image_slopes(ds.images)
-    out["image_p10"], out["image_p90"] = (float(v) for v in np.percentile(per_image, [10, 90]))
+    for b, (lo, hi) in BANDS.items():
+        out[f"image_p10_{b}"], out[f"image_p90_{b}"] = (float(v) for v in np.percentile(image_slopes(ds.images, lo, hi), [10, 90]))
     if by_class:
-        cls = {}
+        cls, cls_psd = {}, {}
         for c in np.unique(ds.labels):
             p, _ = dataset_spectrum(ds.subset(ds.labels == c), max_images=int((ds.labels == c).sum()))
-            cls[ds.classes[c]] = slopes(p)["k1-32"]
-        out["class_slopes"] = cls
+            cls[ds.classes[c]], cls_psd[ds.classes[c]] = slopes(p)["k1-32"], p.tolist()
+        out["class_slopes"], out["class_psd"] = cls, cls_psd
     return out
 
 
@@ -87,23 +87,23 @@ PAIRS = (("photographs", "natural", "natural_real"), ("CT", "medical/ct", "medic
 
 
 def report(res: dict[str, dict]) -> None:
-    print(f"{'':<18}{'n':>6}" + "".join(f"{b:>10}" for b in BANDS) + f"{'img p10…p90':>16}{'class slopes min…max':>24}")
+    print(f"{'':<18}{'n':>6}" + "".join(f"{b:>22}" for b in BANDS) + f"{'class slopes k1-32':>22}")
+    print(f"{'':<24}" + "  mean-spectrum slope (per-image 10…90 %)" )
     for label, r in res.items():
         if "psd" not in r:
-            print(f"{label:<18}{'':>6}{r['k1-32']:>10.2f}")
+            print(f"{label:<18}{'':>6}{r['k1-32']:>8.2f}")
             continue
         cls = r.get("class_slopes")
-        cells = "".join(f"{r[b]:>10.2f}" for b in BANDS)
+        cells = "".join(f"{r[b]:>8.2f} ({r[f'image_p10_{b}']:.2f}…{r[f'image_p90_{b}']:.2f})" for b in BANDS)
         spread = f"{min(cls.values()):>.2f}…{max(cls.values()):.2f}" if cls else ""
-        print(f"{label:<18}{r['n']:>6}{cells}{r['image_p10']:>8.2f}…{r['image_p90']:<7.2f}{spread:>20}")
-    print("# embedded vs the real spread (slope over k = 1…32)")
+        print(f"{label:<18}{r['n']:>6}{cells}{spread:>16}")
+    print("# embedded mean-spectrum slope against the real images' per-image 10-90 % range")
     for what, e, real in PAIRS:
-        r, v = res[real], res[e]["k1-32"]
-        cls = r.get("class_slopes")
-        lo, hi = (min(cls.values()), max(cls.values())) if cls else (r["image_p10"], r["image_p90"])
-        where = "inside" if lo <= v <= hi else "OUTSIDE"
-        print(f"{what:<12} embedded {v:.2f} vs real {r['k1-32']:.2f}: {where} the real "
-              f"{'per-class' if cls else 'per-image 10-90 %'} range [{lo:.2f}, {hi:.2f}]")
+        for b in BANDS:
+            r, v = res[real], res[e][b]
+            lo, hi = r[f"image_p10_{b}"], r[f"image_p90_{b}"]
+            where = "inside" if lo <= v <= hi else "OUTSIDE"
+            print(f"{what:<12} {b:<7} embedded {v:.2f} vs real {r[b]:.2f}: {where} [{lo:.2f}, {hi:.2f}]")
 
 
 def plot(res: dict[str, dict], out: str) -> None:
@@ -122,6 +122,8 @@ def plot(res: dict[str, dict], out: str) -> None:
         pe, pr = unit(res[e]["psd"]), unit(res[real]["psd"])
         ax.loglog(k, pe, "C3-", label=f"embedded {e} ({res[e]['k1-32']:.2f})")
         ax.loglog(k, pr, "k-", label=f"real {real} ({res[real]['k1-32']:.2f})")
+        for j, q in enumerate((res[real].get("class_psd") or {}).values()):  # the real classes (photographs, head levels)
+            ax.loglog(k, unit(q), "-", color="0.6", lw=0.6, label="real, per class" if j == 0 else None)
         ax.set_title(what, fontsize=10)
         axes[3].semilogx(k, pe / pr, label=f"{what}: embedded / real")
     for ax in axes[:3]:

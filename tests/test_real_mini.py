@@ -289,7 +289,6 @@ def test_script_rejects_a_file_with_the_wrong_checksum(tmp_path):
 
 SLICE = ["--set", "backbone={cases: [{source: natural_real, edit_strength: 0, seed: 0}, "
                   "{source: medical_real, edit_strength: 0, seed: 0}]}",
-         "--set", "shortcut={cases: [{target: mri_atlas, artifact: band, artifact_omega: 0.75, artifact_amplitude: 0.2}]}",
          "--set", "degradation=0.5", "--set", "fold=0", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1"]
 
 
