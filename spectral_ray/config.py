@@ -19,7 +19,9 @@ one-paragraph message naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import itertools
+import json
 import math
 import os
 import tempfile
@@ -133,7 +135,10 @@ class TrialConfig(BaseModel):
     degradation: float = Field(0.0, ge=0, le=1)
     fold: int = Field(0, ge=0)
     n_folds: int = Field(5, ge=2)
-    finetune_seed: int | None = Field(None, ge=0, description="defaults to seed")
+    finetune_seed: int | None = Field(None, ge=0, description="seed of the head's init, batch order and "
+                                      "augmentation; None = derived from the backbone and fold (derived_seed)")
+    artifact_seed: int | None = Field(None, ge=0, description="seed of which positives carry the "
+                                      "artifact and its noise; None = derived from the backbone and fold (derived_seed)")
     finetune_preset: str = Field("default", description="the recipe `finetune` is merged over: "
                                  + ", ".join(FINETUNE_PRESETS))
     finetune: dict[str, Any] = {}
@@ -156,6 +161,18 @@ class TrialConfig(BaseModel):
         if v % 2:
             raise ValueError(f"size must be an even number of pixels, got {v}")
         return v
+
+    @field_validator("finetune_seed", "artifact_seed", mode="before")
+    @classmethod
+    def _whole_seed(cls, v):
+        """An integer (a whole float such as a table's 3.0 too); not a bool, a string or 1.5."""
+        import numbers
+
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v != int(v):
+            raise ValueError(f"a seed must be an integer >= 0 or null, got {v!r}")
+        return int(v)
 
     @field_validator("degradations")
     @classmethod
@@ -223,9 +240,66 @@ class TrialConfig(BaseModel):
 
         return EDITS.trial_kwargs(self.edit, dict(self), self.edit_params)
 
+    def backbone_identity(self) -> dict:
+        """The keys that define the pretrained backbone, canonical (the one list the derived seeds
+        read): source, its weights, data and parameters, the edit (none when its strength is 0;
+        its parameters resolved), the pretraining seed, model, size, channels, pretraining recipe
+        and data seed. A random-init backbone (``source: none``) has no source data, edit or
+        recipe. Not the store's hash key, which also names code and library versions."""
+        from spectral_ray.editing import get_edit, is_edit
+
+        ident: dict = {"source": self.source, "source_weights": self.source_weights, "seed": self.seed,
+                       "model": self.model, "size": self.size, "channels": self.channels, "data_seed": self.data_seed}
+        if self.source != "none":
+            edit = get_edit(self.edit, self.edit_strength, **self.edit_kwargs()) if is_edit(self.edit, self.edit_strength) else None
+            ident.update(source_n=self.source_n, source_params=self.source_params, pretrain=self.pretrain,
+                         edit=None if edit is None else {"family": edit.family, "strength": edit.strength,
+                                                         "params": edit.params})
+        return ident
+
+    def derived_seed(self, stream: str) -> int:
+        """A seed in [0, 2³¹) for ``stream`` (``"finetune"`` or ``"artifact"``): SHA-256 of the
+        canonical JSON of :meth:`backbone_identity` and the stream name; stable across processes
+        and machines (no ``hash()``).
+
+        Independent of the degradation, the artifact and its parameters, so the trials of one
+        (model, fold) at every d share the head's init, batch order and artifact draws, and d = 0
+        twins stay one network; independent of the target too. Different backbones (e.g. natural
+        and medical at one pretraining seed) get unrelated seeds. The fold does not enter: a
+        random-init backbone is drawn with the fine-tuning seed, and it must stay one backbone
+        across its folds as a pretrained one does (one unit of a pretraining effect); the folds
+        still differ in their data, and ``make_splits`` mixes the fold into every artifact draw."""
+        if stream not in SEED_STREAMS:
+            raise ValueError(f"unknown seed stream {stream!r}; allowed: {', '.join(map(repr, SEED_STREAMS))}")
+        payload = {"backbone": _canonical(self.backbone_identity()), "stream": stream}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).digest()
+        return int.from_bytes(digest[:4], "big") >> 1
+
     @property
     def effective_finetune_seed(self) -> int:
-        return self.seed if self.finetune_seed is None else self.finetune_seed
+        """The fine-tuning seed the trial uses: ``finetune_seed``, else :meth:`derived_seed`
+        ("finetune"). A random-init backbone is drawn with it too."""
+        return self.derived_seed("finetune") if self.finetune_seed is None else self.finetune_seed
+
+    @property
+    def effective_artifact_seed(self) -> int:
+        """The seed of the artifact assignment (``make_splits``'s ``seed``): ``artifact_seed``,
+        else :meth:`derived_seed` ("artifact")."""
+        return self.derived_seed("artifact") if self.artifact_seed is None else self.artifact_seed
+
+
+SEED_STREAMS = ("finetune", "artifact")
+
+
+def _canonical(value):
+    """JSON-ready ``value`` with numbers as floats (YAML's 1 and 1.0 are one value) and tuples as lists."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -99,27 +99,71 @@ class ProbeSet:
     labels: np.ndarray
 
 
+def probe_index(n_test: int, n_images: int) -> np.ndarray:
+    """Rows of the test split in the probe set: ``n_images`` of ``n_test`` picked with
+    :data:`PROBE_SEED`, sorted."""
+    return np.sort(np.random.default_rng(PROBE_SEED).permutation(n_test)[:n_images])
+
+
 def probe_set(test, n_images: int) -> ProbeSet:
     """The target's probe set: ``n_images`` images of its clean test split picked with
-    :data:`PROBE_SEED`. The test split depends on neither fold nor seed (``make_splits``), so every
-    trial of a target measures its priorities on the same images."""
-    sel = np.sort(np.random.default_rng(PROBE_SEED).permutation(len(test))[:n_images])
+    :data:`PROBE_SEED` (:func:`probe_index`). The test split depends on neither fold nor seed
+    (``make_splits``), so every trial of a target measures its priorities on the same images."""
+    sel = probe_index(len(test), n_images)
     return ProbeSet(test.images[sel], test.labels[sel])
 
 
-def probe_priority(model: torch.nn.Module, images, labels) -> np.ndarray:
-    """The backbone's learning priority on the probe set, through a copy of ``model`` with a fresh
-    2-class head drawn under :data:`PROBE_SEED`: every trial of one backbone and target reports
-    the same vector, whatever its fold, fine-tuning seed or shortcut. ``model`` and the global RNG
-    are left untouched. Returns (K+1,) unit-sum."""
+@dataclass
+class ArtifactProbe:
+    """The trial's own artifact on its probe images: ``clean`` x ``(n, C, N, N)`` (the probe set as
+    the model sees a clean image: with the artifact's baseline, e.g. the baseline dose),
+    ``artifacted`` A(x) (the artifact applied to the same images before any baseline, as
+    ``make_splits`` plants it into training images), ``labels`` (n,), and what
+    :func:`spectrum.artifact_weight` makes of them: ``weight`` w (K+1,), ``psd_artifact`` and
+    ``psd_image`` (unit-sum P_art, P_img)."""
+
+    clean: np.ndarray
+    artifacted: np.ndarray
+    labels: np.ndarray
+    weight: np.ndarray
+    psd_artifact: np.ndarray
+    psd_image: np.ndarray
+
+
+ARTIFACT_PROBE_STREAM = 1  # with PROBE_SEED, the artifact's draws on the probe images
+
+
+def artifact_probe(splits, n_images: int) -> ArtifactProbe:
+    """:class:`ArtifactProbe` of a trial: ``splits.artifact`` at the trial's resolved parameters
+    on the probe images (:func:`probe_index` of ``splits.test_iid``), its noise drawn from
+    (:data:`PROBE_SEED`, :data:`ARTIFACT_PROBE_STREAM`) — never the trial's seed — so every trial
+    of one target and artifact measures the same w, whatever its backbone, fold or d."""
+    sel = probe_index(len(splits.test_iid), n_images)
+    clean = splits.test_iid.images[sel]
+    originals = splits.dataset.images[splits.index["test"][sel]]
+    rng = np.random.default_rng(np.random.SeedSequence([PROBE_SEED, ARTIFACT_PROBE_STREAM]))
+    artifacted = np.asarray(splits.artifact(originals, rng), dtype=np.float32)
+    weight, p_art, p_img = spectrum.artifact_weight(clean, artifacted)
+    return ArtifactProbe(clean, artifacted, splits.test_iid.labels[sel], weight, p_art, p_img)
+
+
+def probe_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with a fresh 2-class head drawn under :data:`PROBE_SEED` (the backbone
+    as every trial of it measures it before fine-tuning); ``model`` and the global RNG untouched."""
     import copy
 
     from spectral_ray.models import replace_head
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(PROBE_SEED)
-        probe = replace_head(copy.deepcopy(model), 2)
-    return spectrum.learning_priority(probe, images, labels)
+        return replace_head(copy.deepcopy(model), 2)
+
+
+def probe_priority(model: torch.nn.Module, images, labels) -> np.ndarray:
+    """The backbone's learning priority on the probe set, through :func:`probe_model`: every trial
+    of one backbone and target reports the same vector, whatever its fold, fine-tuning seed or
+    shortcut. ``model`` and the global RNG are left untouched. Returns (K+1,) unit-sum."""
+    return spectrum.learning_priority(probe_model(model), images, labels)
 
 
 def run_pretrain(cfg: TrialConfig, report: Report = _noop) -> dict:
@@ -162,7 +206,18 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     ``psd_before``) and after fine-tuning (``psd_finetuned``, the probe set), ``source_label``,
     ``artifact_resolved`` (the artifact's parameters with its defaults filled in), their
     summaries (``_nodc`` variants drop the DC bin), the artifact's signature ``psd_artifact`` and
-    the alignment of each priority with it. ``checkpoint_path`` gets the fine-tuned model:
+    the alignment of each priority with it (``alignment_``, ``cosine_``, ``band_alignment_``: on
+    synthetic reference images, degenerate for broadband artifacts).
+
+    The shortcut alignment (docs/SCIENCE.md, "Alignment"), of the trial's own artifact at its
+    resolved parameters and dose on its probe images (:func:`artifact_probe`,
+    :func:`_shortcut_metrics`): ``artifact_weight`` (K+1 floats, w_0 = 0), ``psd_artifact_probe``,
+    ``psd_image_probe`` (unit-sum), ``artifact_weight_images``, ``artifact_weight_seed``,
+    ``shortcut_alignment_{pretrained,probe,finetuned}`` ∈ [0, 1],
+    ``artifact_sensitivity[_rel]_{probe,finetuned}`` (E[(∇ₓℓ·δ)²]; E[(g·δ)²]/E[|g|²|δ|²]). Seeds
+    (ints): ``finetune_seed_used``, ``artifact_seed_used`` (``TrialConfig.derived_seed`` unless
+    set), ``random_init_seed`` (the fine-tuning seed when it drew a random-init backbone,
+    else None). ``checkpoint_path`` gets the fine-tuned model:
     ``checkpoint="full"`` the whole network but its head, ``"head"`` only the small classifier
     (the pretrained backbone stays in the store, named by ``pretrain_key``).
     """
@@ -178,6 +233,8 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     model = starting_model(cfg, ckpt, meta, seed)
     probe = probe_set(splits.test_iid, cfg.psd_images)
     priorities = _priorities_before(model, probe, meta, ckpt)
+    art_probe = artifact_probe(splits, cfg.psd_images)
+    sensitivity = {"probe": _sensitivity(probe_model(model), art_probe)}
 
     epochs = _EpochReporter(report, model, probe, tensorboard_dir)
     recipe = finetune_recipe(cfg)
@@ -185,6 +242,7 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
                   eval_sets={"iid": splits.test_iid, "ood": splits.test_ood}, on_epoch=epochs)
     t_psd = time.time()
     priorities["finetuned"] = spectrum.learning_priority(model, probe.images, probe.labels)
+    sensitivity["finetuned"] = _sensitivity(model, art_probe)
     t_psd = time.time() - t_psd
 
     signature = artifact.signature(cfg.size)
@@ -193,6 +251,7 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         "pretrain_key": meta.get("key"),
         "source_label": source_label(cfg.source, cfg.source_weights),
         "artifact_resolved": dict(artifact.params),  # every parameter the artifact ran with
+        **_seeds_used(cfg, ckpt),
         "psd_pretrained_on": priorities.pop("pretrained_on"),
         **_split_sizes(splits),
         "psd_artifact": [float(v) for v in signature],
@@ -207,6 +266,7 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         "done": True,
     }
     final.update(_priority_metrics(priorities, signature))
+    final.update(_shortcut_metrics(priorities, art_probe, sensitivity))
     epochs.finish(final, cfg)
     if checkpoint_path is not None:
         from spectral_ray.models import save_backbone, save_head
@@ -229,7 +289,7 @@ def trial_splits(cfg: TrialConfig):
         params["n"] = cfg.target_n
     target = get_dataset(cfg.target, **params)
     artifact = get_artifact(cfg.artifact, **cfg.artifact_kwargs())
-    splits = make_splits(target, artifact, cfg.degradation, cfg.fold, cfg.effective_finetune_seed,
+    splits = make_splits(target, artifact, cfg.degradation, cfg.fold, cfg.effective_artifact_seed,
                          n_folds=cfg.n_folds)
     return artifact, splits
 
@@ -354,6 +414,45 @@ def _priority_metrics(priorities: dict, signature) -> dict:
         out[f"alignment_{name}"] = spectrum.alignment(p, signature)
         out[f"cosine_{name}"] = spectrum.cosine(p, signature)
         out[f"band_alignment_{name}"] = artifact_band_mass(p, signature)
+    return out
+
+
+def _seeds_used(cfg: TrialConfig, ckpt: Path | None) -> dict:
+    """The seeds the trial ran with (its own keys, else derived from its backbone and fold:
+    ``TrialConfig.derived_seed``); ``random_init_seed``: the fine-tuning seed when it also drew a
+    random-init backbone, else None."""
+    seed = int(cfg.effective_finetune_seed)
+    return {"finetune_seed_used": seed, "artifact_seed_used": int(cfg.effective_artifact_seed),
+            "random_init_seed": seed if ckpt is None else None}
+
+
+def _sensitivity(model: torch.nn.Module, probe: ArtifactProbe) -> dict:
+    return spectrum.artifact_sensitivity(model, probe.clean, probe.artifacted, probe.labels)
+
+
+def _shortcut_metrics(priorities: dict, probe: ArtifactProbe, sensitivity: dict) -> dict:
+    """The artifact-weighted, DC-free alignment of each priority (docs/SCIENCE.md, "Alignment")
+    with how w was measured, and the model-native check before and after fine-tuning:
+
+    ``artifact_weight`` (K+1 floats in [0, 1], w_k = P_art/(P_art + P_img), w_0 = 0),
+    ``psd_artifact_probe`` / ``psd_image_probe`` (unit-sum P_art, P_img), ``artifact_weight_images``
+    (probe images it was measured on), ``artifact_weight_seed`` (its generator's seed),
+    ``shortcut_alignment_{pretrained,probe,finetuned}`` (Σ_{k≥1} p̃_k w_k),
+    ``artifact_sensitivity_{probe,finetuned}`` (E[(∇ₓℓ·δ)²], δ = A(x) − x, (loss units)²; probe:
+    the backbone with the :data:`PROBE_SEED` head) and ``artifact_sensitivity_rel_*``
+    (E[(g·δ)²]/E[|g|²|δ|²] ∈ [0, 1])."""
+    out = {
+        "artifact_weight": [float(v) for v in probe.weight],
+        "psd_artifact_probe": [float(v) for v in probe.psd_artifact],
+        "psd_image_probe": [float(v) for v in probe.psd_image],
+        "artifact_weight_images": int(len(probe.clean)),
+        "artifact_weight_seed": PROBE_SEED,
+    }
+    for name in ("pretrained", "probe", "finetuned"):
+        out[f"shortcut_alignment_{name}"] = spectrum.shortcut_alignment(priorities[name], probe.weight)
+    for name, s in sensitivity.items():
+        out[f"artifact_sensitivity_{name}"] = s["sensitivity"]
+        out[f"artifact_sensitivity_rel_{name}"] = s["relative"]
     return out
 
 

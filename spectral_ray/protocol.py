@@ -15,8 +15,10 @@ image per patient):
 * **artifact** — exactly ``round(d × n_pos)`` positive (label 1) images of train, and of val, each
   drawn without replacement by a generator seeded with (seed, fold); Python's ``round``
   (half to even). ``test_iid`` is clean; ``test_ood`` has the artifact on every negative
-  (label 0) test image, its noise drawn from a generator seeded with (seed, test_seed) only, so
-  test_ood is identical across folds.
+  (label 0) test image, its noise drawn from a generator seeded with ``test_seed`` only, so
+  test_ood is identical across folds and seeds: every trial of one target and artifact is scored
+  on the same O.O.D. images (the trial's seed, since issue 20 derived from its backbone, would
+  otherwise make the O.O.D. draws differ between the backbones being compared).
 * **baseline** — an artifact may carry a baseline transform (``artifact.baseline``; photon noise:
   the baseline dose) that every image of train, val, test_iid and test_ood gets; the artifact
   images get the artifact instead. Its draws depend on neither d nor the mask, and test_iid and
@@ -45,7 +47,8 @@ class Splits:
 
     ``index[name]`` are row indices into the original dataset (test_iid and test_ood share
     ``index["test"]``); ``artifact_mask[name]`` marks, per row of that split, the images that
-    carry the artifact; ``artifact_index[name]`` the same as dataset indices.
+    carry the artifact; ``artifact_index[name]`` the same as dataset indices; ``dataset`` the
+    original dataset (not a copy), so the clean images behind any split can be read back.
     """
 
     train: ImageDataset
@@ -59,6 +62,7 @@ class Splits:
     seed: int
     artifact: Artifact
     info: dict = field(default_factory=dict)
+    dataset: ImageDataset | None = None  # the dataset ``index`` points into (the images before any artifact or baseline)
 
     @property
     def artifact_index(self) -> dict[str, np.ndarray]:
@@ -145,8 +149,9 @@ def make_splits(
         artifact: an :class:`Artifact`, a family name (default parameters) or None (clean).
         degradation: d ∈ [0, 1], the fraction of positive train/val images given the artifact.
         fold: 0 … n_folds − 1, which patient-grouped train/val split.
-        seed: seeds which positives get the artifact and the artifact's own noise (the test
-            set's baseline dose is drawn from ``test_seed`` alone).
+        seed: seeds which positives of train and val get the artifact and the artifact's own
+            noise there (the test sets' artifact noise and baseline are drawn from ``test_seed``
+            alone). A trial passes ``TrialConfig.effective_artifact_seed``.
 
     Deterministic in (dataset, artifact params, degradation, fold, seed, fractions, test_seed).
     """
@@ -159,15 +164,15 @@ def make_splits(
         ds = _subset(dataset, index[name])
         masks[name] = _pick_positives(ds.labels, degradation, _rng(seed, pick, fold))
         parts[name] = _with_artifact(ds, masks[name], artifact, _rng(seed, noise, fold), _rng(seed, _BASELINE, noise, fold))
-    # The test set is fixed, and so is its baseline: drawn from test_seed alone, shared by test_iid
-    # and test_ood and by every trial of the target (whatever its seed), so the probe set that
-    # priorities are measured on (experiment.probe_set) is the same images for all of them.
+    # The test set is fixed, and so are its baseline and its O.O.D. artifact draws: from test_seed
+    # alone, shared by every trial of the target (whatever its seed), so the probe set that
+    # priorities are measured on (experiment.probe_set) and test_ood are the same images for all.
     test_streams = (_NOISE_TEST, 10_000 + test_seed)
     masks["test_iid"] = np.zeros(len(index["test"]), bool)
     masks["test_ood"] = dataset.labels[index["test"]] == 0  # the correlation flipped: the artifact on every negative
     for name in ("test_iid", "test_ood"):
         parts[name] = _with_artifact(_subset(dataset, index["test"]), masks[name], artifact,
-                                     _rng(seed, *test_streams), _rng(test_seed, _BASELINE, *test_streams))
+                                     _rng(test_seed, *test_streams), _rng(test_seed, _BASELINE, *test_streams))
     return Splits(
         **parts,
         index=index,
@@ -177,6 +182,7 @@ def make_splits(
         seed=seed,
         artifact=artifact,
         info={"n_folds": n_folds, "val_fraction": val_fraction, "test_fraction": test_fraction, "test_seed": test_seed},
+        dataset=dataset,
     )
 
 

@@ -14,6 +14,10 @@ Conventions used throughout the project:
   this module's centred rings). ``measure_axis(measure, N)`` gives each one's x-axis.
 * A unit-sum spectrum is a distribution over frequency (centroid, band mass, entropy,
   alignment); a unit-max spectrum is what the paper plots.
+* The shortcut alignment (docs/SCIENCE.md, "Alignment") weighs a priority by the artifact's share
+  of the power in each ring of the images it is planted into (``artifact_weight``,
+  ``shortcut_alignment``); ``artifact_sensitivity`` is its model-native check, the first-order
+  loss change along the artifact itself.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ __all__ = [
     "value_at",
     "band_mass",
     "alignment",
+    "artifact_weight",
+    "shortcut_alignment",
+    "directional_derivatives",
+    "artifact_sensitivity",
     "cosine",
     "spectral_slope",
 ]
@@ -130,13 +138,53 @@ def radial_psd(x, normalize: Normalize = None, *, magnitude: bool = False):
 # ------------------------------------------------------------------------- learning priority
 
 
-def _input_gradients(model, x, y, loss_fn) -> torch.Tensor:
+def _input_gradients_full(model, x, y, loss_fn) -> torch.Tensor:
+    """∂ℓ/∂x per image, ``(B, C, N, N)`` fp32 (even under bf16): the one input-gradient code path
+    of the learning priority and the artifact sensitivity."""
     x = x.detach().requires_grad_(True)
     out = model(x)
     # Sum (not mean) over the batch: each image's gradient is then independent of batch size.
     loss = loss_fn(out.float(), y)
     (grad,) = torch.autograd.grad(loss, x)
-    return grad.float().sum(dim=1)  # channels summed -> (B, N, N), fp32 even under bf16
+    return grad.float()
+
+
+def _cross_entropy_sum(logits, y):
+    return torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+
+
+def _default_batch(device: torch.device, x_all: torch.Tensor) -> int:
+    return 64 if device.type != "cpu" else max(1, min(64, CPU_PRIORITY_PIXELS // (x_all.shape[-2] * x_all.shape[-1])))
+
+
+def _gradient_batches(model, images, labels, batch_size, loss_fn, autocast_dtype, *extra):
+    """Yield ``(start, x, y, g, *extra_batches)`` per batch: fp32 input gradients ``g`` (B, C, N, N)
+    of ``loss_fn`` with ``model`` in eval mode under deterministic kernels (its mode restored at
+    the end); ``extra`` arrays (n, …) are sliced and moved alongside."""
+    from spectral_ray.training import deterministic_kernels, plain_strides  # the kernels fit uses
+
+    device = next(model.parameters()).device
+    x_all = plain_strides(torch.as_tensor(images))
+    y_all = torch.as_tensor(labels).long()
+    if x_all.ndim != 4 or x_all.shape[0] != y_all.shape[0]:
+        raise ValueError(f"images must be (n, C, N, N) with one label each; got {tuple(x_all.shape)}, {tuple(y_all.shape)}")
+    batch_size = batch_size or _default_batch(device, x_all)
+    extra = [torch.as_tensor(e) for e in extra]
+    was_training = model.training
+    model.eval()
+    with deterministic_kernels(device):
+        try:
+            for start in range(0, x_all.shape[0], batch_size):
+                x = x_all[start : start + batch_size].to(device, torch.float32)
+                y = y_all[start : start + batch_size].to(device)
+                if autocast_dtype is not None:
+                    with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+                        g = _input_gradients_full(model, x, y, loss_fn)
+                else:
+                    g = _input_gradients_full(model, x, y, loss_fn)
+                yield (start, x, y, g, *(e[start : start + batch_size].to(device, torch.float32) for e in extra))
+        finally:
+            model.train(was_training)
 
 
 def check_measure(measure: str) -> str:
@@ -257,39 +305,15 @@ def learning_priority(
         ``per_class``.
     """
     profile = _PROFILES[check_measure(measure)]
-    loss_fn = loss or (lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-    device = next(model.parameters()).device
-    # row-major batches and deterministic CUDA kernels: the same kernels as in fit
-    from spectral_ray.training import deterministic_kernels, plain_strides
-
-    x_all = plain_strides(torch.as_tensor(images))
-    y_all = torch.as_tensor(labels).long()
-    if x_all.ndim != 4 or x_all.shape[0] != y_all.shape[0]:
-        raise ValueError(f"images must be (n, C, N, N) with one label each; got {tuple(x_all.shape)}, {tuple(y_all.shape)}")
-    if batch_size is None:
-        batch_size = 64 if device.type != "cpu" else max(1, min(64, CPU_PRIORITY_PIXELS // (x_all.shape[-2] * x_all.shape[-1])))
-    was_training = model.training
-    model.eval()
     sums: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
-    with deterministic_kernels(device):
-        try:
-            for start in range(0, x_all.shape[0], batch_size):
-                x = x_all[start : start + batch_size].to(device, torch.float32)
-                y = y_all[start : start + batch_size].to(device)
-                if autocast_dtype is not None:
-                    with torch.autocast(device_type=device.type, dtype=autocast_dtype):
-                        g = _input_gradients(model, x, y, loss_fn)
-                else:
-                    g = _input_gradients(model, x, y, loss_fn)
-                spectra = profile(g).double().cpu()
-                keys = y.cpu().tolist() if per_class else [0] * len(y)
-                for key in set(keys):
-                    rows = spectra[torch.tensor(keys) == key]
-                    sums[key] = sums.get(key, 0) + rows.sum(0)
-                    counts[key] = counts.get(key, 0) + rows.shape[0]
-        finally:
-            model.train(was_training)
+    for _, _, y, g in _gradient_batches(model, images, labels, batch_size, loss or _cross_entropy_sum, autocast_dtype):
+        spectra = profile(g.sum(dim=1)).double().cpu()  # channels summed -> (B, N, N)
+        keys = y.cpu().tolist() if per_class else [0] * len(y)
+        for key in set(keys):
+            rows = spectra[torch.tensor(keys) == key]
+            sums[key] = sums.get(key, 0) + rows.sum(0)
+            counts[key] = counts.get(key, 0) + rows.shape[0]
     result = {k: normalize_spectrum(sums[k] / counts[k], normalize).float() for k in sorted(sums)}
     return result if per_class else result[0]
 
@@ -362,6 +386,97 @@ def alignment(p, a) -> float:
     if p.shape != a.shape:
         raise ValueError(f"spectra must have the same bins, got {p.shape} and {a.shape}")
     return float(p @ a)
+
+
+def _mean_ring_psd(images) -> np.ndarray:
+    """Mean over images and channels of the radial PSD of each per-image, per-channel mean-subtracted
+    map; ``(n, C, N, N)`` → (K+1,) float64 (bin 0 is 0)."""
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"expected (n, C, N, N) images, got shape {x.shape}")
+    x = x - x.mean(axis=(-2, -1), keepdims=True)
+    return radial_psd(x).reshape(-1, x.shape[-1] // 2 + 1).mean(0)
+
+
+def artifact_weight(images, artifacted) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much of each ring's power in artifact-carrying images is the artifact's.
+
+    P_art(k) = mean radial PSD of A(x) − x, P_img(k) = mean radial PSD of x (over images and
+    channels, the same rings as the learning priority), w_k = P_art / (P_art + P_img) for k ≥ 1
+    (0 where both are 0), w_0 = 0. Each map is mean-subtracted first: ring 0 holds only the DC
+    coefficient, so this changes nothing at k ≥ 1 and keeps (Σx)² from dominating the unit-sum
+    spectra returned. Fluctuations of the mean carry no spatial frequency.
+
+    Args:
+        images: clean images x, ``(n, C, N, N)``, N even, in the model's input units ([0, 1]).
+        artifacted: A(x), same shape (the artifact applied to the same images).
+
+    Returns:
+        ``(w, p_art, p_img)``: w (K+1,) in [0, 1], and P_art, P_img each (K+1,) unit-sum (all
+        zeros when the artifact changes nothing), float64.
+    """
+    x, ax = np.asarray(images, dtype=np.float64), np.asarray(artifacted, dtype=np.float64)
+    if x.shape != ax.shape:
+        raise ValueError(f"images and artifacted must have one shape, got {x.shape} and {ax.shape}")
+    p_art, p_img = _mean_ring_psd(ax - x), _mean_ring_psd(x)
+    total = p_art + p_img
+    w = np.divide(p_art, total, out=np.zeros_like(total), where=total > 0)
+    w[0] = 0.0
+
+    def unit(p):
+        return p / p.sum() if p.sum() > 0 else np.zeros_like(p)
+
+    return w, unit(p_art), unit(p_img)
+
+
+def shortcut_alignment(p, w) -> float:
+    """A(p) = Σ_{k≥1} p̃_k w_k: the DC-free priority p̃ (``p[1:]`` renormalised to unit sum)
+    weighted by the artifact's share of each ring's power ``w`` (:func:`artifact_weight`).
+
+    ``p`` (K+1,) non-negative, ``w`` (K+1,) in [0, 1]; returns a float in [0, 1]: 1 when all of
+    the priority lies where the artifact dominates the images, 0 where it is absent. A constant
+    w = c gives c for every priority."""
+    p, w = _as_numpy(p), _as_numpy(w)
+    if p.shape != w.shape or p.ndim != 1:
+        raise ValueError(f"priority and weight must be (K+1,) on the same bins, got {p.shape} and {w.shape}")
+    if np.any(w < -1e-12) or np.any(w > 1 + 1e-12):
+        raise ValueError("the artifact weight must lie in [0, 1]")
+    return float(_unit_sum(p[1:]) @ w[1:])
+
+
+def directional_derivatives(model: torch.nn.Module, images, directions, labels, *,
+                            batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the first-order loss change along ``directions``: g·δ with g = ∂ℓ(f(x), y)/∂x
+    (cross-entropy on the true label, eval mode, fp32; the gradient code path of
+    :func:`learning_priority`), and |g|²·|δ|² (the Cauchy–Schwarz bound of (g·δ)²).
+
+    ``images``, ``directions``: ``(n, C, N, N)`` (δ in image units); ``labels`` (n,). Returns two
+    float64 arrays (n,): g·δ in loss units, and |g|²|δ|². ℓ(x + εδ) − ℓ(x) = ε g·δ + O(ε²)."""
+    if tuple(np.shape(directions)) != tuple(np.shape(images)):
+        raise ValueError(f"directions must have the images' shape {tuple(np.shape(images))}, got {tuple(np.shape(directions))}")
+    dots, bounds = [], []
+    for _, _, _, g, d in _gradient_batches(model, images, labels, batch_size, _cross_entropy_sum, None, directions):
+        g, d = g.double().flatten(1), d.double().flatten(1)
+        dots.append((g * d).sum(1).cpu())
+        bounds.append((g.square().sum(1) * d.square().sum(1)).cpu())
+    return torch.cat(dots).numpy(), torch.cat(bounds).numpy()
+
+
+def artifact_sensitivity(model: torch.nn.Module, images, artifacted, labels, *,
+                         batch_size: int | None = None) -> dict[str, float]:
+    """The model's first-order loss sensitivity along the real artifact δ = A(x) − x.
+
+    Returns ``{"sensitivity": E_x[(g·δ)²], "relative": E_x[(g·δ)²] / E_x[|g|²|δ|²]}``: the first
+    in (loss units)² (how much one artifact application moves the loss, squared: sign-free, as
+    the artifact may raise or lower it), the second scale-free in [0, 1] (the gradient-weighted
+    cos² of g and δ; 1 when the gradient points along the artifact; NaN when δ or g is 0 on every
+    image). Shapes as :func:`directional_derivatives`."""
+    x = np.asarray(images, dtype=np.float32)
+    delta = np.asarray(artifacted, dtype=np.float32) - x
+    dots, bounds = directional_derivatives(model, x, delta, labels, batch_size=batch_size)
+    sq = float(np.mean(dots**2))
+    bound = float(np.mean(bounds))
+    return {"sensitivity": sq, "relative": sq / bound if bound > 0 else float("nan")}
 
 
 def cosine(p, a) -> float:

@@ -172,3 +172,71 @@ def test_bad_sweep_settings_from_the_command_line_name_the_key(repo, capsys):
     assert main(["validate", str(repo / "sweeps/embedded-quick.yaml"), "--set", "checkpoint=backbone"]) != 0
     err = capsys.readouterr().err
     assert "checkpoint" in err and "'none', 'head' or 'full'" in err
+
+
+# ----------------------------------------------------------------------------- derived seeds
+
+
+def test_backbones_that_differ_only_in_source_or_edit_get_unrelated_seeds():
+    natural, medical = TrialConfig(source="natural", seed=0), TrialConfig(source="medical", seed=0)
+    edited = TrialConfig(source="natural", seed=0, edit="band_gain", edit_strength=1.0, edit_omega=0.5)
+    for stream in ("finetune_seed", "artifact_seed"):
+        seeds = {getattr(c, f"effective_{stream}") for c in (natural, medical, edited)}
+        assert len(seeds) == 3, stream
+    # the two streams of one backbone are unrelated too, and neither is the pretraining seed
+    assert natural.effective_finetune_seed != natural.effective_artifact_seed
+    assert 0 not in (natural.effective_finetune_seed, natural.effective_artifact_seed)
+    # strength 0 of any edit is the unedited source: the same backbone, the same seeds
+    same = TrialConfig(source="natural", seed=0, edit="band_gain", edit_strength=0.0, edit_omega=0.75)
+    assert same.effective_finetune_seed == natural.effective_finetune_seed
+
+
+def test_one_backbone_keeps_its_seeds_across_degradations_artifacts_and_targets():
+    base = TrialConfig(seed=3)
+    others = [base.model_copy(update=u) for u in (
+        {"degradation": 0.5}, {"degradation": 1.0, "artifact_omega": 0.75, "artifact_amplitude": 0.2},
+        {"artifact": "photon_noise"}, {"artifact": "nlm", "artifact_params": {"h": 0.05}},
+        {"target": "mri_knee"}, {"finetune": {**base.finetune, "lr": 0.01}})]
+    for cfg in others:
+        assert (cfg.effective_finetune_seed, cfg.effective_artifact_seed) == (
+            base.effective_finetune_seed, base.effective_artifact_seed)
+    # nor across folds (a random-init backbone, drawn with it, stays one backbone over its folds)
+    assert base.model_copy(update={"fold": 1}).effective_finetune_seed == base.effective_finetune_seed
+    # another pretraining seed, architecture, source size or data seed is another backbone
+    for update in ({"seed": 4}, {"model": "resnet18"}, {"source_n": 2000}, {"data_seed": 1}):
+        assert base.model_copy(update=update).effective_finetune_seed != base.effective_finetune_seed, update
+
+
+def test_explicit_seeds_override_and_are_validated():
+    cfg = TrialConfig(finetune_seed=5, artifact_seed=9)
+    assert (cfg.effective_finetune_seed, cfg.effective_artifact_seed) == (5, 9)
+    assert TrialConfig(finetune_seed=5.0).finetune_seed == 5  # as a table with missing values holds it
+    only = TrialConfig(finetune_seed=5)
+    assert only.effective_artifact_seed == TrialConfig().effective_artifact_seed
+    for key, bad in (("finetune_seed", -1), ("artifact_seed", -2), ("artifact_seed", 1.5), ("artifact_seed", True),
+                     ("finetune_seed", "3")):
+        with pytest.raises(SweepError, match=rf"params.{key}"):
+            parse_sweep({"name": "s", "params": {key: bad}}, check_storage=False)
+    sweep = parse_sweep({"name": "s", "params": {"artifact_seed": {"grid": [0, 1]}}}, check_storage=False)
+    assert [t["artifact_seed"] for t in sweep.trials()] == [0, 1]
+    with pytest.raises(ValueError, match="unknown seed stream 'pretrain'.*'finetune', 'artifact'"):
+        cfg.derived_seed("pretrain")
+
+
+def test_derived_seeds_are_stable_across_processes_and_number_spellings():
+    import os
+    import subprocess
+    import sys
+
+    code = ("from spectral_ray.config import TrialConfig as T; c = T(source='medical', seed=2, fold=1, "
+            "source_params={'a': 1}); print(c.effective_finetune_seed, c.effective_artifact_seed)")
+    env = dict(os.environ)
+    runs = set()
+    for hash_seed in ("12345",):  # a hash() unlike this process's (randomised unless PYTHONHASHSEED is set)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**env, "PYTHONHASHSEED": hash_seed}).stdout
+        runs.add(tuple(out.split()[-2:]))
+    here = TrialConfig(source="medical", seed=2, fold=1, source_params={"a": 1.0})  # YAML's 1 and 1.0 are one value
+    assert runs == {(str(here.effective_finetune_seed), str(here.effective_artifact_seed))}
+    # pinned: a change of the derivation changes every trial's seeds, so it must be deliberate
+    assert TrialConfig().effective_finetune_seed == TrialConfig().derived_seed("finetune") == 1186451820

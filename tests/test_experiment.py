@@ -35,6 +35,18 @@ def test_finetune_reports_the_contract(store, tmp_path):
                 "band_alignment_finetuned", "iid_ood_gap"):
         assert np.isfinite(final[key]), key
     assert final["n_artifact_train"] > 0
+    # the artifact-weighted alignment and how its weight was measured (docs/SCIENCE.md, "Alignment")
+    w = np.asarray(final["artifact_weight"])
+    assert w.shape == (17,) and w[0] == 0.0 and ((0 <= w) & (w <= 1)).all() and np.ptp(w) > 0
+    for name in ("artifact_probe", "image_probe"):
+        assert np.asarray(final[f"psd_{name}"]).sum() == pytest.approx(1.0)
+    assert final["artifact_weight_images"] == 32
+    for name in ("pretrained", "probe", "finetuned"):
+        assert 0 <= final[f"shortcut_alignment_{name}"] <= 1
+    for name in ("probe", "finetuned"):
+        assert final[f"artifact_sensitivity_{name}"] > 0 and 0 < final[f"artifact_sensitivity_rel_{name}"] <= 1
+    assert final["finetune_seed_used"] == cfg.effective_finetune_seed != cfg.seed
+    assert final["artifact_seed_used"] == cfg.effective_artifact_seed and final["random_init_seed"] is None
     assert (tmp_path / "m.pt").exists()
     assert any((tmp_path / "tb").iterdir())
 
@@ -141,3 +153,39 @@ def test_probe_priority_is_computed_once_per_backbone_and_probe_set(store, monke
     # another probe set (more images) is another entry, computed
     run_finetune(cfg.model_copy(update={"psd_images": 16}))
     assert len(calls) == 2 and len(list(Path(store).rglob("probe_priority/*.npy"))) == 2
+
+
+def test_d0_twins_stay_one_network_and_record_their_seeds(store):
+    """Seeds derive from the backbone, not the shortcut: at d = 0 two shortcut cases train the same
+    network; a random-init backbone is drawn with the fine-tuning seed and says so."""
+    cfg = TrialConfig(**TINY, store=store, source="none", degradation=0.0, artifact_omega=0.25)
+    low, high = run_finetune(cfg), run_finetune(cfg.model_copy(update={"artifact_omega": 0.75, "artifact_amplitude": 0.3}))
+    assert low["psd_finetuned"] == high["psd_finetuned"] and low["val_auc"] == high["val_auc"]
+    assert low["random_init_seed"] == low["finetune_seed_used"] == cfg.effective_finetune_seed
+    # the same backbone, each measured against its own artifact
+    assert low["artifact_weight"] != high["artifact_weight"]
+    assert low["shortcut_alignment_probe"] != high["shortcut_alignment_probe"]
+    explicit = run_finetune(cfg.model_copy(update={"finetune_seed": 3, "artifact_seed": 4}))
+    assert (explicit["finetune_seed_used"], explicit["artifact_seed_used"], explicit["random_init_seed"]) == (3, 4, 3)
+
+
+def test_the_artifact_probe_is_the_trials_artifact_on_its_probe_images_at_its_dose():
+    from spectral_ray.experiment import ARTIFACT_PROBE_STREAM, PROBE_SEED, artifact_probe, probe_index, trial_splits
+
+    cfg = TrialConfig(**TINY, target="ct_lesion", artifact="photon_noise", degradation=0.5)
+    artifact, splits = trial_splits(cfg)
+    probe = artifact_probe(splits, 16)
+    sel = probe_index(len(splits.test_iid), 16)
+    # x: the clean test images as trained on (the baseline dose); A(x): the artifact dose instead
+    np.testing.assert_array_equal(probe.clean, splits.test_iid.images[sel])
+    originals = splits.dataset.images[splits.index["test"][sel]]
+    assert not np.array_equal(probe.clean, originals)
+    rng = np.random.default_rng(np.random.SeedSequence([PROBE_SEED, ARTIFACT_PROBE_STREAM]))
+    np.testing.assert_array_equal(probe.artifacted, artifact(originals, rng))
+    # every trial of this target and artifact measures the same w: other fold, d, backbone and seeds
+    for update in ({"fold": 1}, {"degradation": 1.0}, {"source": "medical"}, {"artifact_seed": 5}):
+        other = artifact_probe(trial_splits(cfg.model_copy(update=update))[1], 16)
+        np.testing.assert_array_equal(other.weight, probe.weight)
+    # another dose is another weight
+    lower = artifact_probe(trial_splits(cfg.model_copy(update={"artifact_params": {"photons_per_pixel": 1e5}}))[1], 16)
+    assert lower.weight[1:].mean() > probe.weight[1:].mean()

@@ -2,9 +2,10 @@
 
 The targets ``ct_lesion`` and ``mri_knee`` draw on :mod:`spectral_ray.data.phantoms` too; any
 change made there for the source must be opt-in, so the targets' arrays stay bit-identical.
-The hashes below were recorded from the code before the acquisition was made realistic
-(commit 0b1fa95). They are exact for this environment's numpy/scipy/scikit-image/torch; a
-library upgrade that changes floating-point results would change them as well.
+The fingerprints below are of the arrays of the code before the acquisition was made realistic
+(commit 0b1fa95, rerun on this machine: bit-identical to today's code). They hold to float
+rounding for this environment's numpy/scipy/scikit-image/torch on any CPU; a library upgrade that
+changes the arrays beyond rounding would change them as well.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import pytest
 
 from spectral_ray.data import get_dataset
 
-TARGET_HASHES = {  # (name, params) -> sha256[:16] of images, labels
-    ("ct_lesion", (("n", 20), ("seed", 0))): ("1178a01f0b498006", "2d955b43c8ff6932"),
-    ("ct_lesion", (("n", 20), ("seed", 1), ("size", 32))): ("25bda1f61d2efef3", "7ceda1032c71fccf"),
-    ("mri_knee", (("n", 20), ("seed", 0))): ("a14f51cfd390bec3", "2d955b43c8ff6932"),
-    ("mri_knee", (("n", 20), ("seed", 1), ("size", 32))): ("fc8182b51fb92dde", "7ceda1032c71fccf"),
+# (name, params) -> images' fingerprint (Σx, Σx², Σ x·w for a fixed normal w; float64), labels' sha256[:16].
+# The image hashes recorded at 0b1fa95 were exact only for one CPU: on another (AMD EPYC) the same
+# code, old or new, gives arrays that differ in the last float32 bits (the MR acquisition's FFTs),
+# so images are compared by fingerprint within float rounding; a code change moves them far more.
+TARGET_FINGERPRINTS = {
+    ("ct_lesion", (("n", 20), ("seed", 0))): ((35783.54128, 19088.07545, -436.5139449), "2d955b43c8ff6932"),
+    ("ct_lesion", (("n", 20), ("seed", 1), ("size", 32))): ((7634.291038, 4310.970332, -281.0209213), "7ceda1032c71fccf"),
+    ("mri_knee", (("n", 20), ("seed", 0))): ((36629.48003, 21957.92773, -569.6247128), "2d955b43c8ff6932"),
+    ("mri_knee", (("n", 20), ("seed", 1), ("size", 32))): ((10108.99236, 6239.544499, -474.7891573), "7ceda1032c71fccf"),
 }
 
 
@@ -28,10 +33,19 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
-@pytest.mark.parametrize("name,params", list(TARGET_HASHES), ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}{x}" for k, x in v))
-def test_target_arrays_bit_identical(name, params):
+def _fingerprint(images: np.ndarray) -> tuple[float, float, float]:
+    a = np.asarray(images, np.float64).reshape(len(images), -1)
+    w = np.random.default_rng(0).standard_normal(a.shape[1])
+    return float(a.sum()), float((a**2).sum()), float((a @ w).sum())
+
+
+@pytest.mark.parametrize("name,params", list(TARGET_FINGERPRINTS),
+                         ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}{x}" for k, x in v))
+def test_target_arrays_unchanged(name, params):
     ds = get_dataset(name, use_cache=False, progress=False, **dict(params))
-    assert (_sha(ds.images), _sha(ds.labels)) == TARGET_HASHES[name, params]
+    images, labels = TARGET_FINGERPRINTS[name, params]
+    np.testing.assert_allclose(_fingerprint(ds.images), images, rtol=1e-7, atol=1e-4)
+    assert _sha(ds.labels) == labels
 
 
 # ----------------------------------------------------------------------------- CT: exposure control

@@ -84,8 +84,8 @@ def test_test_set_fixed_across_folds_and_seeds_folds_differ(ds):
         s = make_splits(ds, ART, 1.0, fold=fold, seed=seed)
         np.testing.assert_array_equal(s.index["test"], base.index["test"])
         np.testing.assert_array_equal(s.test_iid.images, base.test_iid.images)
-        if seed == 0:
-            np.testing.assert_array_equal(s.test_ood.images, base.test_ood.images)
+        # the O.O.D. artifact draws come from test_seed alone: the same images whatever the seed
+        np.testing.assert_array_equal(s.test_ood.images, base.test_ood.images)
         vals.append(tuple(s.index["val"]))
     assert len(set(vals + [tuple(base.index["val"])])) == 5
 

@@ -162,8 +162,8 @@ def test_default_batch_on_the_cpu_is_bounded_in_pixels(monkeypatch):
     model = _small_cnn()
     x, y = torch.rand(12, 3, 64, 64), torch.randint(0, 3, (12,))
     seen = []
-    real = S._input_gradients
-    monkeypatch.setattr(S, "_input_gradients", lambda m, xb, yb, f: seen.append(len(xb)) or real(m, xb, yb, f))
+    real = S._input_gradients_full
+    monkeypatch.setattr(S, "_input_gradients_full", lambda m, xb, yb, f: seen.append(len(xb)) or real(m, xb, yb, f))
     monkeypatch.setattr(S, "CPU_PRIORITY_PIXELS", 5 * 64 * 64)  # 5 images of 64 px per batch
     p = S.learning_priority(model, x, y, normalize=None)
     assert seen == [5, 5, 2]
@@ -377,3 +377,123 @@ def test_psd_command_prints_and_plots_every_measure_on_its_own_axis(measure, tmp
     text = capsys.readouterr().out
     assert ("r/r_max" if measure == "freqbias" else "k/K") in text
     assert out.stat().st_size > 1000
+
+
+# ----------------------------------------------------------- the artifact-weighted alignment
+
+
+def _smooth_images(n=16, size=32, seed=0):
+    """1/f² fields in [0, 1], (n, 1, size, size): natural-image-like, little power at high k."""
+    from spectral_ray.artifacts import reference_images
+
+    return np.array(reference_images(size, n, seed))
+
+
+@pytest.mark.parametrize("omega,size", [(0.25, 32), (0.5, 32), (0.75, 64)])
+def test_artifact_weight_of_a_band_peaks_at_its_ring(omega, size):
+    from spectral_ray.artifacts import get_artifact
+
+    x = _smooth_images(size=size)
+    ax = get_artifact("band", omega=omega, amplitude=0.3, bandwidth=0.02)(x, np.random.default_rng(1))
+    w, p_art, p_img = S.artifact_weight(x, ax)
+    ring = int(round(omega * size / 2))
+    assert w.shape == (size // 2 + 1,) and w[0] == 0.0
+    assert int(np.argmax(w)) == ring and int(np.argmax(p_art)) == ring
+    assert w[ring] > 0.3 and np.delete(w, ring).max() < 0.1 * w[ring]
+    assert p_art.sum() == pytest.approx(1.0) and p_img.sum() == pytest.approx(1.0) and p_img[0] == 0.0
+
+
+def test_artifact_weight_of_white_noise_on_a_power_law_field_rises_with_frequency():
+    rng = np.random.default_rng(0)
+    x = power_law_field(64, 2.0, rng, batch=32)[:, None]
+    w, p_art, _ = S.artifact_weight(x, x + 0.5 * x.std() * rng.standard_normal(x.shape))
+    k = np.arange(1, 33)
+    assert np.corrcoef(k, w[1:])[0, 1] > 0.9
+    assert np.all(np.diff(w[1:]) > -0.02)  # rising, up to the ring-to-ring scatter
+    assert w[1] < 0.01 and w[-1] > 0.5
+    assert p_art[1:].std() / p_art[1:].mean() < 0.2  # white: flat P_art
+
+
+def _low_and_high_priorities(bins):
+    k = np.arange(bins, dtype=float)
+    low, high = 1.0 / (1.0 + k) ** 2, (k / k[-1]) ** 2
+    return low / low.sum(), high / high.sum()
+
+
+@pytest.mark.parametrize("target,family", [("ct_lesion", "photon_noise"), ("mri_knee", "nlm")])
+def test_shortcut_alignment_tells_priorities_apart_for_broadband_artifacts(target, family):
+    """The degenerate case of the ≥ 10 %-of-peak band mass: for photon noise and NLM every bin is in
+    the band (band mass 1 for every priority); the weighted alignment ranks them."""
+    from spectral_ray.artifacts import get_artifact
+    from spectral_ray.data import get_dataset
+    from spectral_ray.experiment import artifact_band_mass
+
+    x = get_dataset(target, n=24, size=32, channels=1, seed=0).images
+    art = get_artifact(family)
+    w, _, _ = S.artifact_weight(x, art(x, np.random.default_rng(0)))
+    low, high = _low_and_high_priorities(17)
+    signature = art.signature(32)  # what alignment_* and band_alignment_* use
+    assert artifact_band_mass(low, signature) == pytest.approx(1.0) == artifact_band_mass(high, signature)
+    a_low, a_high = S.shortcut_alignment(low, w), S.shortcut_alignment(high, w)
+    assert 0.0 <= a_low < a_high <= 1.0  # both artifacts take most of the power at high k
+    assert a_high > 2 * a_low
+    assert w[0] == 0.0 and np.ptp(w[1:]) > 0.01
+
+
+def test_shortcut_alignment_known_answers():
+    low, high = _low_and_high_priorities(17)
+    flat = np.r_[0.0, np.full(16, 0.3)]
+    assert S.shortcut_alignment(low, flat) == pytest.approx(0.3) == S.shortcut_alignment(high, flat)
+    # DC-free: the DC bin of the priority does not dilute it, and w_0 never counts
+    peaked = np.zeros(17)
+    peaked[4] = 1.0
+    p = np.zeros(17)
+    p[0], p[4] = 0.9, 0.1
+    assert S.shortcut_alignment(p, peaked) == pytest.approx(1.0)
+    assert S.shortcut_alignment(np.r_[0.0, np.ones(16)] / 16, peaked) == pytest.approx(1 / 16)
+    with pytest.raises(ValueError, match="same bins"):
+        S.shortcut_alignment(low, flat[:-1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        S.shortcut_alignment(low, 2 * np.ones(17))
+
+
+def test_artifact_weight_of_an_identity_artifact_is_zero():
+    x = _smooth_images(n=4)
+    w, p_art, _ = S.artifact_weight(x, x.copy())
+    assert not w.any() and not p_art.any()
+    assert S.shortcut_alignment(np.full(17, 1 / 17), w) == 0.0
+
+
+def test_directional_derivative_matches_a_finite_difference():
+    torch.manual_seed(0)
+    model = _small_cnn().double()
+    x = torch.rand(6, 3, 16, 16)
+    delta = 0.1 * torch.randn(6, 3, 16, 16)
+    y = torch.randint(0, 3, (6,))
+    dots, bounds = S.directional_derivatives(model.float(), x, delta, y, batch_size=4)
+    model = model.double().eval()
+    eps = 1e-4
+
+    def loss(z):
+        return torch.nn.functional.cross_entropy(model(z.double()), y, reduction="none").detach().numpy()
+
+    fd = (loss(x + eps * delta) - loss(x - eps * delta)) / (2 * eps)
+    np.testing.assert_allclose(dots, fd, rtol=2e-3, atol=1e-6)
+    assert np.all(dots**2 <= bounds * (1 + 1e-9))
+
+
+def test_artifact_sensitivity_along_the_gradient_is_fully_relative():
+    torch.manual_seed(0)
+    model = _small_cnn()
+    x, y = torch.rand(5, 3, 16, 16), torch.randint(0, 3, (5,))
+    x.requires_grad_(True)
+    torch.nn.functional.cross_entropy(model.eval()(x), y, reduction="sum").backward()
+    g = x.grad.detach().numpy()
+    x = x.detach().numpy()
+    along = S.artifact_sensitivity(model, x, x + 0.01 * g, y)
+    assert along["relative"] == pytest.approx(1.0, rel=1e-4)
+    assert along["sensitivity"] == pytest.approx(np.mean((0.01 * (g**2).reshape(5, -1).sum(1)) ** 2), rel=1e-4)
+    rng = np.random.default_rng(0)
+    random = S.artifact_sensitivity(model, x, x + 0.01 * rng.standard_normal(x.shape).astype(np.float32), y)
+    assert 0.0 <= random["relative"] < 0.05  # a random direction is nearly orthogonal in 768 dimensions
+    assert np.isnan(S.artifact_sensitivity(model, x, x, y)["relative"])
