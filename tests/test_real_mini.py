@@ -118,7 +118,9 @@ def test_label_table_and_intensity_rules(tmp_path):
         read_label_table(tmp_path / "b.txt")
     # the lab's window is [-1200, 800] HU: -1200 -> 0, -200 -> 0.5, 800 and above -> 1
     np.testing.assert_allclose(hu_window(np.array([-2000, -1200, -200, 800, 3000])), [0, 0, 0.5, 1, 1])
-    assert minidata.LAB_HU_WINDOW == (-1200.0, 800.0)
+    from spectral_ray.artifacts import LAB_PHOTON_NOISE
+
+    assert minidata.LAB_HU_WINDOW == tuple(LAB_PHOTON_NOISE["disp_window"]) == (-1200.0, 800.0)
     v = np.concatenate([np.zeros(5), np.linspace(0, 200, 995)])
     s = percentile_scale(v, 99.5)
     assert s.min() == 0 and s.max() == 1 and abs(np.percentile(s, 99.5) - 1) < 1e-4

@@ -15,7 +15,6 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from spectral_ray.artifacts import LAB_PHOTON_NOISE
 from spectral_ray.data.cache import cache_dir
 
 __all__ = ["SCRIPT", "FILES", "PHOTOGRAPHS", "LAB_HU_WINDOW", "InvesaliusVolume", "data_dir", "default_path",
@@ -34,8 +33,11 @@ FILES = {
 # mate-backgrounds' nature/ folder: the twelve photographs (its other folders are drawings/renders)
 PHOTOGRAPHS = ("Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "Storm",
                "TwoWings", "Wood", "YellowFlower")
-# The lab's CT display window in HU (LAB_PHOTON_NOISE["disp_window"], what include_noise.py uses)
-LAB_HU_WINDOW = tuple(float(v) for v in LAB_PHOTON_NOISE["disp_window"])
+# The lab's CT display window in HU: spectral_ray.artifacts.LAB_PHOTON_NOISE["disp_window"] (what
+# include_noise.py uses). Written out, not imported: importing artifacts would put it and the
+# spectrum code into the real sources' code version, so every change there would retrain their
+# backbones; tests/test_real_mini.py keeps the two equal.
+LAB_HU_WINDOW = (-1200.0, 800.0)
 
 
 def data_dir() -> Path:
