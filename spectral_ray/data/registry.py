@@ -39,6 +39,7 @@ class _Entry:
     code: tuple  # ((module, file), ...) whose source decides the arrays
     paths: tuple[str, ...]  # required path parameters
     optional_paths: tuple[str, ...]
+    check: Callable[[dict], list[str]] | None = None  # further problems with a trial's params, e.g. files a default path needs
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -82,6 +83,7 @@ def register_dataset(
     code: Sequence[str] = (),
     paths: Sequence[str] = (),
     optional_paths: Sequence[str] = (),
+    check: Callable[[dict], list[str]] | None = None,
 ):
     """Decorator: register ``builder(**params) -> ImageDataset`` under ``name``.
 
@@ -91,7 +93,8 @@ def register_dataset(
     imports (:mod:`spectral_ray.data.codeversion`), plus the modules named in ``code`` (for code
     reached otherwise, e.g. imported inside a function). A builder whose source cannot be found
     is refused here. ``paths`` / ``optional_paths`` name the parameters that are paths on disk
-    (required / optional), for :func:`missing_paths`.
+    (required / optional), for :func:`missing_paths`; ``check(params)`` adds its own messages
+    there (e.g. the files an unset path parameter defaults to, with how to get them).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
@@ -108,6 +111,7 @@ def register_dataset(
             code=_builder_code(name, builder, code),
             paths=_check_params(name, builder, paths, "paths"),
             optional_paths=_check_params(name, builder, optional_paths, "optional_paths"),
+            check=check,
         )
         code_version.cache_clear()
         return builder
@@ -178,6 +182,8 @@ def missing_paths(name: str, params: dict) -> list[str]:
         p = Path(value).expanduser()
         if not p.exists():
             out.append(f"{name}: {param} not found: {p}")
+    if e.check is not None:
+        out += e.check(params)
     return out
 
 

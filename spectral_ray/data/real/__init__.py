@@ -8,6 +8,10 @@ degradation protocol and folds as the embedded datasets. One module per reader (
 (:class:`FolderImageDataset` with :func:`make_loader`), ``common`` for what they share. The
 on-disk layouts, CSV formats and parameters are documented in ``docs/REAL_DATA.md``.
 
+The real-mini datasets (``photos``: ``natural_real``, ``ct_head``: ``medical_real``,
+``mri_atlas``) read the real files ``scripts/real-mini-data.sh`` puts in the data cache, through
+``minidata`` (InVesalius and NIfTI readers, intensity rules); docs/DATA.md, "Real pixels".
+
 Untrusted inputs: KneeMRI pickles load only through :mod:`spectral_ray.safe_pickle`; ``.npz``/
 ``.npy`` files load with ``allow_pickle=False``.
 """
