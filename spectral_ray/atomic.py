@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -25,3 +26,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json_dict(path: str | os.PathLike) -> dict | None:
+    """The JSON object stored at ``path``, or None when the file is missing, unreadable, not JSON
+    or not an object: the readers of metadata and lock files treat all of those as "absent"."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else None
+    except (OSError, ValueError):
+        return None

@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 from filelock import FileLock
 
-from spectral_ray.atomic import atomic_open
+from spectral_ray.atomic import atomic_open, read_json_dict
 from spectral_ray.models import CorruptCheckpoint, read_backbone, save_backbone
 from spectral_ray.paths import cache_path
 from spectral_ray.training import Recipe, from_fields
@@ -241,7 +241,7 @@ def provenance_mismatch(meta: dict) -> str | None:
 
 
 def _check_provenance(d: Path) -> None:
-    meta = _read_json(d / META) or {}
+    meta = read_json_dict(d / META) or {}
     why = provenance_mismatch(meta)
     if why is None or os.environ.get(REUSE_ENV) == "1":
         return
@@ -271,27 +271,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        with open(path) as f:
-            d = json.load(f)
-        return d if isinstance(d, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
 def load_meta(path) -> dict:
     """The ``meta.json`` of an entry, given its checkpoint path or its directory."""
     path = Path(path)
     d = path if path.is_dir() else path.parent
-    meta = _read_json(d / META)
+    meta = read_json_dict(d / META)
     if meta is None:
         raise FileNotFoundError(f"no valid {META} in {d}")
     return meta
 
 
 def _valid(d: Path, key: str, verify: bool) -> bool:
-    meta = _read_json(d / META)
+    meta = read_json_dict(d / META)
     if meta is None or meta.get("key") != key or not (d / CHECKPOINT).is_file():
         return False
     if verify:
@@ -478,7 +469,7 @@ def stats(root=None) -> dict:
     entries = []
     if root_path.is_dir():
         for d in sorted(p for p in root_path.iterdir() if p.is_dir()):
-            meta = _read_json(d / META)
+            meta = read_json_dict(d / META)
             if meta is None or "key" not in meta:
                 continue
             cfg = meta.get("config", {})

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 
+from spectral_ray.atomic import read_json_dict
 from spectral_ray.cli import UserError
 
 LOCK = "driver.lock"
@@ -101,8 +102,8 @@ def _flock(folder: str, experiment: str):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise _refusal(experiment, _read_json(owner_path), lock_path) from None
-        _recovered_note(experiment, _read_json(owner_path))
+            raise _refusal(experiment, read_json_dict(owner_path), lock_path) from None
+        _recovered_note(experiment, read_json_dict(owner_path))
         me = _owner(uuid.uuid4().hex)
         _write_json(owner_path, me)
         try:
@@ -115,15 +116,6 @@ def _flock(folder: str, experiment: str):
 
 def _utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            d = json.load(f)
-        return d if isinstance(d, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def _write_json(path: str, data: dict) -> None:
