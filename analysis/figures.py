@@ -442,6 +442,32 @@ def _f4_panel(ax, g: pd.DataFrame, colors: dict, markers: dict, title: str, satu
     ax.tick_params(labelsize=7)
 
 
+def _stratum_title(stratum: str) -> str:
+    """A panel title for an F4 stratum ``"k=v · k=v ..."``: target and artifact by value, the set
+    parameters as ``name=value`` (unset ones left out), the degradation last as ``d=``, so that
+    panels differing only in a parameter or in d never look alike."""
+    parts = dict(p.split("=", 1) for p in stratum.split(" · ") if "=" in p)
+    head = [parts.pop(k) for k in ("target", "artifact") if k in parts]
+    d = parts.pop("degradation", None)
+    params = [f"{k.rsplit('/', 1)[-1]}={_short_number(v)}" for k, v in parts.items() if v not in ("None", "nan", "")]
+    params += [] if d is None else [f"d={_short_number(d)}"]
+    rows: list[str] = []
+    for item in params:  # rows of at most ~40 characters fit a panel's width
+        if rows and len(rows[-1]) + len(item) + 3 <= 40:
+            rows[-1] += " · " + item
+        else:
+            rows.append(item)
+    return "\n".join([" · ".join(head), *rows])
+
+
+def _short_number(text: str) -> str:
+    """``"20000000.0"`` -> ``"2e+07"``, ``"0.5"`` -> ``"0.5"``; text that is no number unchanged."""
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
 def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alignment_vs_drop") -> list[Path]:
     """F4 as its test sees it: one panel per stratum (target × artifact × parameters × d), a point per
     pretrained model (folds averaged) at its alignment and shortcut cost (I.I.D. − O.O.D. AUC of the
@@ -465,14 +491,13 @@ def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alig
     cols = min(4, len(strata))
     rows = -(-len(strata) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + 1.6, 2.8 * rows), squeeze=False)
-    short = lambda st: " · ".join(p.split("=", 1)[1] for p in st.split(" · ")[:6] if "=" in p and p.split("=", 1)[1] not in ("None", "nan"))  # noqa: E731
     for ax, st in zip(axes.ravel(), strata):
         g = per[per["stratum"] == st]
         r = block_permutation_spearman(g[["align_pretrained"]].to_numpy(), g[["shortcut_cost"]].to_numpy(),
                                        g["block"].to_numpy(), np.random.default_rng(0))
         rho = "saturated: left out" if st in saturated else (
             f"within-source ρ = {r['rho']:+.2f}" if np.isfinite(r["rho"]) else "no within-source ranking")
-        _f4_panel(ax, g, colors, markers, f"{short(st)}\n{rho}", st in saturated)
+        _f4_panel(ax, g, colors, markers, f"{_stratum_title(st)}\n{rho}", st in saturated)
     for ax in axes.ravel()[len(strata):]:
         ax.axis("off")
     for ax in axes[:, 0]:

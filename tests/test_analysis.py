@@ -413,3 +413,16 @@ def test_a_restarted_trial_counts_once(tmp_path):
     row = c.trials.iloc[0]
     assert row["status"] == "TERMINATED" and row["trial_dir"] == "natural-d0.5-f0_1a2b" and row["ood_auc"] == 0.55
     assert any("restarted" in w for w in c.warnings)
+
+
+def test_f4_panel_titles_name_d_and_only_set_parameters():
+    from analysis.figures import _stratum_title
+
+    base = ("target=ct_lesion · artifact=band · artifact_resolved/amplitude=0.1 · artifact_resolved/h=nan"
+            " · artifact_resolved/omega=0.25 · degradation=")
+    titles = {_stratum_title(base + d) for d in ("0.5", "1.0")}
+    assert len(titles) == 2  # two panels that differ only in d never look alike
+    assert all("d=" in t and "h=" not in t and t.startswith("ct_lesion · band\n") for t in titles)
+    long = _stratum_title("target=ct_lesion · artifact=photon_noise · artifact_resolved/baseline_photons_per_pixel"
+                          "=20000000.0 · artifact_resolved/mode=image · artifact_resolved/mu_air=0.1662 · degradation=0.5")
+    assert "2e+07" in long and max(len(line) for line in long.splitlines()) <= 40
