@@ -58,15 +58,7 @@ Subsystem sftp internal-sftp
 EOF
 /usr/sbin/sshd -f "$WORK/sshd_config" -E "$LOGS/sshd.log"
 
-step() {  # step NAME TIMEOUT_S COMMAND...: run it with its output in LOGS/NAME.log
-    local name=$1 limit=$2
-    shift 2
-    echo "+ [$name] $*" >> "$LOGS/steps.log"
-    local rc=0
-    timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1 || rc=$?
-    echo "$name rc=$rc" >> "$LOGS/steps.log"
-    return $rc
-}
+source "$(dirname "${BASH_SOURCE[0]}")/loopback_steps.sh"
 
 cd "$REPO"
 export PATH=$(dirname "$PYTHON"):$PATH RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0

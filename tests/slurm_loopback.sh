@@ -94,15 +94,7 @@ if [[ $(sinfo -h -N -t idle -o %N | sort -u | wc -l) -lt 2 ]]; then
     exit 3
 fi
 
-step() {  # step NAME TIMEOUT_S COMMAND...
-    local name=$1 limit=$2
-    shift 2
-    echo "+ [$name] $*" >> "$LOGS/steps.log"
-    local rc=0
-    timeout --kill-after=10 "$limit" "$@" > "$LOGS/$name.log" 2>&1 || rc=$?
-    echo "$name rc=$rc" >> "$LOGS/steps.log"
-    return $rc
-}
+source "$(dirname "${BASH_SOURCE[0]}")/loopback_steps.sh"
 
 cd "$REPO"
 export PATH=$BIN:$PATH RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 OMP_NUM_THREADS=1

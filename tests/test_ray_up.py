@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,34 +22,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raynodes import short_tmpdir
+from namespaces import REPO, run_in_namespaces, skip_or_fail, step_codes, step_log, unavailable
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("loopback_cluster.sh")
+FLAGS = ["--mount", "--net", "--pid"]
 PACKAGES = {"/usr/sbin/sshd": "openssh-server", "/usr/bin/rsync": "rsync"}
 
 
-def _unavailable() -> str | None:
-    """Why this machine cannot run the test, or None."""
-    if os.geteuid() != 0:
-        return "needs root (Linux namespaces and sshd)"
-    if not shutil.which("unshare") or not shutil.which("ip"):
-        return "needs util-linux's unshare and iproute2's ip"
-    probe = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "true"], capture_output=True, text=True)
-    if probe.returncode:
-        return f"cannot create namespaces here: {probe.stderr.strip()}"
-    missing = [pkg for path, pkg in PACKAGES.items() if not Path(path).exists()]
-    if missing:
-        if not shutil.which("apt-get"):
-            return f"needs {', '.join(missing)} and there is no apt-get to install them"
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-            if proc.returncode:
-                return f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}"
-    return None
 
 
 def cluster_file(work: Path) -> dict:
@@ -112,62 +92,41 @@ def node_env(work: Path) -> Path:
     return env / "bin"
 
 
-def _log(work: Path, name: str) -> str:
-    path = work / "logs" / f"{name}.log"
-    return path.read_text(errors="replace") if path.exists() else f"(no {name}.log)"
-
-
 def _trials(exp: Path) -> list[Path]:
     return sorted(p for p in exp.iterdir() if (p / "params.json").exists())
 
 
 @pytest.fixture(scope="module")
 def loopback_run():
-    reason = _unavailable()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"the ray up test cannot run on this CI machine: {reason}")
-        pytest.skip(reason)
-    work = short_tmpdir("sr-up-")
-    node_env(work)
-    (work / "cluster.yaml").write_text(yaml.safe_dump(cluster_file(work), sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("RAY_ADDRESS", None)
-    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-           "bash", str(SCRIPT), str(work), str(REPO), sys.executable]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1400, cwd=REPO)
-        yield work, proc
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    skip_or_fail(unavailable("Linux namespaces and sshd", FLAGS, ("ip",), PACKAGES), "the ray up test")
+
+    def args(work: Path):
+        node_env(work)
+        (work / "cluster.yaml").write_text(yaml.safe_dump(cluster_file(work), sort_keys=False))
+        return [sys.executable]
+
+    yield from run_in_namespaces(SCRIPT, FLAGS, "sr-up-", args, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 
-def _steps(work: Path) -> dict[str, int]:
-    out = {}
-    for line in _log(work, "steps").splitlines():
-        if " rc=" in line:
-            name, _, rc = line.partition(" rc=")
-            out[name] = int(rc)
-    return out
 
 
 def test_ray_up_submit_job_report_down(loopback_run):
     work, proc = loopback_run
-    steps = _steps(work)
+    steps = step_codes(work)
     where = f"script rc {proc.returncode}; steps {steps}\n{proc.stderr[-2000:]}"
     for name in ("up", "wait-worker", "submit", "job", "job-logs", "job-status", "report", "down"):
-        assert steps.get(name) == 0, f"step {name} failed ({where}):\n{_log(work, name)[-4000:]}"
+        assert steps.get(name) == 0, f"step {name} failed ({where}):\n{step_log(work, name)[-4000:]}"
     assert proc.returncode == 0, where
-    assert "nodes alive: 2" in _log(work, "wait-worker")
+    assert "nodes alive: 2" in step_log(work, "wait-worker")
 
     results = work / "shared" / "results"
-    submitted = _log(work, "submit")
+    submitted = step_log(work, "submit")
     assert "trials: 4 TERMINATED" in submitted and "pretrainings in this run: 2" in submitted, submitted[-3000:]
-    job = _log(work, "job")
+    job = step_log(work, "job")
     # the job's sweep is the same grid: its backbones come from the shared store
     assert "trials: 4 TERMINATED" in job and "pretrainings in this run: 0" in job, job[-3000:]
     assert "succeeded" in job.lower(), job[-2000:]
-    logs, status = _log(work, "job-logs"), _log(work, "job-status")
+    logs, status = step_log(work, "job-logs"), step_log(work, "job-status")
     assert "trials: 4 TERMINATED" in logs, logs[-3000:]  # `ray job logs` replays the driver's output
     assert "succeeded" in status.lower(), status[-2000:]
 
@@ -184,8 +143,8 @@ def test_ray_up_submit_job_report_down(loopback_run):
 
 def test_ray_down_left_nothing(loopback_run):
     work, proc = loopback_run
-    assert _steps(work).get("down") == 0, _log(work, "down")[-3000:]
-    after = _log(work, "ps-after-down")
+    assert step_codes(work).get("down") == 0, step_log(work, "down")[-3000:]
+    after = step_log(work, "ps-after-down")
     left = [line for line in after.splitlines() if "raylet" in line or "gcs_server" in line or "ray::" in line]
     assert not left, after
     # nothing in the real home: the run's ~ was its own folder

@@ -13,44 +13,22 @@ with apt when missing. By hand:
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from raynodes import short_tmpdir
+from namespaces import REPO, run_in_namespaces, skip_or_fail, step_codes, step_log, unavailable
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("slurm_loopback.sh")
+FLAGS = ["--mount", "--net", "--pid", "--uts"]
 PACKAGES = {"/usr/sbin/slurmctld": "slurmctld", "/usr/sbin/slurmd": "slurmd", "/usr/bin/sbatch": "slurm-client",
             "/usr/sbin/munged": "munge"}
 
 
-def _unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (Linux namespaces, slurmd, munged)"
-    for tool in ("unshare", "nsenter", "ip"):
-        if not shutil.which(tool):
-            return f"needs {tool}"
-    probe = subprocess.run(["unshare", "--mount", "--net", "--pid", "--uts", "--fork", "true"], capture_output=True, text=True)
-    if probe.returncode:
-        return f"cannot create namespaces here: {probe.stderr.strip()}"
-    missing = [pkg for path, pkg in PACKAGES.items() if not Path(path).exists()]
-    if missing:
-        if not shutil.which("apt-get"):
-            return f"needs {', '.join(missing)} and there is no apt-get to install them"
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-            if proc.returncode:
-                return f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}"
-    return None
 
 
 def node_bin(work: Path) -> Path:
@@ -65,36 +43,11 @@ def node_bin(work: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def slurm_run():
-    reason = _unavailable()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"the Slurm test cannot run on this CI machine: {reason}")
-        pytest.skip(reason)
-    work = short_tmpdir("sr-slurm-")
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    cmd = ["unshare", "--mount", "--net", "--pid", "--uts", "--fork", "--mount-proc", "--propagation", "private",
-           "bash", str(SCRIPT), str(work), str(REPO), str(node_bin(work))]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1400, cwd=REPO)
-        yield work, proc
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    skip_or_fail(unavailable("Linux namespaces, slurmd, munged", FLAGS, ("nsenter", "ip"), PACKAGES,
+                             apt_flags=("--no-install-recommends",), apt_timeout_s=900), "the Slurm test")
+    yield from run_in_namespaces(SCRIPT, FLAGS, "sr-slurm-", lambda work: [node_bin(work)])
 
 
-def _log(work: Path, name: str) -> str:
-    logs = work / "logs"
-    paths = sorted(logs.glob(f"{name}-*.out")) or [logs / f"{name}.log"]
-    return "\n".join(p.read_text(errors="replace") for p in paths if p.exists()) or f"(no {name} log)"
-
-
-def _steps(work: Path) -> dict[str, int]:
-    out = {}
-    for line in _log(work, "steps").splitlines():
-        if " rc=" in line:
-            name, _, rc = line.partition(" rc=")
-            out[name] = int(rc)
-    return out
 
 
 def _finals(exp: Path) -> dict[str, list[dict]]:
@@ -118,9 +71,9 @@ def _show_nodes(name: str, exp: Path) -> None:
 
 def test_sweep_through_the_sbatch_file_on_two_nodes(slurm_run):
     work, proc = slurm_run
-    where = f"script rc {proc.returncode}; steps {_steps(work)}\n{proc.stderr[-3000:]}"
-    assert _steps(work).get("full") == 0, f"{where}\n{_log(work, 'full')[-5000:]}"
-    out = _log(work, "full")
+    where = f"script rc {proc.returncode}; steps {step_codes(work)}\n{proc.stderr[-3000:]}"
+    assert step_codes(work).get("full") == 0, f"{where}\n{step_log(work, 'full', job_out=True)[-5000:]}"
+    out = step_log(work, "full", job_out=True)
     assert "pre-flight: 2 node(s) ok" in out and "trials: 4 TERMINATED" in out, out[-5000:]
     exp = work / "shared" / "results" / "full"
     finals = _finals(exp)
@@ -134,8 +87,8 @@ def test_sweep_through_the_sbatch_file_on_two_nodes(slurm_run):
 
 def test_node_local_results_are_refused_before_any_trial(slurm_run):
     work, _ = slurm_run
-    out = _log(work, "local")
-    assert _steps(work).get("local") == 2, out[-4000:]  # the driver's exit status, a user error
+    out = step_log(work, "local", job_out=True)
+    assert step_codes(work).get("local") == 2, out[-4000:]  # the driver's exit status, a user error
     assert "is not shared: it is each node's own disk" in out and "node2 (10.201.0.2)" in out, out[-4000:]
     assert "--storage /mnt/shared/spectral-ray/results" in out and "no trial was started" in out
     assert "Trial status" not in out
@@ -143,12 +96,12 @@ def test_node_local_results_are_refused_before_any_trial(slurm_run):
 
 def test_cancelled_sweep_resumes_from_the_same_command(slurm_run):
     work, _ = slurm_run
-    steps = _steps(work)
-    assert steps.get("resume") == 0, f"steps {steps}\n{_log(work, 'resume')[-5000:]}"
+    steps = step_codes(work)
+    assert steps.get("resume") == 0, f"steps {steps}\n{step_log(work, 'resume', job_out=True)[-5000:]}"
     before = set((work / "logs" / "finished-before-kill.txt").read_text().split())
-    killed = _log(work, "killed")
+    killed = step_log(work, "killed", job_out=True)
     assert 1 <= len(before) < 8 and "trials: 8" not in killed, killed[-3000:]  # cancelled mid-sweep
-    resumed = _log(work, "resume")
+    resumed = step_log(work, "resume", job_out=True)
     assert "resuming the existing experiment" in resumed and "trials: 8 TERMINATED" in resumed, resumed[-5000:]
     exp = work / "shared" / "results" / "killed"
     finals = _finals(exp)
@@ -166,7 +119,7 @@ def test_cancelled_sweep_resumes_from_the_same_command(slurm_run):
 def test_time_limit_warning_requeues_the_job_which_resumes(slurm_run):
     work, _ = slurm_run
     job = (work / "logs" / "requeue-job.txt").read_text()
-    out = _log(work, "requeue")
+    out = step_log(work, "requeue", job_out=True)
     assert "JobState=COMPLETED" in job and "Restarts=1" in job, job + out[-4000:]
     assert "requeueing job" in out and "(restart 1)" in out, out[-4000:]
     assert "resuming the existing experiment" in out and "trials: 4 TERMINATED" in out, out[-4000:]
@@ -175,6 +128,6 @@ def test_time_limit_warning_requeues_the_job_which_resumes(slurm_run):
 def test_every_daemon_is_gone_at_the_end(slurm_run):
     work, proc = slurm_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    left = [line for line in _log(work, "ps-at-end").splitlines()
+    left = [line for line in step_log(work, "ps-at-end", job_out=True).splitlines()
             if any(d in line for d in ("slurmctld", "raylet", "gcs_server"))]
     assert not left, left
