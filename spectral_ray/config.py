@@ -269,7 +269,9 @@ class TrialConfig(BaseModel):
         read): source, its weights, data and parameters, the edit (none when its strength is 0;
         its parameters resolved), the pretraining seed, model, size, channels, pretraining recipe
         and data seed. A random-init backbone (``source: none``) has no source data, edit or
-        recipe. Not the store's hash key, which also names code and library versions."""
+        recipe. Its keys are the ``backbone`` and ``shared`` roles (the edit's resolved into one;
+        tests/test_roles.py). Not the store's hash key (:meth:`backbone`'s), which also names code
+        and library versions."""
         from spectral_ray.editing import get_edit, is_edit
 
         ident: dict = {"source": self.source, "source_weights": self.source_weights, "seed": self.seed,
