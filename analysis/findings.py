@@ -37,7 +37,7 @@ from scipy import stats
 
 from spectral_ray.spectrum import band_mass, shortcut_alignment, summarize
 
-from .aggregate import RESOLVED, SOURCE, finetune_trials, group_keys, pinned
+from .aggregate import RESOLVED, SOURCE, finetune_trials, group_keys, pinned, with_identity
 from .stats import block_permutation_spearman, group_permutation, holm, sign_flip, tv, welch_greater
 from .units import (BACKBONE_INPUTS, OWN, PRIORITY_TEXT, PROBE, distinct_models, finished_finetunes, is_vec, present,
                     pretrained_models, priority_column, probe_sets, seeds_tied)
@@ -559,8 +559,9 @@ def weighted_alignment(psd, weight) -> float:
 def f4_strata_keys(trials: pd.DataFrame) -> list[str]:
     """F4's strata: every condition but the backbone's — target, artifact and all its parameters,
     degradation, … (the columns of :func:`f4_table` that name a row's ``stratum``)."""
-    backbone = set(present(trials, BACKBONE_INPUTS)) | {"edit", "edit_strength"}
-    return [k for k in group_keys(trials) if k not in backbone and not k.startswith("edit_")]
+    trials = with_identity(trials)  # source_label where the trial did not report it, as group_keys reads it
+    backbone = set(present(trials, BACKBONE_INPUTS))
+    return [k for k in group_keys(trials) if k not in backbone]
 
 
 def _alignments(trials: pd.DataFrame, rows: pd.DataFrame, clean: pd.DataFrame, column: str) -> pd.DataFrame:

@@ -3,8 +3,8 @@
 Three identities, all read from a trial's training inputs (never from equal numbers):
 
 * ``backbone`` — the pretrained model: the backbone store's content hash ``pretrain_key`` where
-  the trial reported one, else (source_label, edit label, pretraining seed, model, size, source
-  size and parameters, pretraining recipe).
+  the trial reported one, else its ``backbone`` and ``shared`` keys (:data:`BACKBONE_INPUTS`, from
+  the roles of :class:`~spectral_ray.config.TrialConfig`'s fields).
 * ``unit`` — the fine-tune a finding's AUC effects are replicated over, the *(model, fold)
   fine-tune*: backbone + target and its parameters + fold + fine-tuning seed + recipe. Trials of
   one unit differ only in the shortcut (artifact and degradation).
@@ -18,22 +18,38 @@ Columns are included when the table has them; a key the table lacks cannot split
 
 from __future__ import annotations
 
+from typing import get_origin
+
 import numpy as np
 import pandas as pd
 
+from spectral_ray.config import TrialConfig, fields_with_role
+
 from .aggregate import RESOLVED, SOURCE, edit_label, finetune_trials, is_edited, with_identity
 
-__all__ = ["BACKBONE_INPUTS", "FINETUNE_INPUTS", "SHORTCUT_INPUTS", "PROBE", "OWN", "identify", "distinct_models",
+__all__ = ["BACKBONE_INPUTS", "EDIT_INPUTS", "columns", "FINETUNE_INPUTS", "SHORTCUT_INPUTS", "PROBE", "OWN", "identify", "distinct_models",
            "finished_finetunes", "present", "seeds_tied", "is_vec", "priority_column", "probe_sets", "pretrained_models"]
 
-# Training inputs of the pretrained backbone (used when a trial has no ``pretrain_key``).
-BACKBONE_INPUTS = [SOURCE, "source_weights", "source_n", "source_params/", "edit_label", "edit_omega",
-                   "edit_params/", "seed", "random_init_seed", "pretrain/", "model", "size", "channels", "data_seed"]
-# What the fine-tune adds (besides the backbone): its data, split, seed and recipe.
-FINETUNE_INPUTS = ["target", "target_n", "target_params/", "data_seed", "n_folds", "fold", "finetune_seed_used",
-                   "finetune/", "model", "size", "channels"]
-# The shortcut: enters training only at degradation > 0.
-SHORTCUT_INPUTS = ["artifact", "artifact_omega", "artifact_amplitude", "artifact_params/", RESOLVED]
+
+def columns(keys) -> list[str]:
+    """The analysis columns of TrialConfig ``keys``: a mapping key (``source_params``) as its
+    flattened prefix (``source_params/``); ``source`` as the reported ``source_label`` (published
+    weights included); ``finetune_seed``/``artifact_seed`` as the seed the trial ran with."""
+    renamed = {"source": SOURCE, "finetune_seed": "finetune_seed_used", "artifact_seed": "artifact_seed_used"}
+    dicts = {k for k, f in TrialConfig.model_fields.items() if get_origin(f.annotation) is dict}
+    return [renamed.get(k, k + "/" if k in dicts else k) for k in keys]
+
+
+# Everything below is derived from the roles TrialConfig's fields declare (spectral_ray.config.ROLES).
+# Training inputs of the pretrained backbone (used when a trial has no ``pretrain_key``), with the
+# seed a random-init backbone is drawn with; the edit's own keys are blanked for unedited trials.
+BACKBONE_INPUTS = columns(fields_with_role("backbone", "shared")) + ["edit_label", "random_init_seed"]
+EDIT_INPUTS = [c for c in columns(fields_with_role("backbone")) if c.startswith("edit")]
+# What the fine-tune adds (besides the backbone): its data, split, seed and recipe, on the
+# backbone's architecture and image grid.
+FINETUNE_INPUTS = columns(fields_with_role("finetune", "shared")) + ["model"]
+# The shortcut: enters training only at degradation > 0 (the degradation itself is the model's).
+SHORTCUT_INPUTS = [c for c in columns(fields_with_role("shortcut")) if c != "degradation"] + [RESOLVED]
 
 
 def present(df: pd.DataFrame, names: list[str]) -> list[str]:
@@ -96,7 +112,7 @@ def identify(ft: pd.DataFrame) -> pd.DataFrame:
         # a random-init backbone is drawn with the fine-tuning seed (experiment.run_finetune)
         random_init = (ft[SOURCE] == "none") if SOURCE in ft else pd.Series(False, index=ft.index)
         ft = ft.assign(finetune_seed_used=used, random_init_seed=used.where(random_init))
-    edit_cols = present(ft, ["edit_omega", "edit_params/"])
+    edit_cols = present(ft, EDIT_INPUTS)
     blanked = ft.assign(**{c: ft[c].astype(object).where(ft["edited"], None) for c in edit_cols})
     described = _key(blanked, present(ft, BACKBONE_INPUTS))
     if "pretrain_key" in ft:
@@ -138,7 +154,8 @@ PRIORITY_TEXT = {PROBE: "the shared probe set (`psd_probe`: the target's clean t
                         "head drawn with fixed seeds, the same for every trial of a backbone)",
                  OWN: "each backbone's own source (`psd_pretrained`; no probe set in this experiment)"}
 # What makes a probe set: the target's images (psd_images of them, picked with a fixed seed).
-PROBE_INPUTS = ["target", "target_n", "target_params/", "data_seed", "size", "channels", "psd_images"]
+PROBE_INPUTS = ([c for c in columns(fields_with_role("finetune")) if c.startswith("target")]
+                + columns(fields_with_role("shared", "measurement")))
 
 
 def is_vec(v) -> bool:

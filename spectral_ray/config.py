@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from spectral_ray.training import Recipe, check_fields
 
 __all__ = ["TrialConfig", "SweepFile", "SweepError", "load_sweep", "parse_sweep", "DEFAULT_PRETRAIN", "DEFAULT_FINETUNE",
-           "LAB_FINETUNE", "FINETUNE_PRESETS", "recipe_base"]
+           "LAB_FINETUNE", "FINETUNE_PRESETS", "recipe_base", "ROLES", "field_roles", "fields_with_role",
+           "name_labels"]
 
 # How every preset runs (not what it learns): bf16 autocast in channels-last memory, small-map
 # convolutions as one matmul on the CPU, and for fine-tuning the test sets evaluated once, on the
@@ -107,53 +108,76 @@ def _recipe(overrides: dict, base: dict, key: str) -> dict:
     return merged
 
 
+# What a TrialConfig key is for; every field has exactly one (tests/test_roles.py):
+ROLES = {
+    "backbone": "what the pretrained backbone is (source data, its edit, weights, seed, recipe, model)",
+    "shared": "enters the backbone and the fine-tune alike: the image grid and the data generators",
+    "finetune": "the fine-tuning protocol: target data, split, fine-tuning seed and recipe",
+    "shortcut": "the planted shortcut: the artifact, its parameters, draws and the degradation",
+    "measurement": "how learning priorities are measured (changes no network)",
+    "objective": "the robustness trainable's objective (which degradations and folds it scores)",
+    "execution": "how a trial runs, not what it computes (threads, where the store lives)",
+}
+
+
+def _role(role: str | None, default, *, label: str | None = None, **field_kwargs):
+    """A TrialConfig field of ``role`` (None: the family registry that reads the key declares it);
+    ``label``: its prefix in a trial name."""
+    extra = {k: v for k, v in (("role", role), ("label", label)) if v is not None}
+    return Field(default, json_schema_extra=extra or None, **field_kwargs)
+
+
 class TrialConfig(BaseModel):
     """Everything one trial needs. All keys can be fixed or swept in a sweep file's ``params``."""
 
     model_config = ConfigDict(extra="forbid")
 
+    # Each field names its role once (ROLES); the trial keys an artifact or edit family reads
+    # (artifact_omega, edit_omega, …) take theirs from the family registry (field_roles).
+    # ``label``: how the key reads in a trial name (trainables/tuning.py), in field order.
     # pretraining source (a registered source dataset, or "none" for a random-init backbone)
-    source: str = "natural"
-    source_n: int = Field(3000, gt=0)
-    source_weights: str | None = Field(None, description="published weights to start from: 'timm', "
+    source: str = _role("backbone", "natural", label="")
+    source_n: int = _role("backbone", 3000, gt=0)
+    source_weights: str | None = _role("backbone", None, description="published weights to start from: 'timm', "
                                        "'file:<path>' or 'radimagenet:<path>'; None = random init")
-    source_params: dict[str, Any] = {}
-    edit: str = "none"
-    edit_strength: float = 0.0
-    edit_omega: float | None = None  # None = the edit family's default
-    edit_params: dict[str, Any] = {}
-    seed: int = Field(0, ge=0, description="pretraining seed (model init, data order, edit draws)")
-    pretrain: dict[str, Any] = {}
+    source_params: dict[str, Any] = _role("backbone", {})
+    seed: int = _role("backbone", 0, ge=0, label="seed",
+                      description="pretraining seed (model init, data order, edit draws)")
+    edit: str = _role("backbone", "none", label="")
+    edit_strength: float = _role("backbone", 0.0, label="s")
+    edit_omega: float | None = _role(None, None, label="e")  # None = the edit family's default
+    edit_params: dict[str, Any] = _role("backbone", {})
+    pretrain: dict[str, Any] = _role("backbone", {})
+    model: str = _role("backbone", "resnet10t")
     # fine-tuning target and its shortcut
-    target: str = "ct_lesion"
-    target_n: int | None = Field(None, gt=0)
-    target_params: dict[str, Any] = {}
-    artifact: str = "band"
-    artifact_omega: float | None = Field(None, gt=0, le=1)
-    artifact_amplitude: float | None = Field(None, ge=0)
-    artifact_params: dict[str, Any] = {}
-    degradation: float = Field(0.0, ge=0, le=1)
-    fold: int = Field(0, ge=0)
-    n_folds: int = Field(5, ge=2)
-    finetune_seed: int | None = Field(None, ge=0, description="seed of the head's init, batch order and "
+    target: str = _role("finetune", "ct_lesion", label="")
+    target_n: int | None = _role("finetune", None, gt=0)
+    target_params: dict[str, Any] = _role("finetune", {})
+    artifact: str = _role("shortcut", "band", label="")
+    artifact_omega: float | None = _role(None, None, gt=0, le=1, label="w")
+    artifact_amplitude: float | None = _role(None, None, ge=0, label="a")
+    artifact_params: dict[str, Any] = _role("shortcut", {})
+    degradation: float = _role("shortcut", 0.0, ge=0, le=1, label="d")
+    fold: int = _role("finetune", 0, ge=0, label="f")
+    n_folds: int = _role("finetune", 5, ge=2)
+    finetune_seed: int | None = _role("finetune", None, ge=0, description="seed of the head's init, batch order and "
                                       "augmentation; None = derived from the backbone and fold (derived_seed)")
-    artifact_seed: int | None = Field(None, ge=0, description="seed of which positives carry the "
+    artifact_seed: int | None = _role("shortcut", None, ge=0, description="seed of which positives carry the "
                                       "artifact and its noise; None = derived from the backbone and fold (derived_seed)")
-    finetune_preset: str = Field("default", description="the recipe `finetune` is merged over: "
+    finetune_preset: str = _role("finetune", "default", description="the recipe `finetune` is merged over: "
                                  + ", ".join(FINETUNE_PRESETS))
-    finetune: dict[str, Any] = {}
-    # shared
-    data_seed: int = Field(0, ge=0, description="seed of the embedded data generators")
-    model: str = "resnet10t"
-    size: int = Field(64, ge=8)
-    channels: int = Field(1, ge=1, le=4)
-    psd_images: int = Field(256, gt=0, description="images used to measure a learning priority")
-    threads: int = Field(1, ge=1, description="torch threads per trial (match resources.cpu)")
-    store: str | None = Field(None, description="backbone store root (shared storage on a cluster)")
+    finetune: dict[str, Any] = _role("finetune", {})
+    # shared by the backbone and the fine-tune: the image grid and the data generators
+    data_seed: int = _role("shared", 0, ge=0, description="seed of the embedded data generators")
+    size: int = _role("shared", 64, ge=8)
+    channels: int = _role("shared", 1, ge=1, le=4)
+    psd_images: int = _role("measurement", 256, gt=0, description="images used to measure a learning priority")
+    threads: int = _role("execution", 1, ge=1, description="torch threads per trial (match resources.cpu)")
+    store: str | None = _role("execution", None, description="backbone store root (shared storage on a cluster)")
     # robustness objective
-    degradations: list[float] = [0.0, 0.1, 0.2, 0.5, 0.8, 1.0]
-    folds: list[int] = [0]
-    iid_floor: float | None = Field(None, ge=0, le=1)
+    degradations: list[float] = _role("objective", [0.0, 0.1, 0.2, 0.5, 0.8, 1.0])
+    folds: list[int] = _role("objective", [0])
+    iid_floor: float | None = _role("objective", None, ge=0, le=1)
 
     @field_validator("size")
     @classmethod
@@ -245,7 +269,9 @@ class TrialConfig(BaseModel):
         read): source, its weights, data and parameters, the edit (none when its strength is 0;
         its parameters resolved), the pretraining seed, model, size, channels, pretraining recipe
         and data seed. A random-init backbone (``source: none``) has no source data, edit or
-        recipe. Not the store's hash key, which also names code and library versions."""
+        recipe. Its keys are the ``backbone`` and ``shared`` roles (the edit's resolved into one;
+        tests/test_roles.py). Not the store's hash key (:meth:`backbone`'s), which also names code
+        and library versions."""
         from spectral_ray.editing import get_edit, is_edit
 
         ident: dict = {"source": self.source, "source_weights": self.source_weights, "seed": self.seed,
@@ -256,6 +282,25 @@ class TrialConfig(BaseModel):
                          edit=None if edit is None else {"family": edit.family, "strength": edit.strength,
                                                          "params": edit.params})
         return ident
+
+    def backbone(self):
+        """The store's :class:`~spectral_ray.store.PretrainConfig` of this trial's backbone: its
+        ``backbone`` keys and the ``shared`` image grid and data generators (size, channels,
+        data seed). ``threads`` is passed to the recipe, which the store's key leaves out."""
+        from spectral_ray.store import PretrainConfig
+
+        return PretrainConfig(
+            source=self.source,
+            source_params={"size": self.size, "channels": self.channels, "n": self.source_n, "seed": self.data_seed,
+                           **self.source_params},
+            edit_family=self.edit,
+            edit_strength=self.edit_strength,
+            edit_params=self.edit_kwargs(),
+            model=self.model,
+            recipe=Recipe.from_dict({**self.pretrain, "num_threads": self.threads}),
+            seed=self.seed,
+            init=self.source_weights,
+        )
 
     def derived_seed(self, stream: str) -> int:
         """A seed in [0, 2³¹) for ``stream`` (``"finetune"`` or ``"artifact"``): SHA-256 of the
@@ -289,6 +334,46 @@ class TrialConfig(BaseModel):
 
 
 SEED_STREAMS = ("finetune", "artifact")
+
+
+@lru_cache(maxsize=4)
+def field_roles(model: type[BaseModel] | None = None) -> dict[str, str]:
+    """{TrialConfig key: its role (a key of :data:`ROLES`)}, in field order (``model``: a subclass
+    to check instead). A key an artifact family reads (``FAMILIES.trial_keys()``) is a
+    ``shortcut`` key, one an edit family reads a ``backbone`` key; the others declare their role
+    on the field. ValueError for a field with no role, two, or an unknown one."""
+    from spectral_ray.artifacts import FAMILIES
+    from spectral_ray.editing import EDITS
+
+    declared = {key: role for registry, role in ((FAMILIES, "shortcut"), (EDITS, "backbone"))
+                for key in registry.trial_keys()}
+    out = {}
+    for name, info in (model or TrialConfig).model_fields.items():
+        own = (info.json_schema_extra or {}).get("role")
+        if own is not None and name in declared:
+            raise ValueError(f"TrialConfig.{name}: its role is declared on the field ({own!r}) and by the "
+                             f"{declared[name]} families' trial keys; declare it once")
+        role = own if own is not None else declared.get(name)
+        if role not in ROLES:
+            raise ValueError(f"TrialConfig.{name} has {'no role' if role is None else f'the unknown role {role!r}'}; "
+                             f"give it one of {', '.join(ROLES)} (config._role)")
+        out[name] = role
+    return out
+
+
+def fields_with_role(*roles: str) -> tuple[str, ...]:
+    """The TrialConfig keys of any of ``roles``, in field order (ValueError for an unknown role)."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(map(repr, unknown))}; roles: {', '.join(ROLES)}")
+    return tuple(k for k, role in field_roles().items() if role in roles)
+
+
+def name_labels() -> tuple[tuple[str, str], ...]:
+    """((key, prefix), …) of the keys that have a trial-name prefix, in field order: how a trial
+    name reads (``natural-seed1-lowpass-s0.5-…``; trainables/tuning.py)."""
+    return tuple((k, info.json_schema_extra["label"]) for k, info in TrialConfig.model_fields.items()
+                 if "label" in (info.json_schema_extra or {}))
 
 
 def _canonical(value):

@@ -29,21 +29,8 @@ def _noop(_: dict) -> None:
 
 
 def pretrain_config(cfg: TrialConfig):
-    """The store's :class:`~spectral_ray.store.PretrainConfig` for a trial (what its backbone is)."""
-    from spectral_ray.store import PretrainConfig
-
-    return PretrainConfig(
-        source=cfg.source,
-        source_params={"size": cfg.size, "channels": cfg.channels, "n": cfg.source_n, "seed": cfg.data_seed,
-                       **cfg.source_params},
-        edit_family=cfg.edit,
-        edit_strength=cfg.edit_strength,
-        edit_params=cfg.edit_kwargs(),
-        model=cfg.model,
-        recipe=Recipe.from_dict({**cfg.pretrain, "num_threads": cfg.threads}),
-        seed=cfg.seed,
-        init=cfg.source_weights,
-    )
+    """The store's :class:`~spectral_ray.store.PretrainConfig` for a trial: :meth:`TrialConfig.backbone`."""
+    return cfg.backbone()
 
 
 def get_backbone(cfg: TrialConfig, on_epoch: Report | None = None) -> tuple[Path | None, dict]:
@@ -54,7 +41,7 @@ def get_backbone(cfg: TrialConfig, on_epoch: Report | None = None) -> tuple[Path
 
     if cfg.source == "none" and cfg.source_weights is None:
         return None, {}
-    path = store.get_or_train(pretrain_config(cfg), root=cfg.store, on_epoch=on_epoch)
+    path = store.get_or_train(cfg.backbone(), root=cfg.store, on_epoch=on_epoch)
     return path, store.load_meta(path)
 
 

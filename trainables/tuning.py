@@ -17,6 +17,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
+from spectral_ray.config import name_labels
+
 # --------------------------------------------------------------------------------- searcher
 
 
@@ -108,10 +110,9 @@ class CappedASHA(_ConcurrencyCap, AsyncHyperBandScheduler):
 
 # ------------------------------------------------------------------------- names, columns
 
-# How a grid key reads in a trial name (natural-s1-w0.75-d0.5-f0): prefix per key, in this order.
-NAME_PARTS = (("source", ""), ("seed", "seed"), ("edit", ""), ("edit_strength", "s"), ("edit_omega", "e"),
-              ("target", ""), ("artifact", ""), ("artifact_omega", "w"), ("artifact_amplitude", "a"),
-              ("degradation", "d"), ("fold", "f"))
+# How a grid key reads in a trial name (natural-s1-w0.75-d0.5-f0): prefix per key, in this order
+# (each TrialConfig field that has a ``label`` declares it; spectral_ray.config.name_labels).
+NAME_PARTS = name_labels()
 # Columns of Tune's progress table after the varying parameters: the latest AUCs first.
 PROGRESS_METRICS = ("iid_auc", "ood_auc", "val_auc", "train_loss", "robustness", "objective")
 

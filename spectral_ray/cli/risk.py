@@ -8,13 +8,21 @@ from pathlib import Path
 
 from . import UserError
 
-# TrialConfig keys that make the backbone; `--set` may change these only (the rest is the
-# experiment's protocol: target, probe set, size).
-BACKBONE_KEYS = ("source", "source_n", "source_weights", "source_params", "edit", "edit_strength", "edit_omega",
-                 "edit_params", "seed", "pretrain", "model")
-# Keys of the experiment's trial that the probe measurement keeps (its target, probe set, split, threads).
-PROTOCOL_KEYS = ("target", "target_n", "target_params", "data_seed", "size", "channels", "psd_images", "n_folds",
-                 "fold", "finetune_seed", "threads", "model", "pretrain")
+def backbone_keys() -> tuple[str, ...]:
+    """TrialConfig keys that make the backbone (their role, config.ROLES); `--set` may change these
+    only (the rest is the experiment's protocol: target, probe set, size). A function: config
+    imports torch, which building the CLI's parser must not."""
+    from spectral_ray.config import fields_with_role
+
+    return fields_with_role("backbone")
+
+
+def protocol_keys() -> tuple[str, ...]:
+    """Keys of the experiment's trial that the probe measurement keeps (its target, probe set, split,
+    threads), and its model and pretraining recipe as the backbone's defaults."""
+    from spectral_ray.config import fields_with_role
+
+    return fields_with_role("finetune", "shared", "measurement", "execution") + ("model", "pretrain")
 
 
 def add_parser(sub) -> None:
@@ -38,7 +46,7 @@ def add_parser(sub) -> None:
     b.add_argument("--edit-omega", type=float, default=None)
     b.add_argument("--seed", type=int, default=None, help="pretraining seed (default 0)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="another backbone key (YAML value): " + ", ".join(BACKBONE_KEYS)
+                   help="another backbone key (YAML value; a wrong key lists the allowed ones)"
                    + "; dotted for recipes and dicts (pretrain.epochs=3, source_params.x=1); repeatable")
     a = p.add_argument_group("artifact and stratum")
     a.add_argument("--artifact", required=True, help="artifact family, as a sweep's `artifact`")
@@ -287,7 +295,7 @@ def _backbone(args, protocol: dict, root: Path) -> Backbone:
     if protocol.get("source") == keys["source"]:  # the experiment's pretraining data of this source
         keys.update({k: protocol[k] for k in ("source_n", "source_params") if k in protocol})
     keys = _with_sets(keys, args.set)
-    cfg = _trial_config({**{k: protocol[k] for k in PROTOCOL_KEYS if k in protocol}, **keys, "store": str(root)})
+    cfg = _trial_config({**{k: protocol[k] for k in protocol_keys() if k in protocol}, **keys, "store": str(root)})
     if cfg.source == "none" and cfg.source_weights is None:
         return Backbone(None, {}, None, keys, f"random init ({cfg.model}, seed {cfg.seed})")
     from spectral_ray import store
@@ -304,8 +312,8 @@ def _with_sets(keys: dict, items: list[str]) -> dict:
     out = dict(keys)
     for key, value in _yaml_pairs(items, "--set").items():
         head, dot, rest = key.partition(".")
-        if head not in BACKBONE_KEYS or (dot and head not in ("source_params", "edit_params", "pretrain")):
-            raise UserError(f"--set {key}: not a backbone key; allowed: {', '.join(BACKBONE_KEYS)} (dotted: "
+        if head not in backbone_keys() or (dot and head not in ("source_params", "edit_params", "pretrain")):
+            raise UserError(f"--set {key}: not a backbone key; allowed: {', '.join(backbone_keys())} (dotted: "
                             "pretrain.<recipe key>, source_params.<name>, edit_params.<name>). The target, probe set "
                             "and size are the experiment's")
         if dot:
@@ -334,7 +342,7 @@ def _trial_config(keys: dict):
 def _probe_config(protocol: dict, backbone: Backbone, artifact_keys: dict, root: Path):
     """The TrialConfig a trial of this backbone in the experiment would run: the experiment's
     protocol keys, the backbone's keys, the artifact's keys (its baseline enters the probe images)."""
-    keys = {**{k: protocol[k] for k in PROTOCOL_KEYS if k in protocol}, **backbone.keys, **artifact_keys,
+    keys = {**{k: protocol[k] for k in protocol_keys() if k in protocol}, **backbone.keys, **artifact_keys,
             "store": str(root), "degradation": 0.0}
     cfg = _trial_config(keys)
     if backbone.meta:
