@@ -169,7 +169,7 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         # the trainables write TensorBoard images into the trial's working directory, which Ray
         # copies to the trial folder in storage only with artifact syncing on
         sync_config=tune.SyncConfig(sync_artifacts=True),
-        callbacks=hparams.logger_callbacks(sweep),
+        callbacks=hparams.logger_callbacks(sweep, grid_points(sweep) if sweep.search.algorithm == "grid" else None),
         progress_reporter=console.progress_reporter(sweep, names.varying),
         verbose=1,
     )
