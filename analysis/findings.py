@@ -545,11 +545,9 @@ def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
         return band_mass(psd, float(omega), 2 * half), f"mass within ±{half:.3g} of ω_a (old band mass)"
     a = t.get("psd_artifact")
     if is_vec(a) and len(a) == len(psd):
-        band = a >= 0.1 * a.max()
-        k = np.arange(len(a))
-        band = band | (np.roll(band, 1) & (k > 0)) | (np.roll(band, -1) & (k < len(a) - 1))
-        p = np.asarray(psd, float) / np.sum(psd)
-        return float(p[band].sum()), "mass in the artifact signature's band (old band mass)"
+        from spectral_ray.experiment import artifact_band_mass
+
+        return artifact_band_mass(psd, a, widen=1), "mass in the artifact signature's band (old band mass)"
     return np.nan, ""
 
 

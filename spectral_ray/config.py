@@ -39,8 +39,8 @@ __all__ = ["TrialConfig", "TrialError", "trial_error", "SweepFile", "SweepError"
 
 # How every preset runs (not what it learns): bf16 autocast in channels-last memory, small-map
 # convolutions as one matmul on the CPU, and for fine-tuning the test sets evaluated once, on the
-# weights the trial reports (the validation set still every epoch). Together 2x per fine-tune
-# trial on this CPU at AUCs within seed noise (BENCHMARKS.md, bench/levers.py); the learning
+# weights the trial reports (the validation set still every epoch). Their speed-up and the AUCs
+# they keep are measured in BENCHMARKS.md (bench/levers.py); the learning
 # priority is measured in fp32 regardless. Set finetune.eval_sets_every: 1 for per-epoch
 # I.I.D./O.O.D. curves, bf16: false for fp32.
 EXECUTION = {"bf16": True, "channels_last": True, "small_map_conv_pixels": 16}

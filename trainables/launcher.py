@@ -159,7 +159,7 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         trial_name_creator=names.name,
         trial_dirname_creator=names.dirname,
         # one worker process runs trial after trial instead of re-importing torch/timm/Ray for
-        # each (≈ 3 s of a tiny trial's 8 s here; bench/overheads.py)
+        # each (the saving: bench/overheads.py, BENCHMARKS.md)
         reuse_actors=True,
     )
     run_config = tune.RunConfig(
