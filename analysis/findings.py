@@ -138,7 +138,7 @@ def _decide(f: Finding, significant: bool, trials: pd.DataFrame, measure_power: 
     from .power import measured_power
 
     try:
-        pw = measured_power(f.id, trials)
+        pw = measured_power(f.id, trials, calls_supported)
     except Exception as e:  # a design the simulator cannot mimic: say so, keep the test's own result
         pw = {"power": None, "text": f"power not measured ({type(e).__name__}: {e})"}
     f.power, f.power_of = pw["power"], pw["text"]
@@ -150,6 +150,12 @@ def _decide(f: Finding, significant: bool, trials: pd.DataFrame, measure_power: 
         have = f"{pw['power']:.0%}" if pw["power"] is not None else "not measurable"
         f.notes.insert(0, f"Inconclusive: not significant, and the test's measured power is {have} "
                           f"(< {POWER_NEEDED:.0%}; {pw['text']}).")
+
+
+def calls_supported(fid: str, trials: pd.DataFrame, rng: np.random.Generator) -> bool:
+    """Whether finding ``fid``'s check, without measuring power, calls ``trials`` supported (what
+    :func:`analysis.power.measured_power` counts over simulated experiments)."""
+    return FINDINGS[fid].run(trials, rng=rng, measure_power=False).verdict == SUPPORTED
 
 
 def _fmt(x, digits=3) -> str:
@@ -539,11 +545,9 @@ def artifact_alignment(t: pd.Series, psd) -> tuple[float, str]:
         return band_mass(psd, float(omega), 2 * half), f"mass within ±{half:.3g} of ω_a (old band mass)"
     a = t.get("psd_artifact")
     if is_vec(a) and len(a) == len(psd):
-        band = a >= 0.1 * a.max()
-        k = np.arange(len(a))
-        band = band | (np.roll(band, 1) & (k > 0)) | (np.roll(band, -1) & (k < len(a) - 1))
-        p = np.asarray(psd, float) / np.sum(psd)
-        return float(p[band].sum()), "mass in the artifact signature's band (old band mass)"
+        from spectral_ray.experiment import artifact_band_mass
+
+        return artifact_band_mass(psd, a, widen=1), "mass in the artifact signature's band (old band mass)"
     return np.nan, ""
 
 

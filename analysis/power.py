@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -71,29 +72,33 @@ def design_of(trials: pd.DataFrame) -> Design:
                   old_seeding="artifact_seed_used" not in ft)
 
 
-@functools.lru_cache(maxsize=64)
-def _power(fid: str, design: Design, runs: int, budget_s: float) -> tuple[int, int]:
-    from .findings import FINDINGS, SUPPORTED
+# supported(fid, trials, rng) -> bool: does finding fid's check call these trials supported
+# (analysis.findings.calls_supported; passed in, so that the findings import this module, not both ways)
+SupportedCheck = Callable[[str, pd.DataFrame, np.random.Generator], bool]
 
+
+@functools.lru_cache(maxsize=64)
+def _power(fid: str, design: Design, supported: SupportedCheck, runs: int, budget_s: float) -> tuple[int, int]:
     effects, start, hits, done = EFFECTS[fid][0], time.monotonic(), 0, 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for s in range(runs):
-            f = FINDINGS[fid].run(simulate(design, effects, seed=9000 + s), rng=np.random.default_rng(s),
-                                  measure_power=False)
-            hits, done = hits + (f.verdict == SUPPORTED), done + 1
+            hit = supported(fid, simulate(design, effects, seed=9000 + s), np.random.default_rng(s))
+            hits, done = hits + bool(hit), done + 1
             if done >= 10 and time.monotonic() - start > budget_s:
                 break
     return hits, done
 
 
-def measured_power(fid: str, trials: pd.DataFrame, *, runs: int = RUNS, budget_s: float = BUDGET_S) -> dict:
-    """``power`` (share of simulated experiments of this design, with :data:`EFFECTS` [fid], that the
-    check calls supported; None when the design cannot be simulated), ``hits``, ``runs``, ``text``."""
+def measured_power(fid: str, trials: pd.DataFrame, supported: SupportedCheck, *, runs: int = RUNS,
+                   budget_s: float = BUDGET_S) -> dict:
+    """``power`` (share of simulated experiments of this design, with :data:`EFFECTS` [fid], that
+    ``supported`` — the finding's check, :func:`analysis.findings.calls_supported` — calls supported;
+    None when the design cannot be simulated), ``hits``, ``runs``, ``text``."""
     try:
         design = design_of(trials)
     except ValueError as e:
         return {"power": None, "hits": 0, "runs": 0, "text": f"no power: {e}"}
-    hits, done = _power(fid, design, runs, budget_s)
+    hits, done = _power(fid, design, supported, runs, budget_s)
     return {"power": hits / done if done else None, "hits": hits, "runs": done,
             "text": f"{hits}/{done} simulated experiments of this design with {EFFECTS[fid][1]} called supported"}

@@ -241,7 +241,11 @@ def part_c(args) -> None:
               f"{wall / len(metrics):.2f} s per trial ({wall / len(metrics) / ip:.2f}× in-process); "
               f"trial start → first report {median(lat):.2f} s")
     ray.shutdown()
-    # what a fresh worker process pays before the trial's first line runs: the imports
+    _import_cost(args)
+
+
+def _import_cost(args) -> None:
+    """What a fresh worker process pays before the trial's first line runs: the imports."""
     import subprocess
 
     def py(code):

@@ -138,7 +138,29 @@ def run_ours(sweep_file: Path, work: Path, rep: int) -> tuple[float, list[dict],
     return wall, trial_results(storage / "bench-sweep-vs-naive"), stdout
 
 
-def main() -> None:
+def _compare_metrics(naive_pts: list, ours_trials: list, n_points: int, naive_recipe: str) -> None:
+    """Same metrics per grid point? Printed per point, then the count."""
+    ours_by_key = {point_key(t["config"]): t["final"] for t in ours_trials}
+    print("\n# per grid point (last repetition): iid_auc / ood_auc, naive vs sweep")
+    mismatches = 0
+    for p in naive_pts:
+        key = tuple(p["key"])
+        o = ours_by_key[key]
+        same = p["iid_auc"] == o["iid_auc"] and p["ood_auc"] == o["ood_auc"]
+        mismatches += not same
+        print(f"{str(key):<28} naive {p['iid_auc']:.4f} / {p['ood_auc']:.4f}   sweep {o['iid_auc']:.4f} / "
+              f"{o['ood_auc']:.4f}   {'identical' if same else 'DIFFERENT'}")
+    print(f"# metrics identical on {n_points - mismatches}/{n_points} grid points (naive recipe: {naive_recipe})")
+    if mismatches and naive_recipe == "plain":
+        diffs = [abs(p[m] - ours_by_key[tuple(p["key"])][m]) for p in naive_pts for m in ("iid_auc", "ood_auc")]
+        print(f"# plain fp32 baseline: mean |ΔAUC| {sum(diffs) / len(diffs):.4f}, max {max(diffs):.4f} "
+              "(compare with the seed noise in bench/levers.py)")
+    elif mismatches:
+        print("# the same recipe on both sides should give identical metrics (training is deterministic on the "
+              "CPU with 1 thread): a DIFFERENCE is a bug to chase (BENCHMARKS.md, 'the cause was the input's strides')")
+
+
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--naive-worker", nargs=2, type=Path, metavar=("GRID_JSON", "OUT_JSON"), help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=1)
@@ -157,7 +179,11 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=6.0)
     ap.add_argument("--naive-recipe", choices=("same", "plain"), default="same",
                     help="the baseline's recipe: the sweep's own (identical metrics) or a plain fp32 script's")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
     if args.naive_worker:
         naive_worker(*args.naive_worker)
         return
@@ -194,25 +220,7 @@ def main() -> None:
                 ours_walls.append(w)
             print(f"# rep {rep}: {which} {w:.1f} s", flush=True)
 
-    # same metrics per grid point?
-    ours_by_key = {point_key(t["config"]): t["final"] for t in ours_trials}
-    print("\n# per grid point (last repetition): iid_auc / ood_auc, naive vs sweep")
-    mismatches = 0
-    for p in naive_pts:
-        key = tuple(p["key"])
-        o = ours_by_key[key]
-        same = p["iid_auc"] == o["iid_auc"] and p["ood_auc"] == o["ood_auc"]
-        mismatches += not same
-        print(f"{str(key):<28} naive {p['iid_auc']:.4f} / {p['ood_auc']:.4f}   sweep {o['iid_auc']:.4f} / "
-              f"{o['ood_auc']:.4f}   {'identical' if same else 'DIFFERENT'}")
-    print(f"# metrics identical on {n_points - mismatches}/{n_points} grid points (naive recipe: {args.naive_recipe})")
-    if mismatches and args.naive_recipe == "plain":
-        diffs = [abs(p[m] - ours_by_key[tuple(p["key"])][m]) for p in naive_pts for m in ("iid_auc", "ood_auc")]
-        print(f"# plain fp32 baseline: mean |ΔAUC| {sum(diffs) / len(diffs):.4f}, max {max(diffs):.4f} "
-              "(compare with the seed noise in bench/levers.py)")
-    elif mismatches:
-        print("# the same recipe on both sides should give identical metrics (training is deterministic on the "
-              "CPU with 1 thread): a DIFFERENCE is a bug to chase (BENCHMARKS.md, 'the cause was the input's strides')")
+    _compare_metrics(naive_pts, ours_trials, n_points, args.naive_recipe)
 
     naive_s, ours_s = median(naive_walls), median(ours_walls)
     ratio = naive_s / ours_s

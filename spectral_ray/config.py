@@ -34,14 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from spectral_ray.training import Recipe, check_fields
 
-__all__ = ["TrialConfig", "SweepFile", "SweepError", "load_sweep", "parse_sweep", "DEFAULT_PRETRAIN", "DEFAULT_FINETUNE",
-           "LAB_FINETUNE", "FINETUNE_PRESETS", "recipe_base", "ROLES", "field_roles", "fields_with_role",
-           "name_labels"]
+__all__ = ["TrialConfig", "TrialError", "trial_error", "SweepFile", "SweepError", "load_sweep", "parse_sweep",
+           "DEFAULT_PRETRAIN", "DEFAULT_FINETUNE", "LAB_FINETUNE", "FINETUNE_PRESETS", "recipe_base", "ROLES",
+           "field_roles", "fields_with_role", "name_labels"]
 
 # How every preset runs (not what it learns): bf16 autocast in channels-last memory, small-map
 # convolutions as one matmul on the CPU, and for fine-tuning the test sets evaluated once, on the
-# weights the trial reports (the validation set still every epoch). Together 2x per fine-tune
-# trial on this CPU at AUCs within seed noise (BENCHMARKS.md, bench/levers.py); the learning
+# weights the trial reports (the validation set still every epoch). Their speed-up and the AUCs
+# they keep are measured in BENCHMARKS.md (bench/levers.py); the learning
 # priority is measured in fp32 regardless. Set finetune.eval_sets_every: 1 for per-epoch
 # I.I.D./O.O.D. curves, bf16: false for fp32.
 EXECUTION = {"bf16": True, "channels_last": True, "small_map_conv_pixels": 16}
@@ -88,6 +88,26 @@ CHECKPOINT_POLICIES = ("none", "head", "full")
 
 class SweepError(ValueError):
     """A sweep file that cannot run; the message says which key is wrong and how to fix it."""
+
+
+class TrialError(ValueError):
+    """A trial configuration that cannot run: ``field`` is the TrialConfig key at fault (e.g.
+    ``artifact_params``), ``message`` says what is wrong and what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def trial_error(error: ValidationError) -> TrialError:
+    """The first problem of a failed :class:`TrialConfig` validation as a :class:`TrialError`:
+    the cross-field checks raise one themselves; a single field's check is named by its location."""
+    err = error.errors()[0]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, TrialError):
+        return cause
+    return TrialError(_fmt_loc(err["loc"]), str(cause) if isinstance(cause, ValueError) else err["msg"])
 
 
 def _recipe(overrides: dict, base: dict, key: str) -> dict:
@@ -207,8 +227,7 @@ class TrialConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_names(self):
-        """Cross-field checks; each error starts with ``[field]`` so the sweep validator can
-        name the key at fault."""
+        """Cross-field checks; each raises :class:`TrialError` naming the key at fault."""
         from spectral_ray.artifacts import FAMILIES, get_artifact
         from spectral_ray.data import list_datasets
         from spectral_ray.editing import EDITS, get_edit, is_edit
@@ -216,40 +235,40 @@ class TrialConfig(BaseModel):
 
         sources = list_datasets("source")
         if self.source != "none" and self.source not in sources:
-            raise ValueError("[source] " + _unknown("source", self.source, sources + ["none"]))
+            raise TrialError("source", _unknown("source", self.source, sources + ["none"]))
         if self.source == "none" and is_edit(self.edit, self.edit_strength):
-            raise ValueError("[edit] an edit needs a source dataset to edit; `source: none` has none")
+            raise TrialError("edit", "an edit needs a source dataset to edit; `source: none` has none")
         if self.source_weights is not None:
             from spectral_ray.weights import parse_weights_spec
 
             try:
                 parse_weights_spec(self.source_weights)
             except ValueError as e:
-                raise ValueError(f"[source_weights] {e}") from None
+                raise TrialError("source_weights", str(e)) from None
         targets = list_datasets("target")
         if self.target not in targets:
-            raise ValueError("[target] " + _unknown("target", self.target, targets))
+            raise TrialError("target", _unknown("target", self.target, targets))
         if self.fold >= self.n_folds:
-            raise ValueError(f"[fold] fold must be in [0, n_folds={self.n_folds}), got {self.fold}")
+            raise TrialError("fold", f"fold must be in [0, n_folds={self.n_folds}), got {self.fold}")
         if any(not 0 <= f < self.n_folds for f in self.folds):
-            raise ValueError(f"[folds] folds must be in [0, n_folds={self.n_folds}), got {self.folds}")
+            raise TrialError("folds", f"folds must be in [0, n_folds={self.n_folds}), got {self.folds}")
         for registry, make in ((FAMILIES, lambda: get_artifact(self.artifact, **self.artifact_kwargs())),
                                (EDITS, lambda: get_edit(self.edit, self.edit_strength, **self.edit_kwargs()))):
             try:
                 make()
             except ParamError as e:
-                raise ValueError(f"[{_culprit(e, registry, self)}] {e}") from None
+                raise TrialError(_culprit(e, registry, self), str(e)) from None
         try:
             recipe_base("finetune", self.finetune_preset)
         except ValueError as e:
-            raise ValueError(f"[finetune_preset] {e}") from None
+            raise TrialError("finetune_preset", str(e)) from None
         for name in ("pretrain", "finetune"):
             try:
                 setattr(self, name, _recipe(getattr(self, name), recipe_base(name, self.finetune_preset), name))
             except (TypeError, ValueError) as e:
-                raise ValueError(f"[{name}] {e}") from None
+                raise TrialError(name, str(e)) from None
         if not _is_model(self.model):
-            raise ValueError("[model] " + _unknown("model", self.model, sorted(_timm_models()), show=0))
+            raise TrialError("model", _unknown("model", self.model, sorted(_timm_models()), show=0))
         return self
 
     def artifact_kwargs(self) -> dict:
@@ -805,11 +824,8 @@ def _validate_trial(flat: dict, source: str, key: str | None, value) -> TrialCon
     try:
         return TrialConfig.model_validate(nest(flat))
     except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        field = _fmt_loc(err["loc"])
-        if msg.startswith("["):
-            field, _, msg = msg[1:].partition("] ")
+        problem = trial_error(e)
+        field, msg = problem.field, problem.message
         if field in ("pretrain", "finetune"):
             bad = [k for k in flat if k.startswith(field + ".")]
             field = bad[0] if len(bad) == 1 else field

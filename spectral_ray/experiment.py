@@ -54,12 +54,19 @@ def _priority_summaries(prefix: str, p) -> dict:
     return out
 
 
-def artifact_band_mass(p, signature) -> float:
-    """Mass of the unit-sum priority ``p`` in the artifact's band: the bins where the artifact's
-    signature reaches ≥ 10 % of its peak. Integrates over the band instead of one noisy ring."""
+def artifact_band_mass(p, signature, widen: int = 0) -> float:
+    """Mass of the unit-sum priority ``p`` (K+1,) in the artifact's band: the bins where the
+    artifact's ``signature`` (K+1,) reaches ≥ 10 % of its peak, grown by ``widen`` bins either
+    side. Integrates over the band instead of one noisy ring. Trials record ``widen=0``
+    (``band_alignment_*``); the analysis's old band mass of older experiments uses 1, its
+    fallback's long-standing definition (analysis.findings.artifact_alignment)."""
     p = np.asarray(p, dtype=float)
     a = np.asarray(signature, dtype=float)
-    return float((p / p.sum())[a >= 0.1 * a.max()].sum())
+    band = a >= 0.1 * a.max()
+    k = np.arange(len(a))
+    for _ in range(widen):
+        band = band | (np.roll(band, 1) & (k > 0)) | (np.roll(band, -1) & (k < len(a) - 1))
+    return float((p / p.sum())[band].sum())
 
 
 PROBE_SEED = 7919  # the probe set's selection and its fresh head: fixed, never the trial's seed or fold
@@ -300,7 +307,7 @@ def stored_probe_priority(model: torch.nn.Module, probe: ProbeSet, ckpt: Path | 
     """:func:`probe_priority` of a stored backbone, computed once per (backbone, probe images,
     device, code) and kept beside the backbone in the store (``probe_priority/<hash>.npy``): every
     trial of one backbone and target measures the identical vector, so the others read it
-    (≈ 8 % of a trial). Without a stored backbone (random init) it is computed."""
+    (its cost: BENCHMARKS.md). Without a stored backbone (random init) it is computed."""
     if ckpt is None:
         return probe_priority(model, probe.images, probe.labels)
     import hashlib
@@ -358,7 +365,7 @@ class _EpochReporter:
     def __call__(self, m: dict) -> None:
         metrics = {k: v for k, v in m.items() if isinstance(v, (int, float, bool))}
         if self.tb is not None:
-            # 32 images: ~3 % of an epoch's time (bench/overheads.py)
+            # 32 images, a small share of an epoch (bench/overheads.py, BENCHMARKS.md)
             p = self.probe
             self.psds.append(spectrum.learning_priority(self.model, p.images[:32], p.labels[:32]).numpy())
         self.report(metrics)

@@ -69,18 +69,15 @@ class BackboneMismatch(ValueError):
 # --------------------------------------------------------------------------------- factory
 
 
-def create_model(name: str, *, in_chans: int = 1, num_classes: int, pretrained_file=None, input_norm=None,
-                 **timm_kwargs) -> nn.Module:
-    """A timm model ``name`` with ``in_chans`` input channels and a ``num_classes`` head.
+def create_model(name: str, *, in_chans: int = 1, num_classes: int, input_norm=None, **timm_kwargs) -> nn.Module:
+    """A timm model ``name`` with ``in_chans`` input channels and a ``num_classes`` head, random
+    weights (``pretrained=False``); ``input_norm=(mean, std)`` installs an input normalisation.
+    Hub weights are never downloaded. An unknown ``name`` raises ``ValueError`` listing close matches.
 
-    Weights are random (``pretrained=False``) unless ``pretrained_file`` is given: a backbone
-    written by :func:`save_backbone` is loaded with :func:`load_backbone` (the head stays fresh,
-    its input normalisation comes with it); any other file (a timm/torchvision state dict,
-    ``.safetensors``, a converted RadImageNet checkpoint) goes through
-    :func:`spectral_ray.weights.load_pretrained` (``source="file"``), which adapts the input
-    convolution, drops a classifier of another size and installs the weights' preprocessing.
-    ``input_norm=(mean, std)`` installs an input normalisation on a random-init model. Hub
-    weights are never downloaded. An unknown ``name`` raises ``ValueError`` listing close matches.
+    The factory sits below the weight loader: a file of weights (a backbone written by
+    :func:`save_backbone`, a timm/torchvision state dict, ``.safetensors``, a converted
+    RadImageNet checkpoint) is loaded by :func:`spectral_ray.weights.load_pretrained`
+    (``source="file"``), which calls this and then :func:`load_backbone` or adapts the weights.
     """
     import timm
 
@@ -93,19 +90,8 @@ def create_model(name: str, *, in_chans: int = 1, num_classes: int, pretrained_f
             " — see timm.list_models(pattern)"
         )
     timm_kwargs.pop("pretrained", None)
-    if pretrained_file is not None:
-        path = Path(pretrained_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained file not found: {path}")
-        if not is_backbone_file(path):
-            from spectral_ray.weights import load_pretrained
-
-            return load_pretrained(name, in_chans=in_chans, num_classes=num_classes, source="file", file=path,
-                                   **timm_kwargs)
     model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **timm_kwargs)
-    if pretrained_file is not None:
-        load_backbone(model, pretrained_file)
-    elif input_norm is not None:
+    if input_norm is not None:
         set_input_normalization(model, *input_norm)
     return model
 

@@ -474,7 +474,7 @@ def _optimizer(model, recipe: Recipe, dev: torch.device) -> tuple[torch.optim.Op
         g["initial_lr"] = g["lr"]
     if recipe.optimizer in ("adamw", "adam"):
         # fused: one kernel for all parameters (deterministic, like foreach); on the CPU it saves
-        # the per-tensor sqrt/div passes that took ~12 % of a resnet10t step (bench/levers.py)
+        # the per-tensor sqrt/div passes of a resnet10t step (measured: bench/levers.py, BENCHMARKS.md)
         adam = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
         opt = adam(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, eps=recipe.adam_eps, fused=True)
     else:

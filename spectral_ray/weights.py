@@ -11,7 +11,7 @@ trained with (:func:`spectral_ray.models.set_input_normalization`; models take r
 - ``source="file"``: a local timm/torchvision-compatible state dict (``.pth``/``.pt``/``.bin``
   read with ``torch.load(weights_only=True)``, or ``.safetensors``): the architecture's
   ``pretrained_cfg`` mean/std unless the file carries its own (``input_norm.mean``/``.std``);
-  also a spectral-ray backbone file (delegated to :func:`spectral_ray.models.create_model`).
+  also a spectral-ray backbone file (:func:`spectral_ray.models.load_backbone`; its normalisation kept).
 - ``source="radimagenet"``: RadImageNet's ResNet-50, either the official PyTorch checkpoint
   (``nn.Sequential(*list(resnet50().children())[:9])`` under ``backbone.``; preprocessing
   ``(x·255 − 127.5)·2/255``, i.e. mean = std = 0.5), the Keras HDF5 file (converted in memory;
@@ -141,8 +141,8 @@ def load_pretrained(
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if models.is_backbone_file(path):
-        model = models.create_model(model_name, in_chans=in_chans, num_classes=num_classes, pretrained_file=str(path),
-                                    **model_kwargs)
+        model = models.create_model(model_name, in_chans=in_chans, num_classes=num_classes, **model_kwargs)
+        models.load_backbone(model, path)  # the head stays fresh; the input normalisation comes with it
         return _override(model, override)
     state = _radimagenet_state(path) if source == "radimagenet" else read_state_dict(path)
     model = models.create_model(model_name, in_chans=in_chans, num_classes=num_classes, **model_kwargs)

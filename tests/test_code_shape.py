@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("spectral_ray", "analysis", "trainables")
+PACKAGES = ("spectral_ray", "analysis", "trainables", "bench")
 MAX_FUNCTION_LINES = 80
 
 

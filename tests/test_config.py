@@ -4,9 +4,10 @@ before Ray starts with a message naming the key (the file's `# expect:` line).""
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from spectral_ray.cli import main
-from spectral_ray.config import SweepError, TrialConfig, load_sweep, nest, parse_sweep
+from spectral_ray.config import SweepError, TrialConfig, TrialError, load_sweep, nest, parse_sweep, trial_error
 
 BAD = sorted((Path(__file__).parent / "bad_sweeps").glob("*.yaml"))
 
@@ -134,9 +135,22 @@ def test_family_keys_come_from_the_registries():
                         ({"edit": "band_gain", "edit_strength": 11.0}, "edit_strength"),
                         ({"edit": "band_gain", "edit_strength": 1.0, "edit_params": {"bandwidth": 0}}, "edit_params"),
                         ({"edit": "sharpen", "edit_strength": 1.0}, "edit")):
-        with pytest.raises(ValueError) as e:
+        with pytest.raises(ValidationError) as e:
             TrialConfig(**kwargs)
-        assert f"[{key}]" in str(e.value), (kwargs, str(e.value))
+        problem = trial_error(e.value)  # the key at fault travels as data, not in the message text
+        assert isinstance(problem, TrialError) and problem.field == key, (kwargs, problem.field, problem.message)
+        assert problem.message and not problem.message.startswith("["), problem.message
+
+
+def test_trial_error_names_a_single_fields_key():
+    """A check of one field (pydantic's own or a field validator) gives that field and its message."""
+    for kwargs, key, text in (({"size": 63}, "size", "even"), ({"source_n": 0}, "source_n", "greater than 0"),
+                              ({"finetune_seed": 1.5}, "finetune_seed", "integer")):
+        with pytest.raises(ValidationError) as e:
+            TrialConfig(**kwargs)
+        problem = trial_error(e.value)
+        assert problem.field == key and text in problem.message, (kwargs, problem.field, problem.message)
+        assert not problem.message.startswith("Value error"), problem.message
 
 
 def test_a_later_case_is_validated_without_the_first_cases_keys(tmp_path):

@@ -198,16 +198,17 @@ def test_verdict_words_follow_measured_power():
     effect at this design; at 4 + 4 backbones and one ω the F4 test is underpowered (measured, and
     asserted below 80 %), so a null there is 'inconclusive', with the power in the notes; at 6 + 6
     with two ω it has the power, and a null there is 'not supported'."""
+    from analysis.findings import calls_supported
     from analysis.power import measured_power
 
     t0 = time.monotonic()
     small = simulate(S44, Effects(**CONFOUND), seed=7)
-    pw = measured_power("F4", small)
+    pw = measured_power("F4", small, calls_supported)
     assert pw["runs"] == 20 and pw["power"] < 0.8
     f = FINDINGS["F4"].run(small)
     assert f.verdict == INCONCLUSIVE and f.power == pw["power"] and "measured power" in f.notes[0]
     big = simulate(S66, Effects(source_effect=0.5, source_drop=0.15), seed=7)
     f = FINDINGS["F4"].run(big)
     assert f.power >= 0.8 and f.verdict == NOT_SUPPORTED
-    assert measured_power("F4", big)["power"] == f.power  # cached and deterministic
+    assert measured_power("F4", big, calls_supported)["power"] == f.power  # cached and deterministic
     assert time.monotonic() - t0 < 60

@@ -19,6 +19,7 @@ from spectral_ray.models import (
     replace_head,
     save_backbone,
 )
+from spectral_ray.weights import load_pretrained
 
 
 @pytest.mark.parametrize("name", ["test_resnet", "resnet10t", "test_vit", "test_efficientnet", "test_convnext"])
@@ -53,23 +54,23 @@ def test_save_load_roundtrip(tmp_path):
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert torch.equal(b.fc.weight, head_before)  # head untouched
-    # the factory loads our backbone files too
-    c = create_model("test_resnet", num_classes=2, pretrained_file=path)
+    # the weight loader reads our backbone files too
+    c = load_pretrained("test_resnet", in_chans=1, num_classes=2, source="file", file=path)
     assert torch.equal(c.conv1[0].weight, a.conv1[0].weight)
 
 
-def test_timm_pretrained_file(tmp_path):
+def test_timm_state_dict_file(tmp_path):
     torch.manual_seed(0)
     a = create_model("test_resnet", in_chans=3, num_classes=5)
     torch.save(a.state_dict(), tmp_path / "w.pth")
-    b = create_model("test_resnet", in_chans=3, num_classes=5, pretrained_file=tmp_path / "w.pth")
+    b = load_pretrained("test_resnet", in_chans=3, num_classes=5, source="file", file=tmp_path / "w.pth")
     # timm drops a classifier whose size differs from its pretrained_cfg; the backbone must match
     sa = a.state_dict()
     assert all(torch.equal(sa[k], v) for k, v in b.state_dict().items() if not k.startswith(("fc.", "input_norm.")))
     # published weights bring their preprocessing: the architecture's timm pretrained_cfg mean/std
     cfg = b.pretrained_cfg
     assert input_normalization(b) == {"mean": pytest.approx(list(cfg["mean"])), "std": pytest.approx(list(cfg["std"]))}
-    c = create_model("test_resnet", in_chans=1, num_classes=2, pretrained_file=tmp_path / "w.pth")
+    c = load_pretrained("test_resnet", in_chans=1, num_classes=2, source="file", file=tmp_path / "w.pth")
     assert torch.allclose(c.layer1[0].conv1.weight, a.layer1[0].conv1.weight)
     assert input_normalization(c)["mean"] == pytest.approx([sum(cfg["mean"]) / 3])  # gray: RGB averaged
 
@@ -180,7 +181,7 @@ def test_input_normalization_travels_with_the_backbone(tmp_path):
     b.eval()
     with torch.no_grad():
         torch.testing.assert_close(b(x), ya)
-    c = create_model("test_resnet", in_chans=3, num_classes=2, pretrained_file=path)
+    c = load_pretrained("test_resnet", in_chans=3, num_classes=2, source="file", file=path)
     assert input_normalization(c) == input_normalization(a)
     plain = save_backbone(create_model("test_resnet", in_chans=3, num_classes=2), tmp_path / "plain.pt")
     with pytest.raises(BackboneMismatch, match="input_norm.mean"):  # a normalised model, a raw backbone

@@ -167,6 +167,7 @@ def test_root_from_env(tmp_path, marker_dir, monkeypatch):
 
 def test_default_pretrain_end_to_end(tmp_path):
     from spectral_ray.models import create_model, load_backbone
+    from spectral_ray.weights import load_pretrained
 
     _register_tiny_source()
     root = tmp_path / "store"
@@ -181,7 +182,7 @@ def test_default_pretrain_end_to_end(tmp_path):
     assert p.shape == (9,) and p.sum() == pytest.approx(1, abs=1e-5)
     assert 0 < h["priority_summary"]["centroid"] < 1 and "centroid" in h["priority_summary_nodc"]
     # fine-tuning start: a fresh 2-class head on the stored backbone
-    m = create_model("test_resnet", num_classes=2, pretrained_file=path)
+    m = load_pretrained("test_resnet", in_chans=1, num_classes=2, source="file", file=path)
     torch.manual_seed(0)
     m2 = create_model("test_resnet", num_classes=2)
     load_backbone(m2, path)

@@ -38,13 +38,15 @@ def _lookup(config: dict, key: str):
     return value
 
 
-def hparam_domains(sweep: SweepFile) -> dict[str, list | tuple]:
-    """{swept key: its domain}: the values a grid axis takes (after the grid is expanded, so a
-    ``cases`` axis names each key it sets), a ``choice`` list, or a sampled range (lo, hi)."""
-    from trainables import launcher, tuning
+def hparam_domains(sweep: SweepFile, points: list[dict] | None = None) -> dict[str, list | tuple]:
+    """{swept key: its domain}: the values a grid axis takes (after the grid is expanded into
+    ``points``, the launcher's ``grid_points``, so a ``cases`` axis names each key it sets), a
+    ``choice`` list, or a sampled range (lo, hi)."""
+    from trainables import tuning
 
     if sweep.search.algorithm == "grid":
-        points = launcher.grid_points(sweep)
+        if points is None:
+            raise ValueError("a grid search's hparam domains need its expanded points (launcher.grid_points)")
         return {key: list(dict.fromkeys(_lookup(p, key) for p in points)) for key in tuning.varying_keys(points)}
     out: dict[str, list | tuple] = {}
     for key, (kind, value) in sweep.axes().items():
@@ -128,11 +130,11 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def logger_callbacks(sweep: SweepFile) -> list:
-    """Ray Tune's CSV and JSON loggers, :class:`HParamsCallback` for the sweep and the W&B / MLflow
-    callbacks its ``loggers`` key asks for."""
+def logger_callbacks(sweep: SweepFile, points: list[dict] | None = None) -> list:
+    """Ray Tune's CSV and JSON loggers, :class:`HParamsCallback` for the sweep (``points``: a
+    grid's expanded trials) and the W&B / MLflow callbacks its ``loggers`` key asks for."""
     metrics = TRAINABLE_METRICS.get(sweep.trainable, [])
-    return [CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback(hparam_domains(sweep), metrics),
+    return [CSVLoggerCallback(), JsonLoggerCallback(), HParamsCallback(hparam_domains(sweep, points), metrics),
             *ecosystem_callbacks(sweep)]
 
 

@@ -159,7 +159,7 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         trial_name_creator=names.name,
         trial_dirname_creator=names.dirname,
         # one worker process runs trial after trial instead of re-importing torch/timm/Ray for
-        # each (≈ 3 s of a tiny trial's 8 s here; bench/overheads.py)
+        # each (the saving: bench/overheads.py, BENCHMARKS.md)
         reuse_actors=True,
     )
     run_config = tune.RunConfig(
@@ -169,7 +169,7 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         # the trainables write TensorBoard images into the trial's working directory, which Ray
         # copies to the trial folder in storage only with artifact syncing on
         sync_config=tune.SyncConfig(sync_artifacts=True),
-        callbacks=hparams.logger_callbacks(sweep),
+        callbacks=hparams.logger_callbacks(sweep, grid_points(sweep) if sweep.search.algorithm == "grid" else None),
         progress_reporter=console.progress_reporter(sweep, names.varying),
         verbose=1,
     )

@@ -3,7 +3,7 @@ wall-clock on this machine, from the per-trial figures measured in BENCHMARKS.md
 in :data:`MEASURED`, and nowhere else in the code).
 
 The projection scales the measured fine-tune trial by epochs × image area × the model's
-measured step cost (training ≈ 75 % of a trial; the rest is fixed per trial), a pretraining by
+measured step cost (the training part of a trial; the rest is fixed per trial), a pretraining by
 source images × epochs × area × model, and divides by the trials that run side by side (CPU
 cores / ``resources.cpu``, capped by ``max_concurrent``). CPU figures only: with
 ``resources.gpu`` set it says so instead of guessing.

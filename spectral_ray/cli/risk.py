@@ -326,17 +326,13 @@ def _with_sets(keys: dict, items: list[str]) -> dict:
 def _trial_config(keys: dict):
     from pydantic import ValidationError
 
-    from spectral_ray.config import TrialConfig
+    from spectral_ray.config import TrialConfig, trial_error
 
     try:
         return TrialConfig.model_validate(keys)
     except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        field_ = ".".join(str(p) for p in err["loc"])
-        if msg.startswith("["):
-            field_, _, msg = msg[1:].partition("] ")
-        raise UserError(f"backbone key `{field_}`: {msg}") from None
+        problem = trial_error(e)
+        raise UserError(f"backbone key `{problem.field}`: {problem.message}") from None
 
 
 def _probe_config(protocol: dict, backbone: Backbone, artifact_keys: dict, root: Path):
