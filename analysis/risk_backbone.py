@@ -20,21 +20,23 @@ import pandas as pd
 from . import risk
 from .risk import RiskError
 
-__all__ = ["load", "trial_size", "resolve_artifact", "Backbone", "store_backbone", "made_backbone", "backbone_keys", "store_root_for", "assess_backbone",
+__all__ = ["load", "trial_size", "resolve_artifact", "Backbone", "store_backbone", "made_backbone", "backbone_keys", "with_sets", "store_root_for", "assess_backbone",
            "stratum_labels", "choose_target", "header"]
 
 
 def load(exp: str, target: str | None, family: str, params: dict, degradation: float | None):
     """(trials, F4's basis, the strata matching target (default: the experiment's only one), artifact
-    and degradation) of the experiment folder ``exp``. RiskError naming what the experiment has;
-    :class:`~analysis.collect.NoTrialsError` for a folder without trials."""
-    from .collect import collect
+    and degradation) of the experiment folder ``exp``. RiskError naming what the experiment has
+    (or that the folder holds no trials)."""
+    from .collect import NoTrialsError, collect
 
     try:
         trials = collect(exp).trials
         basis = risk.load_basis(trials)
         matched = risk.match_strata(basis, target=choose_target(basis, target), family=family, params=params,
                                     degradation=degradation)
+    except NoTrialsError as e:
+        raise RiskError(str(e)) from None
     except (RiskError, FileNotFoundError) as e:
         raise RiskError(f"{exp}: {e}") from None
     return trials, basis, matched
@@ -144,6 +146,20 @@ def backbone_keys(source: str | None, weights: str | None, seed: int | None, edi
     return keys
 
 
+def with_sets(keys: dict, sets: dict, allowed) -> dict:
+    """``keys`` with the user's ``--set`` values: keys of ``allowed`` (the backbone's), dotted ones
+    into ``pretrain``, ``source_params`` or ``edit_params``; RiskError for any other key."""
+    out = dict(keys)
+    for key, value in sets.items():
+        head, dot, rest = key.partition(".")
+        if head not in allowed or (dot and head not in ("source_params", "edit_params", "pretrain")):
+            raise RiskError(f"--set {key}: not a backbone key; allowed: {', '.join(allowed)} (dotted: "
+                            "pretrain.<recipe key>, source_params.<name>, edit_params.<name>). The target, probe set "
+                            "and size are the experiment's")
+        out[head] = {**(out.get(head) or {}), rest: value} if dot else value
+    return out
+
+
 def made_backbone(keys: dict, protocol: dict, root: Path, make_config: Callable[[dict], object],
                   say: Callable[[str], None] = lambda msg: None) -> Backbone:
     """The backbone a sweep's trial with ``keys`` (over ``protocol``'s keys) would make: from the
@@ -188,11 +204,13 @@ def measure(cfg, backbone: Backbone) -> np.ndarray:
 
 
 def assess_backbone(basis: risk.Basis, matched: pd.DataFrame, backbone: Backbone, artifact, artifact_keys: dict,
-                    root: Path, protocol_keys, make_config, *, source: str | None = None, n_boot: int = risk.N_BOOT) -> dict:
+                    root: Path, protocol_keys, make_config, *, source: str | None = None, n_boot: int = risk.N_BOOT,
+                    labels: dict | None = None, notes: list[str] = ()) -> dict:
     """Measure the backbone on each matching stratum's probe set (once per distinct probe set; the
     stratum's representative trial's ``protocol_keys`` make it) and assess it there
     (:func:`analysis.risk.assess`): the report's ``backbone``, ``probe``, ``priority``,
-    ``priority_summary``, ``strata`` and ``notes``."""
+    ``priority_summary``, ``strata`` (each with its ``label`` of ``labels``) and ``notes`` (``notes``
+    first)."""
     from spectral_ray.spectrum import summarize
 
     rows, measured = [], {}
@@ -208,8 +226,10 @@ def assess_backbone(basis: risk.Basis, matched: pd.DataFrame, backbone: Backbone
         art = risk.artifact_row(artifact.family, artifact.params, artifact.signature(cfg.size))
         block = risk.block_of_config((backbone.meta or {}).get("config") or backbone.keys)
         rows.append(risk.assess(basis, stratum, psd, art, backbone=backbone.id, block=block, n_boot=n_boot))
+        if labels is not None:
+            rows[-1]["label"] = labels[stratum]
     (psd, cfg), *others = measured.values()
-    notes = list(backbone.notes)
+    notes = list(notes) + backbone.notes
     if others:
         notes.append(f"{len(measured)} probe sets among the strata (different target parameters); the priority "
                      "shown is the first one's")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
+
+import yaml
 
 from . import UserError
 
@@ -33,16 +36,16 @@ def add_parser(sub) -> None:
     b.add_argument("--source", help="pretrain on this source as a sweep would (reusing the store when present); "
                    "`none` with no --weights: a random init")
     b.add_argument("--edit", default=None, help="source edit family (default none)")
-    b.add_argument("--edit-strength", type=float, default=None)
-    b.add_argument("--edit-omega", type=float, default=None)
+    for flag in ("--edit-strength", "--edit-omega"):
+        b.add_argument(flag, type=float, default=None)
     b.add_argument("--seed", type=int, default=None, help="pretraining seed (default 0)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="another backbone key (YAML value): " + ", ".join(BACKBONE_KEYS)
                    + "; dotted for recipes and dicts (pretrain.epochs=3, source_params.x=1); repeatable")
     a = p.add_argument_group("artifact and stratum")
     a.add_argument("--artifact", required=True, help="artifact family, as a sweep's `artifact`")
-    a.add_argument("--artifact-omega", type=float, default=None)
-    a.add_argument("--artifact-amplitude", type=float, default=None)
+    for flag in ("--artifact-omega", "--artifact-amplitude"):
+        a.add_argument(flag, type=float, default=None)
     a.add_argument("--artifact-param", action="append", default=[], metavar="NAME=VALUE",
                    help="another artifact parameter (YAML value), as a sweep's `artifact_params`; repeatable")
     a.add_argument("--target", help="target dataset (default: the experiment's, if it has one)")
@@ -55,58 +58,49 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    exp = _experiment_path(args.experiment)
+    exp = args.experiment
+    if "://" not in exp and not Path(exp).is_dir():
+        raise UserError(f"experiment folder not found: {exp} (give the folder `spectral-ray sweep` printed, "
+                        "<storage>/<name>)")
     _check_backbone_args(args)
     family, artifact_keys, artifact = _artifact(args)
-    from analysis import risk
-    from analysis import risk_backbone as rb
-    from analysis.collect import NoTrialsError
+    from analysis import risk, risk_backbone as rb
 
     try:
         trials, basis, matched = rb.load(exp, args.target, family, artifact.params, args.degradation)
-    except (risk.RiskError, NoTrialsError) as e:
+    except risk.RiskError as e:
         raise UserError(str(e)) from None
-    size = rb.trial_size(basis, matched)
-    report = rb.header(exp, basis, family, artifact, size)
+    report = rb.header(exp, basis, family, artifact, rb.trial_size(basis, matched))
     labels = rb.stratum_labels(basis, matched)
     if args.store is not None or args.weights is not None or args.source is not None:
         root, notes = rb.store_root_for(args.store_root, trials)
         try:
-            backbone = _backbone(args, risk.trial_config(risk.representative(
-                basis, matched["stratum"].iloc[0], source=args.source)), root)
-            report.update(rb.assess_backbone(basis, matched, backbone, artifact, artifact_keys, root, PROTOCOL_KEYS,
-                                             _trial_config, source=args.source, n_boot=args.bootstrap))
+            report.update(rb.assess_backbone(basis, matched, _backbone(args, basis, matched, root), artifact,
+                                             artifact_keys, root, PROTOCOL_KEYS, _trial_config, source=args.source,
+                                             n_boot=args.bootstrap, labels=labels, notes=notes))
         except risk.RiskError as e:
             raise UserError(str(e)) from None
-        report["notes"] = notes + report["notes"]
-        for r in report["strata"]:
-            r["label"] = labels[r["stratum"]]
     if args.validate:
-        art = risk.artifact_row(family, artifact.params, artifact.signature(size))
+        art = risk.artifact_row(family, artifact.params, report["artifact"]["signature"])
         report["held_out"] = [{**risk.held_out_check(basis, s, art, n_boot=args.bootstrap), "label": labels[s]}
                               for s in matched["stratum"]]
     print(risk.dumps(report) if args.json else render(report))
     return 0
 
 
-def _backbone(args, protocol: dict, root: Path):
-    """The backbone named by --store, or made as a sweep's trial would make it (``protocol``: the
-    experiment's trial config, whose protocol keys it keeps)."""
-    from analysis import risk_backbone as rb
+def _backbone(args, basis, matched, root: Path):
+    """The backbone named by --store, or made as a sweep's trial would make it (over the protocol
+    keys of the first matching stratum's trial)."""
+    from analysis import risk, risk_backbone as rb
 
     if args.store is not None:
         return rb.store_backbone(args.store, root)
-    edits = {"edit": args.edit, "edit_strength": args.edit_strength, "edit_omega": args.edit_omega}
-    keys = _with_sets(rb.backbone_keys(args.source, args.weights, args.seed, edits, protocol), args.set)
+    protocol = risk.trial_config(risk.representative(basis, matched["stratum"].iloc[0], source=args.source))
+    edits = {k: getattr(args, k) for k in ("edit", "edit_strength", "edit_omega")}
+    keys = rb.with_sets(rb.backbone_keys(args.source, args.weights, args.seed, edits, protocol),
+                        _yaml_pairs(args.set, "--set"), BACKBONE_KEYS)
     return rb.made_backbone(keys, {k: protocol[k] for k in PROTOCOL_KEYS if k in protocol}, root, _trial_config,
                             say=lambda msg: print(f"spectral-ray risk: {msg}", file=sys.stderr))
-
-
-def _experiment_path(path: str) -> str:
-    if "://" not in path and not Path(path).is_dir():
-        raise UserError(f"experiment folder not found: {path} (give the folder `spectral-ray sweep` printed, "
-                        "<storage>/<name>)")
-    return path
 
 
 def _check_backbone_args(args) -> None:
@@ -128,8 +122,6 @@ def _check_backbone_args(args) -> None:
 
 
 def _yaml_pairs(items: list[str], flag: str) -> dict:
-    import yaml
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -144,31 +136,14 @@ def _yaml_pairs(items: list[str], flag: str) -> dict:
 
 def _artifact(args):
     """(family, the TrialConfig artifact keys, the Artifact with its resolved parameters)."""
-    from analysis.risk import RiskError
-    from analysis.risk_backbone import resolve_artifact
+    from analysis.risk_backbone import RiskError, resolve_artifact
 
-    keys = {"artifact": args.artifact, "artifact_omega": args.artifact_omega,
-            "artifact_amplitude": args.artifact_amplitude,
-            "artifact_params": _yaml_pairs(args.artifact_param, "--artifact-param")}
+    keys = {"artifact": args.artifact, "artifact_omega": args.artifact_omega, "artifact_amplitude":
+            args.artifact_amplitude, "artifact_params": _yaml_pairs(args.artifact_param, "--artifact-param")}
     try:
         return resolve_artifact(keys, flag=lambda k: f"--{k.replace('_', '-')}")
     except RiskError as e:
         raise UserError(str(e)) from None
-
-
-def _with_sets(keys: dict, items: list[str]) -> dict:
-    out = dict(keys)
-    for key, value in _yaml_pairs(items, "--set").items():
-        head, dot, rest = key.partition(".")
-        if head not in BACKBONE_KEYS or (dot and head not in ("source_params", "edit_params", "pretrain")):
-            raise UserError(f"--set {key}: not a backbone key; allowed: {', '.join(BACKBONE_KEYS)} (dotted: "
-                            "pretrain.<recipe key>, source_params.<name>, edit_params.<name>). The target, probe set "
-                            "and size are the experiment's")
-        if dot:
-            out[head] = {**(out.get(head) or {}), rest: value}
-        else:
-            out[head] = value
-    return out
 
 
 def _trial_config(keys: dict):
@@ -188,8 +163,6 @@ def _trial_config(keys: dict):
 
 
 def _num(v, fmt="+.3f") -> str:
-    import math
-
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
