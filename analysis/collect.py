@@ -63,6 +63,10 @@ from spectral_ray.config import TRAINABLES as KINDS  # noqa: E402  (trial kinds 
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 
 
+class NoTrialsError(ValueError):
+    """The folder holds no Ray Tune trials (no trial folders with params.json/result.json)."""
+
+
 @dataclass
 class Collected:
     """What :func:`collect` read: per-trial table, per-report history and where they came from."""
@@ -367,7 +371,7 @@ def collect(path: str | os.PathLike, *, use_ray: bool | None = None) -> Collecte
         state_files += s
         warnings += w
     if not all_rows:
-        raise ValueError(f"no Ray Tune trials found in {path} (expected trial folders with params.json/result.json)")
+        raise NoTrialsError(f"no Ray Tune trials found in {path} (expected trial folders with params.json/result.json)")
     all_rows = _one_row_per_trial(all_rows, warnings)
 
     config_cols: list[str] = []

@@ -276,11 +276,16 @@ def _block_of(basis: Basis, backbone: str | None, block: str | None) -> str | No
     return block
 
 
+def _fitted_blocks(fit: pd.DataFrame) -> list[str]:
+    """The source × edit arms with ≥ 2 models in ``fit``: those the within-block relation has a level for."""
+    counts = fit["block"].value_counts()
+    return sorted(counts.index[counts >= 2])
+
+
 def _reason(basis: Basis, fit: pd.DataFrame, align: float, block: str | None) -> str | None:
     """Why no cost is predicted (None: predict)."""
     x = fit[ALIGN].to_numpy(float)
-    counts = fit["block"].value_counts()
-    fitted = sorted(counts.index[counts >= 2])
+    fitted = _fitted_blocks(fit)
     if not basis.significant:
         return f"F4 is {basis.f4.verdict} in this experiment: the relation is not significant"
     if block not in fitted:
@@ -323,7 +328,7 @@ def assess(basis: Basis, stratum: str, psd, artifact: pd.Series, *, backbone: st
         r = block_permutation_spearman(x[:, None], y[:, None], fit["block"].to_numpy(), np.random.default_rng(seed))
         out["stratum_rho"], out["stratum_p"] = r["rho"], r["p"]
     out["reason"] = _reason(basis, fit, align, block)
-    out["outside"] = bool(out["reason"] and "lies outside the sources/edits" in out["reason"])
+    out["outside"] = bool(basis.significant and block not in _fitted_blocks(fit))
     if out["reason"] is None:
         del out["reason"]
         out["prediction"] = predict_drop(x, y, align, blocks=fit["block"].to_numpy(), block=block, n_boot=n_boot,

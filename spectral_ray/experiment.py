@@ -222,13 +222,10 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
     t_start = time.time()
     ckpt, meta = get_backbone(cfg)
     t_backbone = time.time() - t_start
-    artifact, splits = trial_splits(cfg)
-    seed = cfg.effective_finetune_seed
-    model = starting_model(cfg, ckpt, meta, seed)
-    probe = probe_set(splits.test_iid, cfg.psd_images)
-    priorities = _priorities_before(model, probe, meta, ckpt)
-    art_probe = artifact_probe(splits, cfg.psd_images)
-    sensitivity = {"probe": _sensitivity(probe_model(model), art_probe)}
+    start = start_trial(cfg, ckpt, meta)
+    artifact, splits, model, seed = start.artifact, start.splits, start.model, cfg.effective_finetune_seed
+    probe, art_probe = start.before.probe, start.before.artifact
+    priorities, sensitivity = dict(start.before.priorities), dict(start.before.sensitivity)
 
     epochs = _EpochReporter(report, model, probe, tensorboard_dir)
     recipe = finetune_recipe(cfg)
@@ -269,6 +266,50 @@ def run_finetune(cfg: TrialConfig, report: Report = _noop, *, tensorboard_dir: s
         save(model, checkpoint_path, meta={"trial": cfg.model_dump(mode="json"), "pretrain_key": meta.get("key")})
     report(final)
     return final
+
+
+@dataclass
+class ProbeMeasures:
+    """What a trial measures of its starting model on its probe images before fine-tuning:
+    ``probe`` (:func:`probe_set`), ``priorities`` (:func:`_priorities_before`: ``before``,
+    ``probe``, ``pretrained`` (K+1,) unit-sum, ``pretrained_on``), ``artifact``
+    (:func:`artifact_probe`: the artifact weight w and its spectra) and ``sensitivity``
+    (``{"probe": …}``: :func:`spectrum.artifact_sensitivity` of :func:`probe_model`)."""
+
+    probe: ProbeSet
+    priorities: dict
+    artifact: ArtifactProbe
+    sensitivity: dict
+
+
+def measure_probe(model: torch.nn.Module, splits, n_images: int, meta: dict, ckpt: Path | None) -> ProbeMeasures:
+    """:class:`ProbeMeasures` of ``model`` (a trial's :func:`starting_model`, left untouched, as is
+    the global RNG) on the ``n_images`` probe images of ``splits``."""
+    probe = probe_set(splits.test_iid, n_images)
+    priorities = _priorities_before(model, probe, meta, ckpt)
+    art_probe = artifact_probe(splits, n_images)
+    return ProbeMeasures(probe, priorities, art_probe, {"probe": _sensitivity(probe_model(model), art_probe)})
+
+
+@dataclass
+class TrialStart:
+    """A trial up to fine-tuning: its ``artifact`` and ``splits`` (:func:`trial_splits`), its
+    starting ``model`` (:func:`starting_model`) and what it measured of it (``before``)."""
+
+    artifact: object
+    splits: object
+    model: torch.nn.Module
+    before: ProbeMeasures
+
+
+def start_trial(cfg: TrialConfig, ckpt: Path | None, meta: dict) -> TrialStart:
+    """The steps of :func:`run_finetune` before fine-tuning, for the backbone (``ckpt``, ``meta``:
+    :func:`get_backbone`): :func:`trial_splits` → :func:`starting_model` → :func:`measure_probe`.
+    ``spectral-ray risk`` measures a backbone through this too, so both measure alike."""
+    torch.set_num_threads(cfg.threads)
+    artifact, splits = trial_splits(cfg)
+    model = starting_model(cfg, ckpt, meta, cfg.effective_finetune_seed)
+    return TrialStart(artifact, splits, model, measure_probe(model, splits, cfg.psd_images, meta, ckpt))
 
 
 def trial_splits(cfg: TrialConfig):

@@ -105,7 +105,7 @@ def test_units_backbone_splits_by_edit_strength_only_for_edited():
 
 
 def test_risk_backbone_keys_are_the_backbone_role():
-    from spectral_ray.cli.risk import backbone_keys, protocol_keys
+    from analysis.risk_backbone import protocol_keys, settable_keys as backbone_keys
 
     assert set(backbone_keys()) == {"source", "source_n", "source_weights", "source_params", "edit", "edit_strength",
                                     "edit_omega", "edit_params", "seed", "pretrain", "model"}

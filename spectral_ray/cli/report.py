@@ -29,15 +29,14 @@ def run(args) -> int:
     exp = os.fspath(args.experiment)
     if "://" not in exp and not Path(exp).is_dir():
         raise UserError(f"experiment folder not found: {exp}")
+    from analysis.collect import NoTrialsError
     from analysis.report import build_report  # heavy imports (pandas, matplotlib, torch) only here
 
     try:
         path = build_report(exp, args.out, use_ray=False if args.no_ray else None)
     except FileNotFoundError as e:
         raise UserError(f"{e}") from None
-    except ValueError as e:
-        if "no Ray Tune trials" in str(e):
-            raise UserError(f"{e}") from None
-        raise
+    except NoTrialsError as e:
+        raise UserError(f"{e}") from None
     print(path)
     return 0

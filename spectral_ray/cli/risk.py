@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from . import UserError
-
-def backbone_keys() -> tuple[str, ...]:
-    """TrialConfig keys that make the backbone (their role, config.ROLES); `--set` may change these
-    only (the rest is the experiment's protocol: target, probe set, size). A function: config
-    imports torch, which building the CLI's parser must not."""
-    from spectral_ray.config import fields_with_role
-
-    return fields_with_role("backbone")
-
-
-def protocol_keys() -> tuple[str, ...]:
-    """Keys of the experiment's trial that the probe measurement keeps (its target, probe set, split,
-    threads), and its model and pretraining recipe as the backbone's defaults."""
-    from spectral_ray.config import fields_with_role
-
-    return fields_with_role("finetune", "shared", "measurement", "execution") + ("model", "pretrain")
 
 
 def add_parser(sub) -> None:
@@ -42,16 +28,16 @@ def add_parser(sub) -> None:
     b.add_argument("--source", help="pretrain on this source as a sweep would (reusing the store when present); "
                    "`none` with no --weights: a random init")
     b.add_argument("--edit", default=None, help="source edit family (default none)")
-    b.add_argument("--edit-strength", type=float, default=None)
-    b.add_argument("--edit-omega", type=float, default=None)
+    for flag in ("--edit-strength", "--edit-omega"):
+        b.add_argument(flag, type=float, default=None)
     b.add_argument("--seed", type=int, default=None, help="pretraining seed (default 0)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="another backbone key (YAML value; a wrong key lists the allowed ones)"
                    + "; dotted for recipes and dicts (pretrain.epochs=3, source_params.x=1); repeatable")
     a = p.add_argument_group("artifact and stratum")
     a.add_argument("--artifact", required=True, help="artifact family, as a sweep's `artifact`")
-    a.add_argument("--artifact-omega", type=float, default=None)
-    a.add_argument("--artifact-amplitude", type=float, default=None)
+    for flag in ("--artifact-omega", "--artifact-amplitude"):
+        a.add_argument(flag, type=float, default=None)
     a.add_argument("--artifact-param", action="append", default=[], metavar="NAME=VALUE",
                    help="another artifact parameter (YAML value), as a sweep's `artifact_params`; repeatable")
     a.add_argument("--target", help="target dataset (default: the experiment's, if it has one)")
@@ -63,110 +49,50 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-@dataclass
-class Backbone:
-    """The backbone to measure: its checkpoint and store meta (None/{} for a random init), the
-    backbone id the experiment's tables use (``store:<key>``), the TrialConfig keys that make it."""
-
-    ckpt: Path | None
-    meta: dict
-    id: str | None
-    keys: dict
-    text: str
-    notes: list[str] = field(default_factory=list)
-
-
 def run(args) -> int:
-    exp = _experiment_path(args.experiment)
+    exp = args.experiment
+    if "://" not in exp and not Path(exp).is_dir():
+        raise UserError(f"experiment folder not found: {exp} (give the folder `spectral-ray sweep` printed, "
+                        "<storage>/<name>)")
     _check_backbone_args(args)
     family, artifact_keys, artifact = _artifact(args)
-    from analysis import risk
-    from spectral_ray.config import TrialConfig
+    from analysis import risk, risk_backbone as rb
 
-    trials, basis, matched = _load(exp, args, family, artifact)
-    # the image size the trials ran at (recorded by every launcher run; older ones ran at the default)
-    size = risk.trial_config(risk.representative(basis, matched["stratum"].iloc[0])).get(
-        "size", TrialConfig.model_fields["size"].default)
-    report = _header(exp, basis, family, artifact, size)
-    labels = _labels(basis, matched)
+    try:
+        trials, basis, matched = rb.load(exp, args.target, family, artifact.params, args.degradation)
+    except risk.RiskError as e:
+        raise UserError(str(e)) from None
+    report = rb.header(exp, basis, family, artifact, rb.trial_size(basis, matched))
+    labels = rb.stratum_labels(basis, matched)
     if args.store is not None or args.weights is not None or args.source is not None:
-        root, notes = _store_root(args, trials)
-        report.update(_assess_backbone(args, basis, matched, root, artifact_keys, artifact))
-        report["notes"] = notes + report["notes"]
-        for r in report["strata"]:
-            r["label"] = labels[r["stratum"]]
+        root, notes = rb.store_root_for(args.store_root, trials)
+        try:
+            report.update(rb.assess_backbone(basis, matched, _backbone(args, basis, matched, root), artifact,
+                                             artifact_keys, root, rb.protocol_keys(), _trial_config, source=args.source,
+                                             n_boot=args.bootstrap, labels=labels, notes=notes))
+        except risk.RiskError as e:
+            raise UserError(str(e)) from None
     if args.validate:
-        art = risk.artifact_row(family, artifact.params, artifact.signature(size))
+        art = risk.artifact_row(family, artifact.params, report["artifact"]["signature"])
         report["held_out"] = [{**risk.held_out_check(basis, s, art, n_boot=args.bootstrap), "label": labels[s]}
                               for s in matched["stratum"]]
     print(risk.dumps(report) if args.json else render(report))
     return 0
 
 
-def _load(exp: str, args, family: str, artifact):
-    """(trials, F4's basis, the matching strata), or UserError naming what the experiment has."""
-    from analysis import risk
-    from analysis.collect import collect
+def _backbone(args, basis, matched, root: Path):
+    """The backbone named by --store, or made as a sweep's trial would make it (over the protocol
+    keys of the first matching stratum's trial)."""
+    from analysis import risk, risk_backbone as rb
 
-    try:
-        trials = collect(exp).trials
-        basis = risk.load_basis(trials)
-        target = _target(basis, args.target)
-        matched = risk.match_strata(basis, target=target, family=family, params=artifact.params,
-                                    degradation=args.degradation)
-    except (risk.RiskError, FileNotFoundError) as e:
-        raise UserError(f"{exp}: {e}") from None
-    except ValueError as e:  # collect: a folder without Ray Tune trials
-        if "no Ray Tune trials" not in str(e):
-            raise
-        raise UserError(str(e)) from None
-    return trials, basis, matched
-
-
-def _labels(basis, matched) -> dict:
-    """{stratum: its short name}: the stratum keys that differ between the matching strata."""
-    varying = [k for k in basis.keys if matched[k].astype(str).nunique() > 1] or ["degradation"]
-    return {m["stratum"]: " · ".join(f"{k.removeprefix('artifact_resolved/')}={m[k]}" for k in varying if k in m)
-            for _, m in matched.iterrows()}
-
-
-def _assess_backbone(args, basis, matched, root: Path, artifact_keys: dict, artifact) -> dict:
-    """Measure the backbone on each matching stratum's probe set (once per distinct probe set) and
-    assess it there (analysis.risk.assess)."""
-    from analysis import risk
-    from spectral_ray.spectrum import summarize
-
-    first = risk.representative(basis, matched["stratum"].iloc[0], source=args.source)
-    backbone = _backbone(args, risk.trial_config(first), root)
-    rows, measured = [], {}
-    for stratum in matched["stratum"]:
-        row = risk.representative(basis, stratum, backbone=backbone.id, source=args.source)
-        cfg = _probe_config(risk.trial_config(row), backbone, artifact_keys, root)
-        probe = (cfg.target, cfg.target_n, repr(cfg.target_params), cfg.data_seed, cfg.size, cfg.channels,
-                 cfg.psd_images, cfg.effective_finetune_seed, cfg.model)
-        if probe not in measured:
-            measured[probe] = (_measure(cfg, backbone), cfg)
-        psd, cfg = measured[probe]
-        art = risk.artifact_row(artifact.family, artifact.params, artifact.signature(cfg.size))
-        block = risk.block_of_config((backbone.meta or {}).get("config") or backbone.keys)
-        rows.append(risk.assess(basis, stratum, psd, art, backbone=backbone.id, block=block, n_boot=args.bootstrap))
-    (psd, cfg), *others = measured.values()
-    notes = list(backbone.notes)
-    if others:
-        notes.append(f"{len(measured)} probe sets among the strata (different target parameters); the priority "
-                     "shown is the first one's")
-    return {"backbone": {"id": backbone.id, "description": backbone.text, "model": cfg.model,
-                         "in_experiment": any(r["held_out"] for r in rows)},
-            "probe": {"target": cfg.target, "images": cfg.psd_images, "size": cfg.size,
-                      "seed_for_baseline": cfg.effective_finetune_seed},
-            "priority": psd, "priority_summary": summarize(psd), "strata": rows, "notes": notes}
-
-
-def _experiment_path(path: str) -> str:
-    if "://" not in path and not Path(path).is_dir():
-        raise UserError(f"experiment folder not found: {path} (give the folder `spectral-ray sweep` printed, "
-                        "<storage>/<name>)")
-    return path
+    if args.store is not None:
+        return rb.store_backbone(args.store, root)
+    protocol = risk.trial_config(risk.representative(basis, matched["stratum"].iloc[0], source=args.source))
+    edits = {k: getattr(args, k) for k in ("edit", "edit_strength", "edit_omega")}
+    keys = rb.with_sets(rb.backbone_keys(args.source, args.weights, args.seed, edits, protocol),
+                        _yaml_pairs(args.set, "--set"), rb.settable_keys())
+    return rb.made_backbone(keys, {k: protocol[k] for k in rb.protocol_keys() if k in protocol}, root, _trial_config,
+                            say=lambda msg: print(f"spectral-ray risk: {msg}", file=sys.stderr))
 
 
 def _check_backbone_args(args) -> None:
@@ -188,8 +114,6 @@ def _check_backbone_args(args) -> None:
 
 
 def _yaml_pairs(items: list[str], flag: str) -> dict:
-    import yaml
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -204,123 +128,14 @@ def _yaml_pairs(items: list[str], flag: str) -> dict:
 
 def _artifact(args):
     """(family, the TrialConfig artifact keys, the Artifact with its resolved parameters)."""
-    from spectral_ray.artifacts import FAMILIES, get_artifact
+    from analysis.risk_backbone import RiskError, resolve_artifact
 
-    keys = {"artifact": args.artifact, "artifact_omega": args.artifact_omega,
-            "artifact_amplitude": args.artifact_amplitude,
-            "artifact_params": _yaml_pairs(args.artifact_param, "--artifact-param")}
+    keys = {"artifact": args.artifact, "artifact_omega": args.artifact_omega, "artifact_amplitude":
+            args.artifact_amplitude, "artifact_params": _yaml_pairs(args.artifact_param, "--artifact-param")}
     try:
-        family = FAMILIES.family(args.artifact)
-        artifact = get_artifact(args.artifact, **FAMILIES.trial_kwargs(args.artifact, keys, keys["artifact_params"]))
-    except ValueError as e:
-        raise UserError(f"--artifact: {e}") from None
-    ignored = [f"--{k.replace('_', '-')}" for k in FAMILIES.ignored_keys(family.name) if keys.get(k) is not None]
-    if ignored:
-        raise UserError(f"--artifact {family.name} has no parameter set by {', '.join(ignored)}; its parameters: "
-                        + ", ".join(family.params))
-    return family.name, keys, artifact
-
-
-def _target(basis, target: str | None) -> str:
-    from analysis.risk import RiskError
-
-    have = sorted(basis.table["target"].dropna().unique()) if "target" in basis.table else []
-    if target is None:
-        if len(have) != 1:
-            raise RiskError(f"the experiment has {len(have)} targets: choose one with --target ({', '.join(have)})")
-        return have[0]
-    if target not in have:
-        raise RiskError(f"target {target!r} is not in the experiment; its targets: {', '.join(have)}")
-    return target
-
-
-def _store_root(args, trials) -> tuple[Path, list[str]]:
-    """--store-root, else the store the experiment's trials recorded (if it is here), else the default."""
-    from spectral_ray.store import store_root
-
-    if args.store_root:
-        return Path(args.store_root).expanduser(), []
-    recorded = sorted({s for s in trials.get("store", []) if isinstance(s, str) and s})
-    here = [s for s in recorded if Path(s).is_dir()]
-    if here:
-        return Path(here[0]), []
-    default = store_root()
-    note = [f"the experiment's store ({recorded[0]}) is not on this machine; using {default}"] if recorded else []
-    return default, note
-
-
-def _store_entry(key: str, root: Path) -> tuple[Path, dict]:
-    from spectral_ray.store import load_meta, stats
-
-    entries = stats(root)["entries"]
-    hits = [e for e in entries if e["key"].startswith(key.lower())]
-    if len(hits) == 1:
-        return Path(hits[0]["path"]), load_meta(hits[0]["path"])
-    shown = hits or entries
-    listing = "; ".join(f"{e['key'][:16]} ({e['source']}, {_edit_text(e['edit_family'], e['edit_strength'])}, "
-                        f"{e['model']}, seed {e['seed']})" for e in shown[:20]) + (" …" if len(shown) > 20 else "")
-    if hits:
-        raise UserError(f"--store {key!r} matches {len(hits)} backbones in {root}; give more of the key: {listing}")
-    raise UserError(f"--store: no backbone with key {key!r} in the store {root}; "
-                    + (f"its {len(entries)} backbones: {listing}" if entries else "the store is empty")
-                    + " (--store-root DIR names another store)")
-
-
-def _edit_text(family, strength) -> str:
-    from spectral_ray.editing import is_edit
-
-    return f"edit {family} s={strength:g}" if is_edit(family or "none", strength or 0.0) else "unedited"
-
-
-def _describe(meta: dict) -> str:
-    cfg = meta.get("config") or {}
-    edit = _edit_text(cfg.get("edit_family"), cfg.get("edit_strength"))
-    init = f", from {cfg['init']}" if cfg.get("init") else ""
-    size = (cfg.get("source_params") or {}).get("size")
-    return f"{cfg.get('source')}, {edit}, {cfg.get('model')}, seed {cfg.get('seed')}{init}, {size} px"
-
-
-def _backbone(args, protocol: dict, root: Path) -> Backbone:
-    """The backbone named by --store, or made as a sweep's trial would make it (get_backbone)."""
-    if args.store is not None:
-        ckpt, meta = _store_entry(args.store, root)
-        cfg = meta.get("config") or {}
-        keys = {"model": cfg.get("model"), "seed": cfg.get("seed", 0)}
-        return Backbone(ckpt, meta, f"store:{meta['key']}", keys, f"store:{meta['key'][:16]} ({_describe(meta)})")
-    from spectral_ray.experiment import get_backbone, pretrain_config
-
-    keys = {"source": args.source or "none", "source_weights": args.weights, "seed": args.seed or 0}
-    keys.update({k: v for k, v in (("edit", args.edit), ("edit_strength", args.edit_strength),
-                                   ("edit_omega", args.edit_omega)) if v is not None})
-    if protocol.get("source") == keys["source"]:  # the experiment's pretraining data of this source
-        keys.update({k: protocol[k] for k in ("source_n", "source_params") if k in protocol})
-    keys = _with_sets(keys, args.set)
-    cfg = _trial_config({**{k: protocol[k] for k in protocol_keys() if k in protocol}, **keys, "store": str(root)})
-    if cfg.source == "none" and cfg.source_weights is None:
-        return Backbone(None, {}, None, keys, f"random init ({cfg.model}, seed {cfg.seed})")
-    from spectral_ray import store
-
-    fresh = not store.entry_dir(pretrain_config(cfg), root).joinpath("meta.json").exists()
-    if fresh:
-        print(f"spectral-ray risk: backbone not in the store {root}; pretraining it as a sweep would", file=sys.stderr)
-    ckpt, meta = get_backbone(cfg)
-    notes = ["pretrained now (it was not in the store)"] if fresh else []
-    return Backbone(ckpt, meta, f"store:{meta['key']}", keys, f"store:{meta['key'][:16]} ({_describe(meta)})", notes)
-
-
-def _with_sets(keys: dict, items: list[str]) -> dict:
-    out = dict(keys)
-    for key, value in _yaml_pairs(items, "--set").items():
-        head, dot, rest = key.partition(".")
-        if head not in backbone_keys() or (dot and head not in ("source_params", "edit_params", "pretrain")):
-            raise UserError(f"--set {key}: not a backbone key; allowed: {', '.join(backbone_keys())} (dotted: "
-                            "pretrain.<recipe key>, source_params.<name>, edit_params.<name>). The target, probe set "
-                            "and size are the experiment's")
-        if dot:
-            out[head] = {**(out.get(head) or {}), rest: value}
-        else:
-            out[head] = value
-    return out
+        return resolve_artifact(keys, flag=lambda k: f"--{k.replace('_', '-')}")
+    except RiskError as e:
+        raise UserError(str(e)) from None
 
 
 def _trial_config(keys: dict):
@@ -335,52 +150,7 @@ def _trial_config(keys: dict):
         raise UserError(f"backbone key `{problem.field}`: {problem.message}") from None
 
 
-def _probe_config(protocol: dict, backbone: Backbone, artifact_keys: dict, root: Path):
-    """The TrialConfig a trial of this backbone in the experiment would run: the experiment's
-    protocol keys, the backbone's keys, the artifact's keys (its baseline enters the probe images)."""
-    keys = {**{k: protocol[k] for k in protocol_keys() if k in protocol}, **backbone.keys, **artifact_keys,
-            "store": str(root), "degradation": 0.0}
-    cfg = _trial_config(keys)
-    if backbone.meta:
-        src = (backbone.meta.get("config") or {}).get("source_params") or {}
-        if src.get("channels", cfg.channels) != cfg.channels:
-            raise UserError(f"the backbone takes {src['channels']}-channel images, the experiment's target "
-                            f"{cfg.channels}-channel ones")
-        if src.get("size", cfg.size) != cfg.size:
-            note = f"the backbone was pretrained at {src['size']} px; measured at the experiment's {cfg.size} px"
-            backbone.notes += [note] if note not in backbone.notes else []
-    return cfg
-
-
-def _measure(cfg, backbone: Backbone):
-    """The backbone's ``psd_probe`` for ``cfg``: run_finetune's steps up to its priority before
-    fine-tuning (trial_splits → probe_set → starting_model → probe_priority). (K+1,) unit-sum."""
-    import numpy as np
-    import torch
-
-    from spectral_ray.experiment import probe_priority, probe_set, starting_model, trial_splits
-
-    torch.set_num_threads(cfg.threads)
-    _, splits = trial_splits(cfg)
-    probe = probe_set(splits.test_iid, cfg.psd_images)
-    model = starting_model(cfg, backbone.ckpt, backbone.meta, cfg.effective_finetune_seed)
-    return np.asarray(probe_priority(model, probe.images, probe.labels), dtype=float)
-
-
-def _header(exp, basis, family: str, artifact, size: int) -> dict:
-    from spectral_ray.spectrum import summarize
-
-    f4, signature = basis.f4, artifact.signature(size)
-    return {"experiment": str(exp), "significant": basis.significant,
-            "f4": {"verdict": f4.verdict, "rho": f4.value, "p": f4.p_value, "n_units": f4.n_units},
-            "artifact": {"family": family, "params": dict(artifact.params), "signature": signature,
-                         "signature_summary": summarize(signature) if signature.sum() > 0 else None},
-            "notes": []}
-
-
 def _num(v, fmt="+.3f") -> str:
-    import math
-
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
