@@ -91,21 +91,23 @@ def _search_space(sweep: SweepFile) -> dict:
 
 
 def _search_alg(sweep: SweepFile):
-    """(search algorithm, param_space, trial names) for the sweep's search."""
+    """(search algorithm, param_space, trial names, the grid's points or None) for the sweep's search."""
     from trainables import tuning
 
     if sweep.search.algorithm == "grid":
         points = grid_points(sweep)
         varying = tuning.varying_keys(points)
-        return tuning.GridPoints(points), tuning.table_space(points, varying), tuning.TrialNames(varying, points)
+        return (tuning.GridPoints(points), tuning.table_space(points, varying), tuning.TrialNames(varying, points),
+                points)
     varying = [k for k, (kind, _) in sweep.axes().items() if kind != "fixed"]
     names = tuning.TrialNames(varying)
     if sweep.search.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.search.seed)), _search_space(sweep), names
-    return None, _search_space(sweep), names  # random: Tune's BasicVariantGenerator
+        sampler = optuna.samplers.TPESampler(seed=sweep.search.seed)
+        return OptunaSearch(sampler=sampler), _search_space(sweep), names, None
+    return None, _search_space(sweep), names, None  # random: Tune's BasicVariantGenerator
 
 
 def _scheduler(sweep: SweepFile):
@@ -147,7 +149,7 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=True)
 
-    search_alg, space, names = _search_alg(sweep)
+    search_alg, space, names, points = _search_alg(sweep)
     sampled = sweep.search.algorithm == "optuna" or sweep.search.scheduler is not None
     tune_config = tune.TuneConfig(
         num_samples=sweep.num_trials() if sweep.search.algorithm == "grid" else sweep.search.num_samples,
@@ -169,7 +171,7 @@ def build_tuner(sweep: SweepFile, *, resume: bool = False):
         # the trainables write TensorBoard images into the trial's working directory, which Ray
         # copies to the trial folder in storage only with artifact syncing on
         sync_config=tune.SyncConfig(sync_artifacts=True),
-        callbacks=hparams.logger_callbacks(sweep, grid_points(sweep) if sweep.search.algorithm == "grid" else None),
+        callbacks=hparams.logger_callbacks(sweep, points),
         progress_reporter=console.progress_reporter(sweep, names.varying),
         verbose=1,
     )
