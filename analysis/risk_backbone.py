@@ -19,9 +19,11 @@ import pandas as pd
 
 from . import risk
 from .risk import RiskError
+from .units import PROBE_KEYS
 
-__all__ = ["load", "trial_size", "resolve_artifact", "Backbone", "store_backbone", "made_backbone", "backbone_keys", "settable_keys", "protocol_keys", "with_sets", "store_root_for", "assess_backbone",
-           "stratum_labels", "choose_target", "header"]
+__all__ = ["load", "trial_size", "resolve_artifact", "Backbone", "store_backbone", "made_backbone", "backbone_keys",
+           "settable_keys", "protocol_keys", "with_sets", "store_root_for", "assess_backbone", "stratum_labels",
+           "choose_target", "header"]
 
 
 def load(exp: str, target: str | None, family: str, params: dict, degradation: float | None):
@@ -162,10 +164,10 @@ def backbone_keys(source: str | None, weights: str | None, seed: int | None, edi
     return keys
 
 
-def with_sets(keys: dict, sets: dict, allowed) -> dict:
-    """``keys`` with the user's ``--set`` values: keys of ``allowed`` (the backbone's), dotted ones
+def with_sets(keys: dict, sets: dict) -> dict:
+    """``keys`` with the user's ``--set`` values: backbone keys (:func:`settable_keys`), dotted ones
     into ``pretrain``, ``source_params`` or ``edit_params``; RiskError for any other key."""
-    out = dict(keys)
+    out, allowed = dict(keys), settable_keys()
     for key, value in sets.items():
         head, dot, rest = key.partition(".")
         if head not in allowed or (dot and head not in ("source_params", "edit_params", "pretrain")):
@@ -178,16 +180,17 @@ def with_sets(keys: dict, sets: dict, allowed) -> dict:
 
 def made_backbone(keys: dict, protocol: dict, root: Path, make_config: Callable[[dict], object],
                   say: Callable[[str], None] = lambda msg: None) -> Backbone:
-    """The backbone a sweep's trial with ``keys`` (over ``protocol``'s keys) would make: from the
-    store ``root`` when it holds it, else pretrained now (``say`` is told so); a random init for
-    ``source: none`` without weights."""
+    """The backbone a sweep's trial with ``keys`` (over the :func:`protocol_keys` of ``protocol``, an
+    experiment trial's config) would make: from the store ``root`` when it holds it, else pretrained
+    now (``say`` is told so); a random init for ``source: none`` without weights."""
     from spectral_ray import store
-    from spectral_ray.experiment import get_backbone, pretrain_config
+    from spectral_ray.experiment import get_backbone
 
-    cfg = make_config({**protocol, **keys, "store": str(root)})
+    kept = {k: protocol[k] for k in protocol_keys() if k in protocol}
+    cfg = make_config({**kept, **keys, "store": str(root)})
     if cfg.source == "none" and cfg.source_weights is None:
         return Backbone(None, {}, None, keys, f"random init ({cfg.model}, seed {cfg.seed})")
-    fresh = not store.entry_dir(pretrain_config(cfg), root).joinpath("meta.json").exists()
+    fresh = not store.entry_dir(cfg.backbone(), root).joinpath("meta.json").exists()
     if fresh:
         say(f"backbone not in the store {root}; pretraining it as a sweep would")
     ckpt, meta = get_backbone(cfg)
@@ -220,22 +223,22 @@ def measure(cfg, backbone: Backbone) -> np.ndarray:
 
 
 def assess_backbone(basis: risk.Basis, matched: pd.DataFrame, backbone: Backbone, artifact, artifact_keys: dict,
-                    root: Path, protocol_keys, make_config, *, source: str | None = None, n_boot: int = risk.N_BOOT,
+                    root: Path, make_config, *, source: str | None = None, n_boot: int = risk.N_BOOT,
                     labels: dict | None = None, notes: list[str] = ()) -> dict:
     """Measure the backbone on each matching stratum's probe set (once per distinct probe set; the
-    stratum's representative trial's ``protocol_keys`` make it) and assess it there
+    stratum's representative trial's :func:`protocol_keys` make it) and assess it there
     (:func:`analysis.risk.assess`): the report's ``backbone``, ``probe``, ``priority``,
     ``priority_summary``, ``strata`` (each with its ``label`` of ``labels``) and ``notes`` (``notes``
     first)."""
     from spectral_ray.spectrum import summarize
 
-    rows, measured = [], {}
+    rows, measured, keep = [], {}, protocol_keys()
     for stratum in matched["stratum"]:
         row = risk.representative(basis, stratum, backbone=backbone.id, source=source)
-        protocol = {k: v for k, v in risk.trial_config(row).items() if k in protocol_keys}
+        protocol = {k: v for k, v in risk.trial_config(row).items() if k in keep}
         cfg = _probe_config(protocol, backbone, artifact_keys, root, make_config)
-        probe = (cfg.target, cfg.target_n, repr(cfg.target_params), cfg.data_seed, cfg.size, cfg.channels,
-                 cfg.psd_images, cfg.effective_finetune_seed, cfg.model)
+        # the probe set's keys, and the model and seed of the fresh head its priority is taken through
+        probe = tuple(repr(getattr(cfg, k)) for k in PROBE_KEYS) + (cfg.effective_finetune_seed, cfg.model)
         if probe not in measured:
             measured[probe] = (measure(cfg, backbone), cfg)
         psd, cfg = measured[probe]

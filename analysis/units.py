@@ -27,7 +27,7 @@ from spectral_ray.config import TrialConfig, fields_with_role
 
 from .aggregate import RESOLVED, SOURCE, edit_label, finetune_trials, is_edited, with_identity
 
-__all__ = ["BACKBONE_INPUTS", "EDIT_INPUTS", "columns", "FINETUNE_INPUTS", "SHORTCUT_INPUTS", "PROBE", "OWN", "identify", "distinct_models",
+__all__ = ["BACKBONE_INPUTS", "EDIT_INPUTS", "columns", "FINETUNE_INPUTS", "SHORTCUT_INPUTS", "PROBE", "PROBE_KEYS", "OWN", "identify", "distinct_models",
            "finished_finetunes", "present", "seeds_tied", "is_vec", "priority_column", "probe_sets", "pretrained_models"]
 
 
@@ -154,8 +154,9 @@ PRIORITY_TEXT = {PROBE: "the shared probe set (`psd_probe`: the target's clean t
                         "head drawn with fixed seeds, the same for every trial of a backbone)",
                  OWN: "each backbone's own source (`psd_pretrained`; no probe set in this experiment)"}
 # What makes a probe set: the target's images (psd_images of them, picked with a fixed seed).
-PROBE_INPUTS = ([c for c in columns(fields_with_role("finetune")) if c.startswith("target")]
-                + columns(fields_with_role("shared", "measurement")))
+PROBE_KEYS = ([k for k in fields_with_role("finetune") if k.startswith("target")]
+              + list(fields_with_role("shared", "measurement")))
+PROBE_INPUTS = columns(PROBE_KEYS)
 
 
 def is_vec(v) -> bool:

@@ -104,7 +104,6 @@ def options_check() -> None:
 
     from spectral_ray import spectrum
     from spectral_ray.config import parse_sweep
-    from spectral_ray.experiment import pretrain_config
     from spectral_ray.config import TrialConfig
 
     raw = {"name": "precision", "params": {"finetune.bf16": {"grid": [False, True]}, "finetune.channels_last": True,
@@ -113,8 +112,8 @@ def options_check() -> None:
     trials = sweep.trials()
     print("\n## sweep options")
     print(f"sweep params {raw['params']} → {len(trials)} valid trials, e.g. {trials[-1]}")
-    k32 = pretrain_config(TrialConfig()).key()[:12]
-    k16 = pretrain_config(TrialConfig(pretrain={"bf16": True})).key()[:12]
+    k32 = TrialConfig().backbone().key()[:12]
+    k16 = TrialConfig(pretrain={"bf16": True}).backbone().key()[:12]
     print(f"pretrain.bf16 changes the backbone store key ({k32} → {k16}): a bf16 backbone is its own entry")
     torch.manual_seed(0)
     m = timm.create_model("resnet10t", pretrained=False, in_chans=1, num_classes=2).to(memory_format=torch.channels_last)

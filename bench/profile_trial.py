@@ -141,11 +141,10 @@ def print_projection(sweep_path: Path, params: dict, per_trial_s: float, pretrai
                      concurrent: int) -> None:
     """The whole grid's wall-clock from the slice: (trials × s/trial + backbones × s/pretraining) / K."""
     from spectral_ray.config import TrialConfig, load_sweep
-    from spectral_ray.experiment import pretrain_config
     from trainables.launcher import grid_points
 
     points = grid_points(load_sweep(sweep_path, param_overrides=params))
-    backbones = {pretrain_config(TrialConfig.model_validate(p)).key() for p in points
+    backbones = {TrialConfig.model_validate(p).backbone().key() for p in points
                  if p.get("source", "none") != "none"}
     pre = statistics.mean(pretrain_s) if pretrain_s else float("nan")
     total = (len(points) * per_trial_s + len(backbones) * (pre if pretrain_s else 0)) / concurrent

@@ -186,12 +186,11 @@ def pretrain_one(source: str, seed: int) -> dict:
 
     from spectral_ray import spectrum
     from spectral_ray.config import TrialConfig
-    from spectral_ray.experiment import pretrain_config
     from spectral_ray.store import _source_dataset, _split, default_pretrain
     from spectral_ray.training import evaluate
 
     torch.set_num_threads(1)
-    cfg = pretrain_config(TrialConfig(source=source, seed=seed, source_n=3000, size=64, model="resnet10t", threads=1))
+    cfg = TrialConfig(source=source, seed=seed, source_n=3000, size=64, model="resnet10t", threads=1).backbone()
     t0 = time.time()
     model, hist = default_pretrain(cfg)
     ds = _source_dataset(cfg)

@@ -28,11 +28,6 @@ def _noop(_: dict) -> None:
     pass
 
 
-def pretrain_config(cfg: TrialConfig):
-    """The store's :class:`~spectral_ray.store.PretrainConfig` for a trial: :meth:`TrialConfig.backbone`."""
-    return cfg.backbone()
-
-
 def get_backbone(cfg: TrialConfig, on_epoch: Report | None = None) -> tuple[Path | None, dict]:
     """(checkpoint path, store metadata) for the trial's pretrained backbone, training it once
     if the store lacks it. ``source: none`` without ``source_weights`` is a random-init backbone:

@@ -65,11 +65,8 @@ def test_backbone_keeps_the_store_keys_and_seeds_of_existing_results():
     assert (cfg.derived_seed("finetune"), cfg.derived_seed("artifact")) == (188905441, 1922925582)
 
 
-def test_experiment_pretrain_config_is_the_trials_backbone():
-    from spectral_ray.experiment import pretrain_config
-
+def test_the_trials_backbone_runs_on_its_threads():
     cfg = TrialConfig(source="medical", seed=1, threads=2)
-    assert pretrain_config(cfg) == cfg.backbone()
     assert cfg.backbone().recipe.num_threads == 2
 
 

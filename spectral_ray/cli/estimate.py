@@ -92,9 +92,7 @@ def _sampling_changes_backbone(sweep, flat: dict) -> bool:
 
 
 def _backbone_identity(cfg) -> str:
-    from spectral_ray.experiment import pretrain_config
-
-    return pretrain_config(cfg).key()
+    return cfg.backbone().key()
 
 
 def describe(est: dict) -> str:

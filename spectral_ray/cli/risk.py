@@ -68,7 +68,7 @@ def run(args) -> int:
         root, notes = rb.store_root_for(args.store_root, trials)
         try:
             report.update(rb.assess_backbone(basis, matched, _backbone(args, basis, matched, root), artifact,
-                                             artifact_keys, root, rb.protocol_keys(), _trial_config, source=args.source,
+                                             artifact_keys, root, _trial_config, source=args.source,
                                              n_boot=args.bootstrap, labels=labels, notes=notes))
         except risk.RiskError as e:
             raise UserError(str(e)) from None
@@ -90,8 +90,8 @@ def _backbone(args, basis, matched, root: Path):
     protocol = risk.trial_config(risk.representative(basis, matched["stratum"].iloc[0], source=args.source))
     edits = {k: getattr(args, k) for k in ("edit", "edit_strength", "edit_omega")}
     keys = rb.with_sets(rb.backbone_keys(args.source, args.weights, args.seed, edits, protocol),
-                        _yaml_pairs(args.set, "--set"), rb.settable_keys())
-    return rb.made_backbone(keys, {k: protocol[k] for k in rb.protocol_keys() if k in protocol}, root, _trial_config,
+                        _yaml_pairs(args.set, "--set"))
+    return rb.made_backbone(keys, protocol, root, _trial_config,
                             say=lambda msg: print(f"spectral-ray risk: {msg}", file=sys.stderr))
 
 
