@@ -189,7 +189,7 @@ class TrialConfig(BaseModel):
     finetune: dict[str, Any] = _role("finetune", {})
     # shared by the backbone and the fine-tune: the image grid and the data generators
     data_seed: int = _role("shared", 0, ge=0, description="seed of the embedded data generators")
-    size: int = _role("shared", 64, ge=8)
+    size: int = _role("shared", 64, description="image side in pixels: even, >= spectral_ray.data.dataset.MIN_SIZE")
     channels: int = _role("shared", 1, ge=1, le=4)
     psd_images: int = _role("measurement", 256, gt=0, description="images used to measure a learning priority")
     threads: int = _role("execution", 1, ge=1, description="torch threads per trial (match resources.cpu)")
@@ -201,9 +201,11 @@ class TrialConfig(BaseModel):
 
     @field_validator("size")
     @classmethod
-    def _even(cls, v):
-        if v % 2:
-            raise ValueError(f"size must be an even number of pixels, got {v}")
+    def _grid(cls, v):
+        """The one image-size rule every dataset builder applies, so a trial fails here, not inside."""
+        from spectral_ray.data.dataset import check_size
+
+        check_size(v)
         return v
 
     @field_validator("finetune_seed", "artifact_seed", mode="before")

@@ -27,7 +27,7 @@ def conv2d_as_matmul(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     h_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     w_out = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # (B, C·kh·kw, H'·W')
-    # one (B·H'·W', C·kh·kw) × (C·kh·kw, O) GEMM, not B broadcast ones (10× slower in bf16 at B 256)
+    # one (B·H'·W', C·kh·kw) × (C·kh·kw, O) GEMM, not B broadcast ones (far slower in bf16: BENCHMARKS.md)
     rows = cols.transpose(1, 2).reshape(b * h_out * w_out, -1)
     out = F.linear(rows, conv.weight.reshape(conv.out_channels, -1), conv.bias)  # (B·H'·W', O)
     # (B, O, H', W') in channels-last memory, as the GEMM wrote it

@@ -287,8 +287,8 @@ def learning_priority(
         labels: ``(n,)`` integer class labels.
         batch_size: images per backward pass; the result does not depend on it (up to float
             rounding). None: 64, and on the CPU at most ≈ 0.5 M pixels per batch (10 images at
-            224 px), where a larger batch's activations fall out of cache (resnet18 at 224 px:
-            5.4 s instead of 7.1 s for 64 images; bench/psd.py).
+            224 px), where a larger batch's activations fall out of cache (measured with
+            bench/psd.py: BENCHMARKS.md).
         normalize: ``"sum"`` (a distribution over frequency), ``"max"`` (the paper's plots) or None.
         loss: ``loss(logits, labels) -> scalar`` summed over the batch; cross-entropy by default.
         per_class: return ``{label: spectrum}`` over the images of each class instead.

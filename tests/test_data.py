@@ -1,5 +1,6 @@
 """Embedded datasets: registry, shapes, determinism, cache, spectra, patient groups, learnability."""
 
+import re
 import time
 
 import numpy as np
@@ -192,6 +193,44 @@ def test_unknown_parameter_and_bad_size():
         get_dataset("medical", bogus=1, use_cache=False)
     with pytest.raises(ValueError, match="size"):
         get_dataset("natural", size=33, n=2, use_cache=False, progress=False)
+
+
+def test_one_size_rule_for_trials_generators_and_readers(tmp_path):
+    """A size every builder refuses is refused by the trial's validation too, in the same words,
+    and the smallest size the rule allows builds everywhere (issue 23: `size: 12` passed the
+    trial's check and failed inside the trial)."""
+    from pydantic import ValidationError
+
+    from spectral_ray.config import TrialConfig, trial_error
+    from spectral_ray.data.dataset import MIN_SIZE
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    for c in "ab":
+        np.save(tmp_path / c / "x.npy", np.full((20, 20), 0.5, np.float32))
+    builders = {"natural": {}, "medical": {}, "ct_lesion": {}, "image_folder": {"root": str(tmp_path)}}
+    for bad in (MIN_SIZE - 2, MIN_SIZE + 1):
+        words = f"size must be an even integer >= {MIN_SIZE} (pixels), got {bad}"
+        with pytest.raises(ValidationError) as e:
+            TrialConfig(size=bad)
+        assert (trial_error(e.value).field, trial_error(e.value).message) == ("size", words)
+        for name, kw in builders.items():
+            with pytest.raises(ValueError, match=fr"^{re.escape(words)}$"):
+                get_dataset(name, size=bad, n=4, use_cache=False, progress=False, **kw)
+    TrialConfig(size=MIN_SIZE)
+    for name, kw in builders.items():
+        assert get_dataset(name, size=MIN_SIZE, n=4, use_cache=False, progress=False, **kw).images.shape[-1] == MIN_SIZE
+
+
+def test_grid_check_names_channels_and_n():
+    from spectral_ray.data.dataset import check_grid
+
+    with pytest.raises(ValueError, match="channels must be 1 or 3, got 2"):
+        check_grid(32, 2, 4)
+    with pytest.raises(ValueError, match="n must be a positive integer, got None"):
+        check_grid(32, 1, None)
+    check_grid(32, 3, None, n_all=True)  # a reader: None = every image it finds
+    with pytest.raises(ValueError, match="n must be a positive integer or None, got 0"):
+        check_grid(32, 1, 0, n_all=True)
 
 
 @pytest.mark.parametrize("name", ["ct_lesion", "mri_knee"])

@@ -529,6 +529,6 @@ def test_npy_files_in_class_folders(tmp_path):
     (tmp_path / "b").mkdir()
     np.save(tmp_path / "a" / "x.npy", np.full((20, 20), 1000, np.uint16))
     np.save(tmp_path / "b" / "y.npy", np.full((3, 20, 20), 0.25, np.float32))
-    ds = get_dataset("image_folder", root=str(tmp_path), size=8, channels=1)
+    ds = get_dataset("image_folder", root=str(tmp_path), size=16, channels=1)
     np.testing.assert_allclose(ds.images[0], 1000 / 65535, atol=1e-6)
     np.testing.assert_allclose(ds.images[1], 0.25, atol=1e-6)

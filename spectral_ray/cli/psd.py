@@ -50,8 +50,12 @@ def run(args) -> int:
     from spectral_ray.plots import plot_spectra
     from spectral_ray.spectrum import learning_priority, measure_axis, summarize
 
-    if args.size % 2 or args.size < 8:
-        raise UserError(f"--size must be an even number of pixels ≥ 8, got {args.size}")
+    from spectral_ray.data.dataset import check_size
+
+    try:
+        check_size(args.size)  # the datasets' one rule, for random images too
+    except ValueError as e:
+        raise UserError(f"--{e}") from None
     torch.manual_seed(args.seed)
     if args.dataset:
         from spectral_ray.data import get_dataset

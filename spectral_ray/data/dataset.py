@@ -1,4 +1,5 @@
-"""The one in-memory dataset type every builder returns and every consumer reads."""
+"""The one in-memory dataset type every builder returns and every consumer reads, and the image
+grid every builder shares (:func:`check_grid`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ImageDataset"]
+__all__ = ["ImageDataset", "MIN_SIZE", "check_size", "check_grid"]
+
+# Smallest image side (px) a dataset is built at: the generators' phantoms and 1/f fields need
+# it, and below it a ResNet's stem leaves no map to learn a priority on.
+MIN_SIZE = 16
+
+
+def check_size(size) -> None:
+    """``ValueError`` unless ``size`` is an even integer >= :data:`MIN_SIZE` (the PSD's radial
+    bins and the artifacts' frequency grid need an even side)."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE or size % 2:
+        raise ValueError(f"size must be an even integer >= {MIN_SIZE} (pixels), got {size!r}")
+
+
+def check_grid(size, channels, n, *, n_all: bool = False) -> None:
+    """The parameters every builder shares: :func:`check_size`, 1 or 3 ``channels``, ``n`` >= 1
+    (``n_all``: or None, every image the reader finds)."""
+    check_size(size)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if n is None and n_all:
+        return
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer{' or None' if n_all else ''}, got {n!r}")
 
 
 @dataclass

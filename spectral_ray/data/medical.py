@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from spectral_ray.data import phantoms as ph
-from spectral_ray.data.arrays import check_params, with_channels
+from spectral_ray.data.arrays import with_channels
+from spectral_ray.data.dataset import check_grid
 from spectral_ray.data.registry import ImageDataset, register_dataset
 
 MODALITIES = ("ct", "mr")
@@ -281,7 +282,7 @@ def medical(size: int = 64, channels: int = 1, n: int = 5000, seed: int = 0, mod
     """
     from tqdm.auto import tqdm
 
-    check_params(size, channels, n)
+    check_grid(size, channels, n)
     if modality not in MODALITY_CHOICES:
         raise ValueError(f"medical: unknown modality {modality!r}; allowed: {', '.join(MODALITY_CHOICES)}")
     classes = [c for c in CLASSES if modality == "both" or c.startswith(modality + "_")]

@@ -16,8 +16,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.color import rgb2gray
 
-from spectral_ray.data.arrays import check_params
+from spectral_ray.data.dataset import check_grid
 from spectral_ray.data.registry import ImageDataset, register_dataset
 
 # class name -> loader key; skimage.data names, or sklearn:<file> for load_sample_image
@@ -60,10 +61,6 @@ def load_photograph(name: str) -> np.ndarray:
     return img / 255.0 if img.max() > 1.0 else img
 
 
-def _gray(rgb: np.ndarray) -> np.ndarray:
-    return rgb @ np.array([0.2125, 0.7154, 0.0721], np.float32)  # skimage.color.rgb2gray weights
-
-
 @register_dataset("natural", kind="source")
 def natural(
     size: int = 64,
@@ -76,7 +73,7 @@ def natural(
     """Random near-native-scale crops of 15 photographs shipped by scikit-image / scikit-learn."""
     from tqdm.auto import tqdm
 
-    check_params(size, channels, n)
+    check_grid(size, channels, n)
     if not max_scale >= 1.0:
         raise ValueError(f"max_scale must be >= 1, got {max_scale}")
     photos = [load_photograph(c) for c in CLASSES]
@@ -90,7 +87,7 @@ def natural(
         side = min(side, h, w)
         y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
         crop = photo[y0 : y0 + side, x0 : x0 + side]
-        crop = _gray(crop)[None] if channels == 1 else np.moveaxis(crop, -1, 0)
+        crop = rgb2gray(crop)[None] if channels == 1 else np.moveaxis(crop, -1, 0)
         if side != size:
             crop = F.interpolate(torch.from_numpy(np.ascontiguousarray(crop))[None], size=(size, size), mode="bilinear", antialias=False)[0].numpy()
         if rng.random() < 0.5:

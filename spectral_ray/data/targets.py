@@ -36,7 +36,8 @@ from __future__ import annotations
 import numpy as np
 
 from spectral_ray.data import phantoms as ph
-from spectral_ray.data.arrays import check_params, with_channels
+from spectral_ray.data.arrays import with_channels
+from spectral_ray.data.dataset import check_grid
 from spectral_ray.data.registry import ImageDataset, register_dataset
 
 SUPERSAMPLE = 2
@@ -152,7 +153,7 @@ def ct_lesion(
     """Simulated CT lung patches: benign (smooth round/oval) vs malignant (lobulated) nodule."""
     from tqdm.auto import tqdm
 
-    check_params(size, channels, n)
+    check_grid(size, channels, n)
     lobulation = tuple(float(v) for v in lobulation)
     n_pat, ylab = _patients(n, slices, seed)
     r = size * SUPERSAMPLE
@@ -290,7 +291,7 @@ def mri_knee(
     """Simulated sagittal knee MR patches: intact vs torn (complete/partial) ligament band."""
     from tqdm.auto import tqdm
 
-    check_params(size, channels, n)
+    check_grid(size, channels, n)
     n_pat, ylab = _patients(n, slices, seed)
     r = size * SUPERSAMPLE
     images = np.zeros((n_pat * slices, size, size), np.float32)

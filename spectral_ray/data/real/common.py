@@ -1,4 +1,4 @@
-"""What the real-data readers share: parameter checks, image decoding and conversion to
+"""What the real-data readers share: path checks, image decoding and conversion to
 ``(C, size, size)`` float32 in [0, 1], CSV parsing, seeded stratified subsets and the cache of
 decoded arrays keyed by the input files' size and mtime."""
 
@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+from skimage.color import rgb2gray
 
 from spectral_ray.data import registry
 from spectral_ray.data.dataset import ImageDataset
@@ -18,17 +19,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".
 # In-memory limit for the registry builders: n * C * size**2 * 4 bytes. 2048 MB holds e.g.
 # 10 000 grayscale images at 224 px, or 130 000 at 64 px. Larger sets: FolderImageDataset.
 MAX_MEMORY_MB = 2048
-_GRAY = np.array([0.2125, 0.7154, 0.0721], np.float32)  # same weights as the embedded `natural` source
-
-
-def check_common(size: int, channels: int, n) -> None:
-    """The readers' shared parameters: even ``size`` >= 8 px, 1 or 3 ``channels``, ``n`` >= 1 or None."""
-    if not isinstance(size, (int, np.integer)) or size < 8 or size % 2:
-        raise ValueError(f"size must be an even integer >= 8, got {size!r}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
-        raise ValueError(f"n must be a positive integer or None, got {n!r}")
 
 
 def require_path(value, param: str, reader: str, *, kind: str = "any") -> Path:
@@ -100,7 +90,7 @@ def finish(hwc: np.ndarray, size: int, channels: int, crop: str = "center") -> n
         raise ValueError(f"crop must be 'center' or 'stretch', got {crop!r}")
     c = hwc.shape[2]
     if channels == 1 and c == 3:
-        hwc = (hwc @ _GRAY)[..., None]
+        hwc = rgb2gray(hwc)[..., None]
     out = np.stack([resize_plane(hwc[..., k], size) for k in range(hwc.shape[2])])
     if channels == 3 and out.shape[0] == 1:
         out = np.repeat(out, 3, axis=0)

@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from spectral_ray.data.dataset import ImageDataset
-from spectral_ray.data.real.common import (MAX_MEMORY_MB, array_to_hwc, binary_labels, check_classes_param, check_common,
+from spectral_ray.data.dataset import ImageDataset, check_grid
+from spectral_ray.data.real.common import (MAX_MEMORY_MB, array_to_hwc, binary_labels, check_classes_param,
                                            check_memory, decode_image, finish, group_ids, maybe_cached, read_csv,
                                            require_path, stratified_choice)
 from spectral_ray.data.registry import register_dataset
@@ -129,7 +129,7 @@ def csv_target(
     cache: bool = True,
 ) -> ImageDataset:
     """Any binary task: CSV path,label,patient over an image folder (or .npy files) or one .npz."""
-    check_common(size, channels, n)
+    check_grid(size, channels, n, n_all=True)
     check_classes_param(classes)
     win = _check_window(window, scale)
     csv = require_path(csv, "csv", "csv_target", kind="file")

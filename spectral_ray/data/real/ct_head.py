@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectral_ray.data.dataset import ImageDataset
-from spectral_ray.data.real.common import check_common, maybe_cached
+from spectral_ray.data.dataset import ImageDataset, check_grid
+from spectral_ray.data.real.common import maybe_cached
 from spectral_ray.data.real.minidata import LAB_HU_WINDOW, hu_window, missing_files, read_invesalius, resolve
 from spectral_ray.data.real.realmini import as_channels, pick, tile_origins
 from spectral_ray.data.registry import register_dataset
@@ -36,7 +36,7 @@ def medical_real(volume=None, *, size: int = 64, channels: int = 1, n: int | Non
                  window: tuple[float, float] = LAB_HU_WINDOW, levels: int = 4, min_body: float = 0.25,
                  cache: bool = True) -> ImageDataset:
     """Non-overlapping axial tiles of a real head CT (InVesalius Cranium) in the lab's HU window; class = head level."""
-    check_common(size, channels, n)
+    check_grid(size, channels, n, n_all=True)
     if not isinstance(levels, int) or levels < 2:
         raise ValueError(f"medical_real: levels must be an integer >= 2, got {levels!r}")
     if not 0.0 <= min_body <= 1.0:

@@ -7,8 +7,8 @@ import inspect
 
 import numpy as np
 
-from spectral_ray.data.dataset import ImageDataset
-from spectral_ray.data.real.common import MAX_MEMORY_MB, check_common, check_memory, maybe_cached
+from spectral_ray.data.dataset import ImageDataset, check_grid
+from spectral_ray.data.real.common import MAX_MEMORY_MB, check_memory, maybe_cached
 from spectral_ray.data.real.streaming import FolderImageDataset, make_loader
 from spectral_ray.data.registry import register_dataset
 
@@ -31,7 +31,7 @@ def image_folder(
     cache: bool = False,
 ) -> ImageDataset:
     """Class folders (ImageNet `flat` or RadImageNet `nested` layout) read into memory."""
-    check_common(size, channels, n)
+    check_grid(size, channels, n, n_all=True)
     ds = FolderImageDataset(root, layout=layout, size=size, channels=channels, per_class=per_class, n=n, seed=seed, crop=crop)
     check_memory(
         len(ds), channels, size, max_memory_mb, "image_folder",

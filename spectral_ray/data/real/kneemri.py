@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from spectral_ray import safe_pickle
-from spectral_ray.data.dataset import ImageDataset
-from spectral_ray.data.real.common import (MAX_MEMORY_MB, check_common, check_memory, finish, maybe_cached, read_csv,
+from spectral_ray.data.dataset import ImageDataset, check_grid
+from spectral_ray.data.real.common import (MAX_MEMORY_MB, check_memory, finish, maybe_cached, read_csv,
                                            require_path, stratified_choice)
 from spectral_ray.data.registry import register_dataset
 
@@ -150,7 +150,7 @@ def knee_mri(
     cache: bool = True,
 ) -> ImageDataset:
     """KneeMRI (Stajduhar 2017): pickled volumes + metadata.csv, ROI slices, healthy vs injured ACL."""
-    check_common(size, channels, n)
+    check_grid(size, channels, n, n_all=True)
     _check_options(task, margin, slices_per_exam, intensity_percentile)
     root = require_path(root, "root", "knee_mri", kind="dir")
     meta = require_path(metadata_csv if metadata_csv not in (None, "") else root / "metadata.csv", "metadata_csv", "knee_mri", kind="file")

@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from spectral_ray.data.dataset import ImageDataset
-from spectral_ray.data.real.common import (MAX_MEMORY_MB, binary_labels, check_classes_param, check_common, check_memory,
+from spectral_ray.data.dataset import ImageDataset, check_grid
+from spectral_ray.data.real.common import (MAX_MEMORY_MB, binary_labels, check_classes_param, check_memory,
                                            finish, group_ids, maybe_cached, read_csv, require_path, stratified_choice)
 from spectral_ray.data.registry import register_dataset
 
@@ -203,7 +203,7 @@ def lodopab_ct(
     cache: bool = True,
 ) -> ImageDataset:
     """LoDoPaB-CT ground-truth slices (HDF5, key `data`) with binary labels from a user CSV."""
-    check_common(size, channels, n)
+    check_grid(size, channels, n, n_all=True)
     check_classes_param(classes)
     root = require_path(root, "root", "lodopab_ct", kind="dir")
     csv = require_path(labels_csv, "labels_csv", "lodopab_ct", kind="file")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectral_ray.data.dataset import ImageDataset
-from spectral_ray.data.real.common import check_common, maybe_cached, stratified_choice
+from spectral_ray.data.dataset import ImageDataset, check_grid
+from spectral_ray.data.real.common import maybe_cached, stratified_choice
 from spectral_ray.data.real.minidata import missing_files, percentile_scale, read_label_table, read_nifti, resolve
 from spectral_ray.data.real.realmini import as_channels
 from spectral_ray.data.registry import register_dataset
@@ -106,7 +106,7 @@ def mri_atlas(t1=None, atlas=None, atlas_labels=None, *, size: int = 64, channel
               structure: str = "frontal", border_mm: float | None = 12.0, slab: int = 8, gap: int = 3,
               percentile: float = 99.5, min_voxels: int = 200, cache: bool = True) -> ImageDataset:
     """Colin27 T1 MRI patches near an AAL structure's border: is the centre voxel inside it (default frontal lobe); groups = axial slab."""
-    check_common(size, channels, n)
+    check_grid(size, channels, n, n_all=True)
     if n is None:
         raise ValueError("mri_atlas: n must be a positive integer (patch centres are drawn)")
     if not (isinstance(slab, int) and isinstance(gap, int) and 0 <= gap < slab):

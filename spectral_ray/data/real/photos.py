@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from skimage.color import rgb2gray
 
-from spectral_ray.data.dataset import ImageDataset
-from spectral_ray.data.real.common import _GRAY, check_common, maybe_cached
+from spectral_ray.data.dataset import ImageDataset, check_grid
+from spectral_ray.data.real.common import maybe_cached
 from spectral_ray.data.real.minidata import PHOTOGRAPHS, missing_files, resolve
 from spectral_ray.data.real.realmini import pick, tile_origins
 from spectral_ray.data.registry import register_dataset
@@ -32,7 +33,7 @@ def _photo(path: Path, short_side: int | None) -> np.ndarray:
 def natural_real(folder=None, *, size: int = 64, channels: int = 1, n: int | None = None, seed: int = 0,
                  short_side: int | None = 512, cache: bool = True) -> ImageDataset:
     """Non-overlapping tiles of 12 real photographs (mate-backgrounds nature/), one class each."""
-    check_common(size, channels, n)
+    check_grid(size, channels, n, n_all=True)
     root = resolve(folder, "photos", "natural_real", "folder")
     files = [root / f"{name}.jpg" for name in PHOTOGRAPHS]
     absent = [str(f) for f in files if not f.is_file()]
@@ -43,7 +44,7 @@ def natural_real(folder=None, *, size: int = 64, channels: int = 1, n: int | Non
         tiles, labels = [], []
         for c, f in enumerate(files):
             rgb = _photo(f, short_side)
-            gray = rgb @ _GRAY
+            gray = rgb2gray(rgb)
             h, w = gray.shape
             oy, ox = (h % size) // 2, (w % size) // 2  # centre the grid
             for y, x in tile_origins(h - oy, w - ox, size):

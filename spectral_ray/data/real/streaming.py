@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from spectral_ray.data.real.common import IMAGE_EXTENSIONS, check_common, load_image, require_path, stratified_choice
+from spectral_ray.data.dataset import check_grid
+from spectral_ray.data.real.common import IMAGE_EXTENSIONS, load_image, require_path, stratified_choice
 
 __all__ = ["FolderIndex", "FolderImageDataset", "scan_image_folder", "make_loader"]
 
@@ -129,7 +130,7 @@ class FolderImageDataset(torch.utils.data.Dataset):
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
         index: FolderIndex | None = None,
     ):
-        check_common(size, channels, n)
+        check_grid(size, channels, n, n_all=True)
         if crop not in ("center", "stretch"):
             raise ValueError(f"crop must be 'center' or 'stretch', got {crop!r}")
         self.index = index or scan_image_folder(root, layout=layout, per_class=per_class, n=n, seed=seed, extensions=extensions)
