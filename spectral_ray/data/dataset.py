@@ -9,8 +9,8 @@ import numpy as np
 
 __all__ = ["ImageDataset", "MIN_SIZE", "check_size", "check_grid"]
 
-# Smallest image side (px) a dataset is built at: the generators' phantoms and 1/f fields need
-# it, and below it a ResNet's stem leaves no map to learn a priority on.
+# Smallest image side (px) of every dataset: the MR phantoms keep a fully sampled k-space centre
+# of size // 16 lines, and readers share the bound so that a sweep's `size` suits every dataset.
 MIN_SIZE = 16
 
 
