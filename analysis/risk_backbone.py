@@ -218,7 +218,7 @@ def measure(cfg, backbone: Backbone) -> np.ndarray:
     (:func:`spectral_ray.experiment.start_trial`). (K+1,) unit-sum."""
     from spectral_ray.experiment import start_trial
 
-    before = start_trial(cfg, backbone.ckpt, backbone.meta).before
+    before = start_trial(cfg, backbone.ckpt, backbone.meta, artifact=False).before
     return np.asarray(before.priorities["probe"], dtype=float)
 
 

@@ -269,19 +269,24 @@ class ProbeMeasures:
     ``probe`` (:func:`probe_set`), ``priorities`` (:func:`_priorities_before`: ``before``,
     ``probe``, ``pretrained`` (K+1,) unit-sum, ``pretrained_on``), ``artifact``
     (:func:`artifact_probe`: the artifact weight w and its spectra) and ``sensitivity``
-    (``{"probe": …}``: :func:`spectrum.artifact_sensitivity` of :func:`probe_model`)."""
+    (``{"probe": …}``: :func:`spectrum.artifact_sensitivity` of :func:`probe_model`); the last
+    two None where only the priorities were asked for."""
 
     probe: ProbeSet
     priorities: dict
-    artifact: ArtifactProbe
-    sensitivity: dict
+    artifact: ArtifactProbe | None
+    sensitivity: dict | None
 
 
-def measure_probe(model: torch.nn.Module, splits, n_images: int, meta: dict, ckpt: Path | None) -> ProbeMeasures:
+def measure_probe(model: torch.nn.Module, splits, n_images: int, meta: dict, ckpt: Path | None, *,
+                  artifact: bool = True) -> ProbeMeasures:
     """:class:`ProbeMeasures` of ``model`` (a trial's :func:`starting_model`, left untouched, as is
-    the global RNG) on the ``n_images`` probe images of ``splits``."""
+    the global RNG) on the ``n_images`` probe images of ``splits``; without ``artifact`` only the
+    priorities (the artifact's sensitivity costs as many backward passes as a priority)."""
     probe = probe_set(splits.test_iid, n_images)
     priorities = _priorities_before(model, probe, meta, ckpt)
+    if not artifact:
+        return ProbeMeasures(probe, priorities, None, None)
     art_probe = artifact_probe(splits, n_images)
     return ProbeMeasures(probe, priorities, art_probe, {"probe": _sensitivity(probe_model(model), art_probe)})
 
@@ -297,14 +302,16 @@ class TrialStart:
     before: ProbeMeasures
 
 
-def start_trial(cfg: TrialConfig, ckpt: Path | None, meta: dict) -> TrialStart:
+def start_trial(cfg: TrialConfig, ckpt: Path | None, meta: dict, *, artifact: bool = True) -> TrialStart:
     """The steps of :func:`run_finetune` before fine-tuning, for the backbone (``ckpt``, ``meta``:
-    :func:`get_backbone`): :func:`trial_splits` → :func:`starting_model` → :func:`measure_probe`.
-    ``spectral-ray risk`` measures a backbone through this too, so both measure alike."""
+    :func:`get_backbone`): :func:`trial_splits` → :func:`starting_model` → :func:`measure_probe`
+    (``artifact``: passed on). ``spectral-ray risk`` measures a backbone through this too, so both
+    measure alike."""
     torch.set_num_threads(cfg.threads)
-    artifact, splits = trial_splits(cfg)
+    planted, splits = trial_splits(cfg)
     model = starting_model(cfg, ckpt, meta, cfg.effective_finetune_seed)
-    return TrialStart(artifact, splits, model, measure_probe(model, splits, cfg.psd_images, meta, ckpt))
+    before = measure_probe(model, splits, cfg.psd_images, meta, ckpt, artifact=artifact)
+    return TrialStart(planted, splits, model, before)
 
 
 def trial_splits(cfg: TrialConfig):
