@@ -75,3 +75,30 @@ def test_a_failing_make_stores_nothing_and_a_copy_is_filled_on_its_own():
     assert "only_here" in scratch and "only_here" not in reg and type(scratch) is Registry
     assert scratch.noun == "widget" and list(scratch)[:3] == list(reg)
 
+
+def test_the_project_registries_use_the_idiom():
+    from analysis.figures import FIGURES
+    from analysis.findings import FINDINGS
+    from spectral_ray.artifacts import FAMILIES
+    from spectral_ray.data import registry
+    from spectral_ray.editing import EDITS
+    from spectral_ray.families import ParamError
+
+    for reg in (FIGURES, FINDINGS, FAMILIES, EDITS, registry._REGISTRY):
+        assert isinstance(reg, Registry)
+    assert list(FIGURES) == ["auc_vs_degradation", "priorities", "priority_heatmaps", "editing_effect",
+                             "alignment_vs_drop"]  # the drawing order
+    assert list(FINDINGS) == ["F1", "F2", "F3", "F4", "F5"]
+    with pytest.raises(ValueError, match="unknown dataset 'nope'; registered datasets: .*natural"):
+        registry.get_dataset("nope")
+    with pytest.raises(ParamError, match="unknown edit family 'nope'; families: "):
+        EDITS.family("nope")
+    with pytest.raises(ValueError, match="unknown finding 'F9'; registered findings: F1, F2, F3, F4, F5"):
+        FINDINGS["F9"]
+    with pytest.raises(ValueError, match="figure 'priorities' is registered twice"):
+        FIGURES.register("priorities")(lambda trials, out_dir: [])
+    # datasets may be registered again (a builder module imported a second time): replaced
+    scratch = registry._REGISTRY.copy()
+    entry = scratch["natural"]
+    scratch.register("natural")(object())
+    assert scratch["natural"] is not entry and registry._REGISTRY["natural"] is entry
