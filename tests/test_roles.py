@@ -59,7 +59,10 @@ def test_backbone_keeps_the_store_keys_and_seeds_of_existing_results():
     assert cfg.backbone().key() == "ad2867d2e2f7f60df699c10ff0157e0e91ff62d06c7b6cbe3acbd6e9daa2c183"
     assert (cfg.derived_seed("finetune"), cfg.derived_seed("artifact")) == (1186451820, 1108550442)
     cfg = TrialConfig(source="medical", edit="blend_lowpass", edit_strength=0.5, edit_omega=0.3, seed=2)
-    assert cfg.backbone().key() == "3aef2db3fd8e41cafa9eaee4b71745a46f4b01759e7c89007a567240182422c6"
+    # an edited source's key holds the edit code's version: it moved once when families.py took the
+    # generic Registry (issue 23; was 3aef2db3…, code version store1-data2-dcfa518fe786)
+    assert cfg.backbone().code_version == "store1-data2-9cd16cc3f65b"
+    assert cfg.backbone().key() == "5ab5c9a827a303ea294074c4e1977fd1d69b4e5e5e7bc268606a618c6c3fb1da"
     assert (cfg.derived_seed("finetune"), cfg.derived_seed("artifact")) == (1472771409, 1751380268)
     cfg = TrialConfig(source="none", seed=3)
     assert (cfg.derived_seed("finetune"), cfg.derived_seed("artifact")) == (188905441, 1922925582)
