@@ -3,7 +3,8 @@
 Every figure uses the same colour per source (``source_colors``) and the same line style per
 arm (``_edit_styles``: solid = unedited, dashed = the first edit, then dotted, dash-dot …);
 AUC lines are the mean over folds with a ±std band and each fold's value drawn over it. Each ``fig_*`` function returns the paths it wrote, or raises
-:class:`NotDrawable` with the reason when the experiment lacks the trials it needs.
+:class:`NotDrawable` with the reason when the experiment lacks the trials it needs. Each is
+registered with ``@figure("name")`` in :data:`FIGURES`; :func:`draw_all` draws them in that order.
 
 * ``auc_vs_degradation`` — Fig. 2: AUC vs degradation, O.O.D. (top) / I.I.D. (bottom), mean ± std
   over folds, one line per source × edit, one panel per target/artifact.
@@ -30,12 +31,16 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from spectral_ray.registries import Registry  # noqa: E402
 from spectral_ray.spectrum import frequency_axis, summarize  # noqa: E402
 
 from .aggregate import RESOLVED, SOURCE, aggregate, edit_label, finetune_trials, group_keys, is_edited  # noqa: E402
 
-__all__ = ["NotDrawable", "source_colors", "draw_all", "fig_auc_vs_degradation", "fig_priorities",
+__all__ = ["NotDrawable", "source_colors", "FIGURES", "figure", "draw_all", "fig_auc_vs_degradation", "fig_priorities",
            "fig_priority_heatmaps", "fig_editing_effect", "fig_alignment_vs_drop"]
+
+FIGURES: Registry = Registry("figure")  # name -> fig_* function, in drawing order
+figure = FIGURES.register  # ``@figure("name")`` on a fig_* function: draw_all and the report draw it
 
 KNOWN_COLORS = {"natural": "#1f77b4", "imagenet": "#1f77b4", "medical": "#d62728", "radimagenet": "#d62728"}
 EXTRA_COLORS = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
@@ -189,6 +194,7 @@ def _grid(n_panels: int, rows_per_panel: int, max_cols: int = 3, w=3.6, h=2.6):
 # ----------------------------------------------------------------------------- Fig. 2
 
 
+@figure("auc_vs_degradation")
 def fig_auc_vs_degradation(trials: pd.DataFrame, out_dir: Path, name: str = "auc_vs_degradation") -> list[Path]:
     agg = _agg_with_labels(trials)
     colors, styles = source_colors(agg[SOURCE]), _edit_styles(agg["edit_label"])
@@ -269,6 +275,7 @@ def _priority_panels(trials: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return panels
 
 
+@figure("priorities")
 def fig_priorities(trials: pd.DataFrame, out_dir: Path, name: str = "priorities") -> list[Path]:
     """One thin line per network (pretrained model / clean fine-tuned network), DC bin left out,
     log y; arrows between the group means of unedited and edited sources."""
@@ -324,6 +331,7 @@ def _edit_arrows(ax, means: dict, colors) -> None:
 # ----------------------------------------------------------------------------- Fig. 3 heat maps
 
 
+@figure("priority_heatmaps")
 def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "priority_heatmaps") -> list[Path]:
     ft = _ft_with_labels(trials)
     ft = ft[ft["status"] == "TERMINATED"] if "status" in ft else ft
@@ -391,6 +399,7 @@ def fig_priority_heatmaps(trials: pd.DataFrame, out_dir: Path, name: str = "prio
 # ----------------------------------------------------------------------------- Fig. 4
 
 
+@figure("editing_effect")
 def fig_editing_effect(trials: pd.DataFrame, out_dir: Path, name: str = "editing_effect") -> list[Path]:
     agg = _agg_with_labels(trials)
     if not agg["edited"].any() or agg["edited"].all():
@@ -468,6 +477,7 @@ def _short_number(text: str) -> str:
         return text
 
 
+@figure("alignment_vs_drop")
 def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alignment_vs_drop") -> list[Path]:
     """F4 as its test sees it: one panel per stratum (target × artifact × parameters × d), a point per
     pretrained model (folds averaged) at its alignment and shortcut cost (I.I.D. − O.O.D. AUC of the
@@ -514,15 +524,6 @@ def fig_alignment_vs_drop(trials: pd.DataFrame, out_dir: Path, name: str = "alig
 
 
 # ----------------------------------------------------------------------------- all
-
-
-FIGURES = {
-    "auc_vs_degradation": fig_auc_vs_degradation,
-    "priorities": fig_priorities,
-    "priority_heatmaps": fig_priority_heatmaps,
-    "editing_effect": fig_editing_effect,
-    "alignment_vs_drop": fig_alignment_vs_drop,
-}
 
 
 def draw_all(trials: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Path] | str]:

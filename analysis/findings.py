@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from spectral_ray.registries import Registry
 from spectral_ray.spectrum import band_mass, shortcut_alignment, summarize
 
 from .aggregate import RESOLVED, SOURCE, finetune_trials, group_keys, pinned, with_identity
@@ -108,15 +109,13 @@ class Check:
     run: Callable[..., Finding]
 
 
-FINDINGS: dict[str, Check] = {}
+FINDINGS: Registry[Check] = Registry("finding")
 
 
 def finding(fid: str, *, claim: str, unit: str):
-    """Register ``fn(trials, *, rng=None) -> Finding`` as the check of finding ``fid``."""
-    def register(fn):
-        FINDINGS[fid] = Check(fid, claim, unit, fn)
-        return fn
-    return register
+    """Decorator: register ``fn(trials, *, rng=None) -> Finding`` as the check of finding ``fid``
+    (in :data:`FINDINGS`, whose order is :func:`check_all`'s)."""
+    return FINDINGS.register(fid, lambda fn: Check(fid, claim, unit, fn))
 
 
 def _start(fid: str, test: str) -> Finding:

@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from spectral_ray import registries
+
 __all__ = ["Param", "ParamError", "check_params", "Family", "Registry", "ImageTransform", "check_images"]
 
 
@@ -156,11 +158,13 @@ class Family:
         return next((key for key, name in self.trial_keys.items() if name == param), None)
 
 
-class Registry(dict):
-    """name -> :class:`Family` for one kind (``artifact`` or ``edit``); registration order kept."""
+class Registry(registries.Registry[Family]):
+    """name -> :class:`Family` for one kind (``artifact`` or ``edit``), registration order kept:
+    the project's :class:`~spectral_ray.registries.Registry` whose entries are built from the
+    facts given to :meth:`register`, with the trial keys the families read."""
 
     def __init__(self, kind: str):
-        super().__init__()
+        super().__init__(f"{kind} family", plural=f"{kind} families")
         self.kind = kind
 
     def register(self, name: str, *, params: Mapping[str, Param] | None = None, summary: str = "",
@@ -169,21 +173,20 @@ class Registry(dict):
         params = dict(params or {})
         trial_keys = dict(trial_keys or {})
 
-        def add(fn: Callable) -> Callable:
-            if name in self:
-                raise ValueError(f"{self.kind} family {name!r} is registered twice")
+        def make(fn: Callable) -> Family:
             for key, param in trial_keys.items():
                 if not key.startswith(self.kind + "_") or param not in params:
                     raise ValueError(f"{self.kind} family {name!r}: trial key {key!r} must start with "
                                      f"{self.kind + '_'!r} and name one of its parameters {sorted(params)}")
-            self[name] = Family(name, fn, params, summary, trial_keys, **facts)
-            return fn
+            return Family(name, fn, params, summary, trial_keys, **facts)
 
-        return add
+        return super().register(name, make)
+
+    def unknown(self, name) -> ParamError:
+        return ParamError(f"unknown {self.kind} family {name!r}; families: {', '.join(self)}", family=str(name))
 
     def family(self, name: str) -> Family:
-        if name not in self:
-            raise ParamError(f"unknown {self.kind} family {name!r}; families: {', '.join(self)}", family=str(name))
+        """Family ``name``; an unknown one raises :class:`ParamError` listing the families."""
         return self[name]
 
     def trial_keys(self) -> list[str]:

@@ -76,7 +76,7 @@ def scratch_registry(monkeypatch, tmp_path):
     """A copy of the registry for one test, and a folder on sys.path for fabricated modules."""
     from spectral_ray.data import registry
 
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", registry._REGISTRY.copy())
     monkeypatch.syspath_prepend(str(tmp_path))
     registry.code_version.cache_clear()
     yield registry

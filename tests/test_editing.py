@@ -120,7 +120,7 @@ def test_get_edited_dataset_cached(tmp_path, monkeypatch):
         x = reference_images(size, n, seed=seed + 100).copy()
         return ImageDataset(x, np.arange(n, dtype=np.int64) % 2, ["a", "b"])
 
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # registered for this test only
+    monkeypatch.setattr(registry, "_REGISTRY", registry._REGISTRY.copy())  # registered for this test only
     registry.register_dataset("_edit_test_src", kind="source")(build)
     kw = dict(edit_params={"omega": 0.5, "bandwidth": 0.2}, seed=3, n=30)
     a = get_edited_dataset("_edit_test_src", "band_gain", 0.7, **kw)

@@ -414,7 +414,7 @@ def test_pretraining_from_published_weights_keeps_their_normalisation(tmp_path, 
     from spectral_ray.store import PretrainConfig, get_or_train, load_meta
     from spectral_ray.training import Recipe
 
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", registry._REGISTRY.copy())
 
     @registry.register_dataset("_weights_test_source", kind="source", cached=False)
     def tiny(size=16, channels=1, n=24, seed=0):

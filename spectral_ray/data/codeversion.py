@@ -29,6 +29,7 @@ INFRASTRUCTURE = frozenset({
     "spectral_ray.data.dataset",
     "spectral_ray.atomic",
     "spectral_ray.paths",
+    "spectral_ray.registries",
 })
 
 

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from spectral_ray.data import cache
 from spectral_ray.data.codeversion import CodeNotFound, hash_modules, module_closure
 from spectral_ray.data.dataset import ImageDataset
+from spectral_ray.registries import Registry
 
 __all__ = [
     "ImageDataset",
@@ -42,7 +43,8 @@ class _Entry:
     check: Callable[[dict], list[str]] | None = None  # further problems with a trial's params, e.g. files a default path needs
 
 
-_REGISTRY: dict[str, _Entry] = {}
+# A builder module imported again (a test's, a worker's) registers its name again: replaced.
+_REGISTRY: Registry[_Entry] = Registry("dataset", replace=True)
 
 
 def _builder_code(name: str, builder: Callable, extra: Sequence[str]) -> tuple:
@@ -101,9 +103,9 @@ def register_dataset(
     if isinstance(code, str) or isinstance(paths, str) or isinstance(optional_paths, str):
         raise TypeError(f"dataset {name!r}: code, paths and optional_paths are lists of names, not one string")
 
-    def wrap(builder):
+    def make(builder) -> _Entry:
         doc = inspect.getdoc(builder) or ""
-        _REGISTRY[name] = _Entry(
+        return _Entry(
             builder=builder,
             kind=kind,
             cached=cached,
@@ -113,6 +115,9 @@ def register_dataset(
             optional_paths=_check_params(name, builder, optional_paths, "optional_paths"),
             check=check,
         )
+
+    def wrap(builder):
+        _REGISTRY.register(name, make)(builder)
         code_version.cache_clear()
         return builder
 
@@ -120,8 +125,7 @@ def register_dataset(
 
 
 def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; registered datasets: {', '.join(list_datasets())}")
+    """Dataset ``name``'s entry; an unknown name raises a ValueError listing the datasets."""
     return _REGISTRY[name]
 
 
