@@ -114,8 +114,11 @@ step full 420 sbatch --wait "${SB[@]}" --output="$LOGS/full-%j.out" "${SWEEP[@]}
 # 2. results on a node-local folder of a two-node job: refused by the pre-flight, no trial run
 step local 300 sbatch --wait "${SB[@]}" --output="$LOGS/local-%j.out" sweeps/cluster/slurm.sbatch \
     sweeps/embedded-quick.yaml --storage /run/node-local/results --name local "${TINY[@]}" || true
-# 3. scancel mid-sweep (8 trials), then the same sbatch command again: it resumes
-KILLED=("${SWEEP[@]}" --name killed "${TINY[@]}" --set 'fold={grid: [0, 1]}')
+# 3. scancel mid-sweep (8 trials), then the same sbatch command again: it resumes. One trial at a
+#    time, each ten epochs (~5 s): with step 1's backbones stored a tiny trial takes ~1 s, and two at a
+#    time the whole sweep had ended within the kill's own wait (state sync, poll, 3 s)
+KILLED=("${SWEEP[@]}" --name killed "${TINY[@]}" --set 'fold={grid: [0, 1]}' --set finetune.epochs=10
+        --set max_concurrent=1)
 jid=$(sbatch --parsable "${SB[@]}" --output="$LOGS/killed-%j.out" "${KILLED[@]}")
 echo "$jid" > "$LOGS/killed.jobid"
 finished() {  # trial folders whose last result says done
@@ -134,7 +137,8 @@ sleep 3   # the experiment state (saved every 2 s) now has them as finished
 finished > "$LOGS/finished-before-kill.txt"
 scancel "$jid"
 for _ in $(seq 60); do squeue -h -j "$jid" 2> /dev/null | grep -q . || break; sleep 1; done
-echo "scancel $jid; finished before: $(wc -l < "$LOGS/finished-before-kill.txt")" >> "$LOGS/steps.log"
+echo "scancel $jid; finished before: $(wc -l < "$LOGS/finished-before-kill.txt"), after: $(finished | wc -l)" \
+    >> "$LOGS/steps.log"
 step resume 420 sbatch --wait "${SB[@]}" --output="$LOGS/resume-%j.out" "${KILLED[@]}" || true
 # 4. the time-limit path: USR1 (what --signal=B:USR1@300 sends before the limit) makes the job
 #    requeue itself; the requeued job runs the same command, which resumes (here: the finished
