@@ -32,6 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from spectral_ray.registries import unknown_message
 from spectral_ray.training import Recipe, check_fields
 
 __all__ = ["TrialConfig", "TrialError", "trial_error", "SweepFile", "SweepError", "load_sweep", "parse_sweep",
@@ -76,7 +77,7 @@ def recipe_base(name: str, finetune_preset: str = "default") -> dict:
     if name == "pretrain":
         return DEFAULT_PRETRAIN
     if finetune_preset not in FINETUNE_PRESETS:
-        raise ValueError(_unknown("finetune_preset", finetune_preset, list(FINETUNE_PRESETS)))
+        raise ValueError(unknown_message("finetune_preset", finetune_preset, list(FINETUNE_PRESETS)))
     return FINETUNE_PRESETS[finetune_preset]
 
 # What a trial runs (experiment.run_<name>); trainables/<name>.py holds its Ray trainable.
@@ -237,7 +238,7 @@ class TrialConfig(BaseModel):
 
         sources = list_datasets("source")
         if self.source != "none" and self.source not in sources:
-            raise TrialError("source", _unknown("source", self.source, sources + ["none"]))
+            raise TrialError("source", unknown_message("source", self.source, sources + ["none"]))
         if self.source == "none" and is_edit(self.edit, self.edit_strength):
             raise TrialError("edit", "an edit needs a source dataset to edit; `source: none` has none")
         if self.source_weights is not None:
@@ -249,7 +250,7 @@ class TrialConfig(BaseModel):
                 raise TrialError("source_weights", str(e)) from None
         targets = list_datasets("target")
         if self.target not in targets:
-            raise TrialError("target", _unknown("target", self.target, targets))
+            raise TrialError("target", unknown_message("target", self.target, targets))
         if self.fold >= self.n_folds:
             raise TrialError("fold", f"fold must be in [0, n_folds={self.n_folds}), got {self.fold}")
         if any(not 0 <= f < self.n_folds for f in self.folds):
@@ -270,7 +271,7 @@ class TrialConfig(BaseModel):
             except (TypeError, ValueError) as e:
                 raise TrialError(name, str(e)) from None
         if not _is_model(self.model):
-            raise TrialError("model", _unknown("model", self.model, sorted(_timm_models()), show=0))
+            raise TrialError("model", unknown_message("model", self.model, sorted(_timm_models()), show=0))
         return self
 
     def artifact_kwargs(self) -> dict:
@@ -431,13 +432,6 @@ def _culprit(error, registry, trial: TrialConfig) -> str:
     name = getattr(trial, kind)
     key = registry[name].trial_key(error.param) if name in registry and error.family == name else None
     return key if key is not None and getattr(trial, key) is not None else f"{kind}_params"
-
-
-def _unknown(key: str, value, allowed: list[str], show: int = 20) -> str:
-    close = difflib.get_close_matches(str(value), allowed, n=3)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    listing = f" Allowed: {', '.join(map(repr, allowed[:show]))}{' …' if len(allowed) > show else ''}." if show else ""
-    return f"unknown {key} {value!r}.{hint}{listing}"
 
 
 # -------------------------------------------------------------------------------- sweep files

@@ -164,7 +164,7 @@ class Registry(registries.Registry[Family]):
     facts given to :meth:`register`, with the trial keys the families read."""
 
     def __init__(self, kind: str):
-        super().__init__(f"{kind} family", plural=f"{kind} families")
+        super().__init__(f"{kind} family")
         self.kind = kind
 
     def register(self, name: str, *, params: Mapping[str, Param] | None = None, summary: str = "",
@@ -183,7 +183,8 @@ class Registry(registries.Registry[Family]):
         return super().register(name, make)
 
     def unknown(self, name) -> ParamError:
-        return ParamError(f"unknown {self.kind} family {name!r}; families: {', '.join(self)}", family=str(name))
+        return ParamError(registries.unknown_message(f"{self.kind} family", name, list(self), show=None),
+                          family=str(name))
 
     def family(self, name: str) -> Family:
         """Family ``name``; an unknown one raises :class:`ParamError` listing the families."""

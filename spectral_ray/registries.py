@@ -23,13 +23,28 @@ which named things are not registered this way, and why.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+import difflib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Callable, Generic, TypeVar
 
-__all__ = ["Registry", "UnknownName"]
+__all__ = ["Registry", "UnknownName", "unknown_message"]
 
 T = TypeVar("T")
 F = TypeVar("F")
+
+
+def unknown_message(what: str, name, allowed: Sequence[str], *, show: int | None = 20) -> str:
+    """The one wording of an unknown-name error: ``unknown WHAT 'NAME'.``, up to three close
+    matches (``Did you mean 'x'?``) and the first ``show`` allowed names (all with ``None``; none
+    with ``0``, for a list too long to print, such as timm's models)."""
+    allowed = list(allowed)
+    close = difflib.get_close_matches(str(name), allowed, n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    if show == 0:
+        return f"unknown {what} {name!r}.{hint}"
+    show = len(allowed) if show is None else show
+    more = " …" if len(allowed) > show else ""
+    return f"unknown {what} {name!r}.{hint} Allowed: {', '.join(map(repr, allowed[:show])) or 'none'}{more}."
 
 
 class UnknownName(KeyError, ValueError):
@@ -37,9 +52,9 @@ class UnknownName(KeyError, ValueError):
     ``KeyError``. ``noun`` is what the registry holds, ``name`` the name asked for, ``allowed``
     the registered names in registration order."""
 
-    def __init__(self, noun: str, name, allowed: list[str], plural: str):
+    def __init__(self, noun: str, name, allowed: list[str]):
         self.noun, self.name, self.allowed = noun, name, list(allowed)
-        self.message = f"unknown {noun} {name!r}; registered {plural}: {', '.join(allowed) or 'none'}"
+        self.message = unknown_message(noun, name, self.allowed, show=None)
         super().__init__(self.message)
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -50,9 +65,8 @@ class Registry(Mapping, Generic[T]):
     """name -> entry for one kind of thing (``noun``: "dataset", "finding", …), registration
     order kept. Read it as a mapping; fill it only through :meth:`register` / :meth:`add`."""
 
-    def __init__(self, noun: str, *, plural: str | None = None, replace: bool = False):
+    def __init__(self, noun: str, *, replace: bool = False):
         self.noun = noun
-        self.plural = plural or noun + "s"
         self.replace = replace  # the registry's policy for a name registered again
         self._entries: dict[str, T] = {}
 
@@ -82,7 +96,7 @@ class Registry(Mapping, Generic[T]):
 
     def unknown(self, name) -> Exception:
         """The error for a name that is not registered (a subclass may give its own)."""
-        return UnknownName(self.noun, name, list(self._entries), self.plural)
+        return UnknownName(self.noun, name, list(self._entries))
 
     def __getitem__(self, name: str) -> T:
         try:

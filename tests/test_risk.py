@@ -136,7 +136,7 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("argv, message", [
     (["--experiment", "/nonexistent/exp", "--store", "ab", "--artifact", "band"], "experiment folder not found"),
-    (["--store", "ab", "--artifact", "bnad"], "unknown artifact family 'bnad'; families: none, band"),
+    (["--store", "ab", "--artifact", "bnad"], "unknown artifact family 'bnad'. Did you mean 'band'? Allowed: 'none', 'band'"),
     (["--store", "ab", "--artifact", "band", "--artifact-param", "omgea=0.5"], "unknown parameter(s) ['omgea']"),
     (["--store", "ab", "--artifact", "nlm", "--artifact-omega", "0.5"], "nlm has no parameter set by --artifact-omega"),
     (["--artifact", "band"], "name a backbone: --store KEY"),

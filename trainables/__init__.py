@@ -5,13 +5,14 @@ that turns a sweep file into a ``tune.Tuner``. The trainable called NAME is the 
 import importlib
 
 from spectral_ray.config import TRAINABLES
+from spectral_ray.registries import unknown_message
 
 
 def get_trainable(name: str):
     """The function trainable called ``name`` (imports Ray). With ``$SPECTRAL_RAY_TEST_FAIL_ONCE``
     set (tests), wrapped so that each trial's first attempt fails (trainables/faults.py)."""
     if name not in TRAINABLES:
-        raise ValueError(f"unknown trainable {name!r}; choose one of {', '.join(TRAINABLES)}")
+        raise ValueError(unknown_message("trainable", name, list(TRAINABLES)))
     fn = getattr(importlib.import_module(f"trainables.{name}"), name)
     from trainables import faults
 

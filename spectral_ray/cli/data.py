@@ -54,14 +54,8 @@ def add_parser(sub) -> None:
 
 
 def _load(name: str, args, **extra):
-    from spectral_ray.data import get_dataset, list_datasets
+    from spectral_ray.data import get_dataset
 
-    if name not in list_datasets():
-        import difflib
-
-        close = difflib.get_close_matches(name, list_datasets(), n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise UserError(f"unknown dataset {name!r}.{hint} Registered: {', '.join(list_datasets())}")
     params = dict(_param(t) for t in args.param)
     params.update(size=args.size, seed=args.seed, **extra)
     if args.n is not None:
